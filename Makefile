@@ -1,0 +1,109 @@
+# ds3 — plain make. `make help` lists the targets.
+#
+# Switches:
+#   BLAS=openblas|none   GEMMs through OpenBLAS (default) or plain loops
+#   NO_OMP=1             build without OpenMP (same numbers, one thread)
+#   PRECISION=f64        double as the scalar type, built into build-f64/ (oracle mode)
+#   CC=clang             any C11 compiler
+
+CC ?= cc
+BLAS ?= openblas
+PRECISION ?= f32
+
+CFLAGS ?= -O2
+CFLAGS += -std=c11 -Wall -Wextra -MMD -MP -fPIC -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc
+LDLIBS := -lcjson -lm
+
+ifeq ($(PRECISION),f64)
+  BUILD ?= build-f64
+  CFLAGS += -DDS3_F64
+else
+  BUILD ?= build
+endif
+
+ifeq ($(BLAS),openblas)
+  CFLAGS += -DDS3_BLAS $(shell pkg-config --cflags openblas 2>/dev/null)
+  LDLIBS := $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas) $(LDLIBS)
+endif
+
+ifndef NO_OMP
+  CFLAGS += -fopenmp
+  LDFLAGS += -fopenmp
+endif
+
+LIB_SRC := $(wildcard src/*.c)
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all help run test test-quick deps clean bench models
+
+# Build the library (static and shared) and the CLI.
+all: $(BUILD)/libds3.a $(BUILD)/libds3.so $(BUILD)/ds3
+
+# List the targets.
+help:
+	@echo "make            build $(BUILD)/libds3.a, $(BUILD)/libds3.so and the CLI $(BUILD)/ds3"
+	@echo "make run        install missing deps, build, make the tiny model, generate a few tokens"
+	@echo "make test       unit + end-to-end tests (fp32 and f64 builds) against ref_data/"
+	@echo "make test-quick the fp32 build's tests only"
+	@echo "make deps       install missing build dependencies (scripts/install-deps.sh)"
+	@echo "make clean      remove build/ and build-f64/"
+	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  CC=clang"
+
+# Install what is missing (libopenblas-dev, libcjson-dev, …), once.
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): scripts/install-deps.sh
+	@sh scripts/install-deps.sh
+	@mkdir -p build && touch $@
+
+$(BUILD)/obj/%.o: src/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libds3.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/libds3.so: $(LIB_OBJ)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/cli/%.o: cli/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/ds3: $(BUILD)/cli/ds3.o $(BUILD)/libds3.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libds3.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libds3.a $(LDFLAGS) $(LDLIBS)
+
+# Synthetic reference models used by `make run` and the tests (deterministic, cached).
+models: $(BUILD)/ds3
+	@sh scripts/make-models.sh $(BUILD)/ds3 build/models
+
+# Build, make the tiny reference model and generate a few tokens with it.
+run: all
+	@sh scripts/make-models.sh $(BUILD)/ds3 build/models tiny-f32
+	$(BUILD)/ds3 run -m build/models/tiny-f32 --tokens 1,2,3,4,5 -n 16
+
+# The fp32 build's tests only.
+test-quick: all $(TEST_BIN)
+	@sh scripts/make-models.sh $(BUILD)/ds3 build/models
+	@sh tests/run.sh $(BUILD) build/models
+
+# All tests: the fp32 build, then the f64 (oracle-mode) build; one closing line.
+test: all $(TEST_BIN)
+	@$(MAKE) --no-print-directory PRECISION=f64 all tests-bin-f64
+	@sh scripts/make-models.sh $(BUILD)/ds3 build/models
+	@sh tests/run.sh $(BUILD) build/models build-f64
+
+.PHONY: tests-bin-f64
+tests-bin-f64: $(TEST_BIN)
+
+# Remove all build outputs.
+clean:
+	rm -rf build build-f64
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/cli/ds3.d $(TEST_BIN:=.d)

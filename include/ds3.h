@@ -1,0 +1,126 @@
+/*
+ * ds3.h — the whole public API of ds3, a CPU reference implementation of the
+ * DeepSeek-V3 architecture (MLA, group-limited MoE, MTP).
+ *
+ * Conventions (after sqlite and ggml):
+ *   - every public name starts with ds3_ / DS3_;
+ *   - handles are opaque; functions return a ds3_status and fill out-parameters;
+ *   - on failure, ds3_last_error() gives a message naming the file, the tensor
+ *     and what was expected; the library never calls exit();
+ *   - ds3_x_free(NULL) is a no-op.
+ * Anything not declared in this header is not API and may change.
+ *
+ * Precision: the library is built either with float (default) or double
+ * (PRECISION=f64, which defines DS3_F64) as its scalar type, ds3_real.
+ * A program must be compiled with the same DS3_F64 setting as the library.
+ */
+#ifndef DS3_H
+#define DS3_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef DS3_F64
+typedef double ds3_real;
+#else
+typedef float ds3_real;
+#endif
+
+typedef enum {
+    DS3_OK = 0,
+    DS3_ERR_IO,       /* file missing, unreadable, unwritable, truncated */
+    DS3_ERR_FORMAT,   /* malformed safetensors / JSON */
+    DS3_ERR_CONFIG,   /* config.json missing a field or inconsistent */
+    DS3_ERR_MISSING,  /* a tensor the config implies is absent */
+    DS3_ERR_SHAPE,    /* a tensor has the wrong shape or dtype */
+    DS3_ERR_NOMEM,    /* allocation failed */
+    DS3_ERR_ARG,      /* bad argument from the caller (token id, position …) */
+} ds3_status;
+
+/* The message of the last failure on this thread ("" if none). */
+const char *ds3_last_error(void);
+/* A short name for a status code ("io error", "shape mismatch", …). */
+const char *ds3_status_name(ds3_status s);
+
+/* ---- models ------------------------------------------------------------- */
+
+typedef struct ds3_model ds3_model;
+
+/* Load a Hugging Face model directory: config.json plus model.safetensors or
+ * model.safetensors.index.json and shards. Tensors are mmap'd, bound by name
+ * and shape-checked. */
+ds3_status ds3_model_load(const char *dir, ds3_model **out);
+void ds3_model_free(ds3_model *m);
+
+int ds3_model_vocab_size(const ds3_model *m);
+int ds3_model_num_layers(const ds3_model *m);      /* main layers, MTP excluded */
+int ds3_model_num_mtp(const ds3_model *m);         /* MTP depths present */
+int ds3_model_top_k(const ds3_model *m);           /* routed experts per token, 0 if no MoE */
+int ds3_model_max_positions(const ds3_model *m);   /* max_position_embeddings */
+
+/* Print the architecture summary (parameters, active parameters, bytes per
+ * dtype, KV-cache bytes per token) of a loaded model. */
+void ds3_model_describe(const ds3_model *m, FILE *f);
+/* The same for a built-in config name (v3, v2-lite, kimi-k2, …, tiny, small)
+ * or a config.json path, without weights. */
+ds3_status ds3_config_describe(const char *name_or_path, FILE *f);
+/* Names of the built-in configs, NULL-terminated. */
+const char *const *ds3_builtin_configs(void);
+
+/* ---- synthetic reference models ------------------------------------------ */
+
+typedef enum { DS3_WEIGHTS_F32, DS3_WEIGHTS_BF16, DS3_WEIGHTS_FP8 } ds3_weight_dtype;
+
+typedef struct {
+    const char *config;          /* built-in name or path to a config.json */
+    ds3_weight_dtype dtype;      /* projection dtype; norms stay BF16/F32 as in V3 */
+    uint64_t seed;
+    double bias_shift;           /* added to every e_score_correction_bias (0: none) */
+} ds3_mkmodel_opts;
+
+/* Write a deterministic synthetic checkpoint in HF layout to outdir. */
+ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir);
+
+/* ---- inference state ------------------------------------------------------ */
+
+typedef enum { DS3_ATTN_ABSORB = 0, DS3_ATTN_NAIVE = 1 } ds3_attn_mode;
+
+typedef struct ds3_state ds3_state;
+
+/* KV caches and scratch for up to max_seq positions, sized once. */
+ds3_status ds3_state_new(const ds3_model *m, int max_seq, ds3_attn_mode attn, ds3_state **out);
+void ds3_state_free(ds3_state *s);
+
+/* Run tokens[0..n) at positions start..start+n-1 (the cache must already hold
+ * positions 0..start-1). logits, if not NULL, receives [n][vocab]. */
+ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits);
+
+/* ---- activation dumps ----------------------------------------------------- */
+
+/* Start capturing named activations for positions 0..total-1 (see
+ * docs/DUMP_FORMAT.md); every later ds3_forward writes its rows. */
+ds3_status ds3_dump_begin(ds3_state *s, int total);
+/* Write what was captured to a safetensors file (via a temporary name and a
+ * rename), with metadata key/value pairs (NULL-terminated list, may be NULL),
+ * and stop capturing. */
+ds3_status ds3_dump_write(ds3_state *s, const char *path, const char *const *metadata_kv);
+
+/* ---- sampling -------------------------------------------------------------- */
+
+typedef struct ds3_sampler ds3_sampler;
+
+/* temp <= 0: greedy (argmax, lowest index on ties). Otherwise softmax(logits/temp)
+ * restricted to the smallest set with mass >= top_p, drawn with a seeded PRNG. */
+ds3_status ds3_sampler_new(float temp, float top_p, uint64_t seed, ds3_sampler **out);
+void ds3_sampler_free(ds3_sampler *s);
+int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DS3_H */
