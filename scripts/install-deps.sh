@@ -1,0 +1,162 @@
+#!/bin/sh
+# scripts/install-deps.sh [--check] — make sure ds3 can be built here.
+#
+# What the build needs: a C11 compiler (${CC:-cc}), make, pkg-config, OpenBLAS
+# with the cblas header (libopenblas-dev), cJSON (libcjson-dev) and OpenMP
+# (part of gcc; libomp-dev for clang). Rather than asking the package manager
+# what is installed, we ask the compiler: each piece is checked by compiling
+# and linking a tiny program with the flags the Makefile uses, so a library
+# installed by hand (or from another distribution) counts too.
+#
+# Only what is missing is installed:
+#   root                        apt-get update && apt-get install -y --no-install-recommends …
+#   passwordless sudo           the same through sudo -n
+#   otherwise                   print the exact command and exit 1
+# On macOS nothing is installed automatically; the brew line is printed.
+# Silent (and exit 0) when nothing is missing, so `make` stays quiet.
+#
+# Environment honoured (the Makefile exports command-line variables):
+#   CC          compiler to check (default cc)
+#   BLAS=none   OpenBLAS is not needed
+#   NO_OMP=1    OpenMP is not needed
+# --check       report what is missing (exit 1 if anything), install nothing.
+#
+# POSIX sh: runs under dash, in CI (root, CI=true, no stdin).
+
+set -u
+
+check_only=0
+case "${1:-}" in
+    --check) check_only=1 ;;
+    "") ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+esac
+
+CC=${CC:-cc}
+BLAS=${BLAS:-openblas}
+NO_OMP=${NO_OMP:-}
+export DEBIAN_FRONTEND=noninteractive
+
+say() { echo "install-deps: $*" >&2; }
+
+tmp=$(mktemp -d 2>/dev/null || mktemp -d -t ds3deps) || { say "cannot create a temporary directory"; exit 1; }
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+# The compiler's first word (CC may carry flags, e.g. "clang -m64").
+cc_bin() { set -- $CC; echo "$1"; }
+is_clang() { "$(cc_bin)" --version 2>/dev/null | grep -qi clang; }
+
+# try NAME SOURCE FLAGS… : compile and link SOURCE; keep the log for errors.
+try() {
+    name=$1; src=$2; shift 2
+    printf '%s\n' "$src" > "$tmp/$name.c"
+    # shellcheck disable=SC2086 # CC and the flags are word lists on purpose
+    $CC -std=c11 -o "$tmp/$name" "$tmp/$name.c" "$@" > "$tmp/$name.log" 2>&1
+}
+
+# Each check appends the Debian package that provides the piece to $missing
+# (and a human name to $what), so one apt-get line installs them all.
+check_all() {
+    missing=""; what=""
+    if ! command -v "$(cc_bin)" > /dev/null 2>&1; then
+        case "$(cc_bin)" in
+            *clang*) missing="$missing clang" ;;
+            *) missing="$missing gcc libc6-dev" ;;
+        esac
+        what="$what C-compiler($(cc_bin))"
+    fi
+    command -v make > /dev/null 2>&1 || { missing="$missing make"; what="$what make"; }
+    command -v pkg-config > /dev/null 2>&1 || { missing="$missing pkg-config"; what="$what pkg-config"; }
+    # Without a compiler the library checks cannot run; they are re-done after install.
+    command -v "$(cc_bin)" > /dev/null 2>&1 || return 0
+
+    if ! try base 'int main(void) { return 0; }'; then
+        missing="$missing libc6-dev"; what="$what C-library-headers"
+        return 0
+    fi
+    if [ "$BLAS" != none ]; then
+        bl_cflags=$(pkg-config --cflags openblas 2>/dev/null || true)
+        bl_libs=$(pkg-config --libs openblas 2>/dev/null || true)
+        [ -n "$bl_libs" ] || bl_libs=-lopenblas
+        # shellcheck disable=SC2086
+        try blas '#include <cblas.h>
+int main(void) { float a = 1, b = 2; return (int)cblas_sdot(1, &a, 1, &b, 1) - 2; }' \
+            $bl_cflags $bl_libs || { missing="$missing libopenblas-dev"; what="$what OpenBLAS(cblas)"; }
+    fi
+    try cjson '#include <cjson/cJSON.h>
+int main(void) { cJSON *j = cJSON_Parse("[1]"); int ok = j != 0; cJSON_Delete(j); return !ok; }' \
+        -lcjson || { missing="$missing libcjson-dev"; what="$what cJSON"; }
+    if [ -z "$NO_OMP" ]; then
+        if ! try omp '#include <omp.h>
+int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }' -fopenmp; then
+            if is_clang; then missing="$missing libomp-dev"; else missing="$missing libgomp1"; fi
+            what="$what OpenMP"
+        fi
+    fi
+    return 0
+}
+
+check_all
+[ -z "$missing" ] && exit 0
+
+say "missing:$what"
+
+# ---- macOS: print, do not run (brew may want to update itself for minutes).
+if [ "$(uname -s)" = Darwin ]; then
+    say "on macOS, install them with Homebrew:"
+    echo "  brew install openblas cjson libomp pkg-config" >&2
+    say "openblas and libomp are keg-only: pass their include/ and lib/ directories"
+    say "(brew --prefix openblas, brew --prefix libomp) in CFLAGS and LDFLAGS, or build"
+    say "without OpenMP: make NO_OMP=1"
+    exit 1
+fi
+
+# Deduplicate, keeping order.
+pkgs=""
+for p in $missing; do
+    case " $pkgs " in *" $p "*) ;; *) pkgs="$pkgs $p" ;; esac
+done
+pkgs=${pkgs# }
+cmd="apt-get update && apt-get install -y --no-install-recommends $pkgs"
+
+if ! command -v apt-get > /dev/null 2>&1; then
+    say "no apt-get here; install the equivalents of: $pkgs"
+    exit 1
+fi
+if [ "$check_only" = 1 ]; then
+    say "to install: $cmd"
+    exit 1
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    sudo=""
+elif command -v sudo > /dev/null 2>&1 && sudo -n true > /dev/null 2>&1; then
+    sudo="sudo -n"
+else
+    say "not root and no passwordless sudo; run as root:"
+    echo "  $cmd" >&2
+    exit 1
+fi
+
+say "installing: $pkgs"
+# shellcheck disable=SC2086
+if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q < /dev/null > "$tmp/apt.log" 2>&1 ||
+   ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs \
+        < /dev/null >> "$tmp/apt.log" 2>&1; then
+    tail -n 20 "$tmp/apt.log" >&2
+    say "apt-get failed; the command was: $cmd"
+    exit 1
+fi
+
+# Trust the compiler, not apt's exit status: check again.
+check_all
+if [ -n "$missing" ]; then
+    say "still missing after install:$what"
+    for f in "$tmp"/*.log; do
+        [ -s "$f" ] && { echo "--- $(basename "$f")" >&2; tail -n 5 "$f" >&2; }
+    done
+    exit 1
+fi
+say "ok"
+exit 0
