@@ -29,6 +29,9 @@ endif
 ifndef NO_OMP
   CFLAGS += -fopenmp
   LDFLAGS += -fopenmp
+else
+  # Without OpenMP the `#pragma omp` lines are meant to be ignored.
+  CFLAGS += -Wno-unknown-pragmas
 endif
 
 LIB_SRC := $(wildcard src/*.c)

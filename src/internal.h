@@ -198,6 +198,9 @@ const char *ds3_builtin_config_json(const char *name);
 /* Serialise to config.json text (malloc'd): what mkmodel writes. */
 char *ds3_config_to_json(const ds3_config *c);
 
+/* Routed experts the kernels handle (the largest released model has 384). */
+#define DS3_MAX_EXPERTS 4096
+
 /* Is main layer i an MoE layer (SPEC §1)? */
 bool ds3_layer_is_moe(const ds3_config *c, int i);
 
@@ -259,7 +262,8 @@ struct ds3_model {
     ds3_tensor lm_head;                  /* [V, D] */
     int n_mtp;
     ds3_mtp_layer *mtp;                  /* [n_mtp] */
-    ds3_real *yarn_freqs;                /* [Dr/2] f'_j (rope.c) */
+    double *rope_freqs;                  /* [Dr/2] f'_j, YaRN-corrected (rope.c) */
+    double rope_attn_factor;             /* cos/sin multiplier (1 when mscale == mscale_all_dim) */
     double attn_scale;                   /* (Dn+Dr)^-0.5 · m² */
     void *owned;                         /* allocations freed with the model */
 };
@@ -273,6 +277,8 @@ struct ds3_model {
 void ds3_linear(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
 /* The plain-loop twin, always available (tests hold the two together). */
 void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
+/* Free this thread's BLAS tile buffer (it is regrown on the next call). */
+void ds3_linear_release(void);
 /* Run-time switch: true (default when built with BLAS) → BLAS path. */
 extern bool ds3_use_blas;
 bool ds3_have_blas(void);
@@ -286,14 +292,19 @@ void ds3_softmax(ds3_real *x, int n);                  /* in place, max-subtract
 void ds3_yarn_freqs(double *freqs, const ds3_config *c);          /* [Dr/2] */
 double ds3_yarn_mscale(double scale, double mscale);              /* 0.1·m·ln(s)+1, 1 if s<=1 */
 double ds3_attn_softmax_scale(const ds3_config *c);               /* (Dn+Dr)^-0.5 · m² */
-/* Interleaved-pair rotation of x[Dr] in place at position pos (SPEC §3). */
-void ds3_rope(ds3_real *x, const ds3_real *freqs, int Dr, int pos);
+/* HF's cos/sin multiplier: mscale(f, mscale)/mscale(f, mscale_all_dim) when both
+ * are set (1 for every released config), else mscale(f, 1); 1 without YaRN. */
+double ds3_rope_attn_factor(const ds3_config *c);
+/* Interleaved-pair rotation of x[Dr] in place at position pos (SPEC §3):
+ * angles pos·f'_j and their cos/sin are computed in double. */
+void ds3_rope(ds3_real *x, const double *freqs, double attn_factor, int Dr, int pos);
 
-/* moe.c: routing for one token (SPEC §5). scores[E] is scratch.
- * Writes idx[K] (descending by selection score, ties → lowest index) and
- * weight[K] (normalised and scaled). */
-void ds3_moe_route(int32_t *idx, ds3_real *weight, const ds3_real *logits,
-                   const ds3_real *bias, const ds3_config *c, ds3_real *scores);
+/* moe.c: routing for one token (SPEC §5). scratch holds E + n_group values.
+ * Writes s[E] (the scores: sigmoid or softmax of the gate logits), idx[K]
+ * (descending by selection score, ties → lowest index) and weight[K]
+ * (s at idx, normalised if norm_topk_prob, times routed_scaling_factor). */
+void ds3_moe_route(int32_t *idx, ds3_real *weight, ds3_real *s, const ds3_real *logits,
+                   const ds3_real *bias, const ds3_config *c, ds3_real *scratch);
 
 /* ========================================================================== */
 /* Inference state                                                             */
@@ -308,6 +319,13 @@ typedef struct {
     ds3_real *k, *v;
 } ds3_kv_cache;
 
+/* The scalar type's dtype, for dumps. */
+#ifdef DS3_F64
+#define DS3_DT_REAL DS3_DT_F64
+#else
+#define DS3_DT_REAL DS3_DT_F32
+#endif
+
 struct ds3_state {
     const ds3_model *m;
     int max_seq;
@@ -318,10 +336,30 @@ struct ds3_state {
     ds3_real *x;                         /* [max_T][D] residual stream */
     ds3_real *xn;                        /* [max_T][D] normalised input */
     ds3_real *y;                         /* [max_T][D] sublayer output */
-    ds3_real *work;                      /* big scratch, see model.c */
+    ds3_real *work;                      /* scratch carved by each sublayer (ds3_*_work_size) */
     size_t work_size;                    /* elements */
+    int32_t *iwork;                      /* integer scratch: expert routing */
+    size_t iwork_size;                   /* elements */
+    ds3_real *dump_logits;               /* [max_T][V] while dumping without a caller buffer */
     ds3_dumper *dump;                    /* NULL: not dumping */
 };
+
+/* Sublayers (mla.c, mlp.c, moe.c). Each carves its scratch from s->work; the
+ * _work_size functions say how much for T tokens, so the state can size it once. */
+size_t ds3_mla_work_size(const ds3_config *c, int T, int max_seq, ds3_attn_mode attn);
+size_t ds3_ffn_work_size(const ds3_config *c, int T);
+size_t ds3_moe_iwork_size(const ds3_config *c, int T);
+/* out[T][D] = MLA(x[T][D]) for positions start..start+T-1, updating kv. */
+void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out,
+             const ds3_real *x, int T, int start);
+/* out[T][D] = SwiGLU FFN of width W; work holds 2·T·W. */
+void ds3_mlp(ds3_real *out, const ds3_real *x, const ds3_ffn *f, int W, int T, ds3_real *work);
+/* out[T][D] = routed experts + shared experts; dumps "<prefix>.moe.*". */
+void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x, int T,
+             int start, const char *prefix);
+/* Capture one activation [T][inner...] at rows start.. under a printf-style name. */
+void ds3_dump_act(ds3_state *s, ds3_dtype dt, int ninner, const int64_t *inner, int start, int T,
+                  const void *data, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 
 /* dump.c: named activations for positions [0, total). */
 ds3_dumper *ds3_dumper_new(int total);
