@@ -1,0 +1,218 @@
+/*
+ * test_sample.c — the sampler (src/sample.c): greedy ties, the exact draw
+ * procedure and PRNG documented there, nucleus membership, frequencies
+ * against a known distribution, temperature, determinism, argument errors.
+ *
+ * Frequency checks use a fixed seed, so they are deterministic; the bound
+ * (5 standard deviations of the binomial count) is what a correct sampler
+ * would meet with any seed, so a failure means the distribution is wrong,
+ * not that the seed was unlucky.
+ */
+#include "ds3.h"
+#include "harness.h"
+
+#include <math.h>
+#include <string.h>
+
+#define NDRAW 20000
+
+/* The PRNG as documented in sample.c, reimplemented here so the test pins the
+ * documentation, not just the code. */
+static uint64_t ref_splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double ref_unit(uint64_t *state) { return (double)(ref_splitmix64(state) >> 11) * 0x1.0p-53; }
+
+static ds3_sampler *make(float temp, float top_p, uint64_t seed) {
+    ds3_sampler *s = NULL;
+    ds3_status st = ds3_sampler_new(temp, top_p, seed, &s);
+    CHECK(st == DS3_OK && s, "ds3_sampler_new(%g, %g, %llu): %s", (double)temp, (double)top_p,
+          (unsigned long long)seed, ds3_last_error());
+    return s;
+}
+
+/* Draw NDRAW tokens; counts[vocab]. Returns the number of out-of-range results. */
+static int draw_counts(ds3_sampler *s, const ds3_real *logits, int vocab, long *counts) {
+    int bad = 0;
+    memset(counts, 0, (size_t)vocab * sizeof *counts);
+    for (int i = 0; i < NDRAW; i++) {
+        int t = ds3_sample(s, logits, vocab);
+        if (t < 0 || t >= vocab) bad++;
+        else counts[t]++;
+    }
+    return bad;
+}
+
+/* counts[i] within 5 binomial standard deviations of NDRAW·want[i]; want 0 → never. */
+static void check_freqs(const char *what, const long *counts, const double *want, int vocab) {
+    for (int i = 0; i < vocab; i++) {
+        double mean = NDRAW * want[i];
+        double sd = sqrt(NDRAW * want[i] * (1 - want[i]));
+        if (want[i] == 0)
+            CHECK(counts[i] == 0, "%s: token %d is outside the nucleus but was drawn %ld times", what, i,
+                  counts[i]);
+        else
+            CHECK(fabs((double)counts[i] - mean) <= 5 * sd + 1, "%s: token %d drawn %ld times, expected %.0f ± %.0f",
+                  what, i, counts[i], mean, 5 * sd);
+    }
+}
+
+static void test_args(void) {
+    th_section("argument checks");
+    ds3_sampler *s = (ds3_sampler *)1;
+    CHECK(ds3_sampler_new(NAN, 1.0f, 0, &s) == DS3_ERR_ARG && s == NULL, "NaN temperature accepted");
+    CHECK(strstr(ds3_last_error(), "temperature") != NULL, "message: %s", ds3_last_error());
+    CHECK(ds3_sampler_new(INFINITY, 1.0f, 0, &s) == DS3_ERR_ARG, "infinite temperature accepted");
+    CHECK(ds3_sampler_new(1.0f, 0.0f, 0, &s) == DS3_ERR_ARG, "top_p 0 accepted");
+    CHECK(strstr(ds3_last_error(), "top_p") != NULL, "message: %s", ds3_last_error());
+    CHECK(ds3_sampler_new(1.0f, -0.5f, 0, &s) == DS3_ERR_ARG, "top_p -0.5 accepted");
+    CHECK(ds3_sampler_new(1.0f, 1.0001f, 0, &s) == DS3_ERR_ARG, "top_p > 1 accepted");
+    CHECK(ds3_sampler_new(1.0f, NAN, 0, &s) == DS3_ERR_ARG, "top_p NaN accepted");
+    CHECK(ds3_sampler_new(0.0f, 2.0f, 0, &s) == DS3_ERR_ARG, "top_p 2 accepted with greedy");
+    CHECK(ds3_sampler_new(1.0f, 1.0f, 0, NULL) == DS3_ERR_ARG, "NULL out accepted");
+    ds3_sampler_free(NULL); /* no-op */
+
+    s = make(1.0f, 1.0f, 0);
+    ds3_real l[3] = {0, NAN, 1};
+    CHECK(ds3_sample(s, l, 0) == -1, "vocab 0 sampled");
+    CHECK(ds3_sample(s, NULL, 3) == -1, "NULL logits sampled");
+    CHECK(ds3_sample(NULL, l, 3) == -1, "NULL sampler sampled");
+    CHECK(ds3_sample(s, l, 3) == -1, "NaN logit sampled");
+    CHECK(strstr(ds3_last_error(), "logits[1]") != NULL, "message does not name logits[1]: %s",
+          ds3_last_error());
+    ds3_sampler_free(s);
+}
+
+static void test_greedy(void) {
+    th_section("greedy");
+    ds3_sampler *g = make(0.0f, 1.0f, 7), *neg = make(-1.0f, 0.5f, 7);
+    ds3_real a[5] = {1, 3, 2, 3, -5};
+    CHECK(ds3_sample(g, a, 5) == 1, "argmax of {1,3,2,3,-5} is %d, want 1 (lowest index on ties)",
+          ds3_sample(g, a, 5));
+    CHECK(ds3_sample(neg, a, 5) == 1, "temp < 0 is not greedy");
+    ds3_real same[4] = {0.5, 0.5, 0.5, 0.5};
+    CHECK(ds3_sample(g, same, 4) == 0, "all equal: %d, want 0", ds3_sample(g, same, 4));
+    ds3_real ninf[3] = {-INFINITY, -INFINITY, -7};
+    CHECK(ds3_sample(g, ninf, 3) == 2, "-inf row: %d, want 2", ds3_sample(g, ninf, 3));
+    ds3_real allninf[2] = {-INFINITY, -INFINITY};
+    CHECK(ds3_sample(g, allninf, 2) == 0, "all -inf: want 0");
+    ds3_real last[3] = {-1, -2, 10};
+    CHECK(ds3_sample(g, last, 3) == 2, "max at the end missed");
+    /* Greedy never consumes the PRNG, so repeated calls agree. */
+    int first = ds3_sample(g, a, 5), same_again = 1;
+    for (int i = 0; i < 100; i++) same_again &= ds3_sample(g, a, 5) == first;
+    CHECK(same_again, "greedy is not a pure function of the logits");
+    ds3_sampler_free(g);
+    ds3_sampler_free(neg);
+}
+
+/* Equal logits make every cumulative mass exact (k/4), so each draw is
+ * predictable from the documented PRNG and inverse-CDF rule: token = floor(4u). */
+static void test_exact_draws(void) {
+    th_section("draws follow the documented splitmix64 + inverse CDF");
+    for (uint64_t seed = 0; seed < 3; seed++) {
+        ds3_sampler *s = make(1.0f, 1.0f, seed);
+        ds3_real l[4] = {0.25, 0.25, 0.25, 0.25};
+        uint64_t st = seed;
+        int mismatches = 0;
+        for (int i = 0; i < 1000; i++) {
+            int want = (int)floor(4.0 * ref_unit(&st));
+            if (ds3_sample(s, l, 4) != want) mismatches++;
+        }
+        CHECK(mismatches == 0, "seed %llu: %d of 1000 draws differ from the documented procedure",
+              (unsigned long long)seed, mismatches);
+        ds3_sampler_free(s);
+    }
+    /* The first splitmix64 output of seed 0 (Vigna's reference value). */
+    uint64_t st = 0;
+    CHECK(ref_splitmix64(&st) == 0xE220A8397B1DCDAFull, "reference splitmix64 is wrong");
+}
+
+static void test_nucleus(void) {
+    th_section("top-p nucleus and frequencies");
+    /* A known distribution, shuffled so the nucleus order differs from index order:
+     * p = {0.15, 0.5, 0.05, 0.3}. The top_p values stay clear of the cumulative
+     * masses (0.5, 0.8, 0.95, 1), where rounding decides. */
+    const double p[4] = {0.15, 0.5, 0.05, 0.3};
+    ds3_real l[4];
+    for (int i = 0; i < 4; i++) l[i] = (ds3_real)log(p[i]);
+    long counts[4];
+
+    struct {
+        float top_p;
+        double want[4];
+    } cases[] = {
+        {1.0f, {0.15, 0.5, 0.05, 0.3}},                 /* everything */
+        {0.9f, {0.15 / 0.95, 0.5 / 0.95, 0, 0.3 / 0.95}}, /* 0.5+0.3 < 0.9 <= 0.95 */
+        {0.75f, {0, 0.5 / 0.8, 0, 0.3 / 0.8}},          /* 0.5 < 0.75 <= 0.8 */
+        {0.4f, {0, 1, 0, 0}},                           /* the top token alone */
+        {1e-6f, {0, 1, 0, 0}},                          /* at least one token */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char what[64];
+        snprintf(what, sizeof what, "top_p %g", (double)cases[c].top_p);
+        ds3_sampler *s = make(1.0f, cases[c].top_p, 1234 + c);
+        CHECK(draw_counts(s, l, 4, counts) == 0, "%s: out-of-range token", what);
+        check_freqs(what, counts, cases[c].want, 4);
+        ds3_sampler_free(s);
+    }
+
+    /* Temperature: logits {0, ln 3} give 1:3 at temp 1 and 1:9 at temp 0.5. */
+    ds3_real t2[2] = {0, (ds3_real)log(3.0)};
+    ds3_sampler *s1 = make(1.0f, 1.0f, 99), *s05 = make(0.5f, 1.0f, 99), *s2 = make(2.0f, 1.0f, 99);
+    draw_counts(s1, t2, 2, counts);
+    check_freqs("temp 1", counts, (double[]){0.25, 0.75}, 2);
+    draw_counts(s05, t2, 2, counts);
+    check_freqs("temp 0.5", counts, (double[]){0.1, 0.9}, 2);
+    draw_counts(s2, t2, 2, counts);
+    check_freqs("temp 2", counts, (double[]){1 / (1 + sqrt(3.0)), sqrt(3.0) / (1 + sqrt(3.0))}, 2);
+    ds3_sampler_free(s1);
+    ds3_sampler_free(s05);
+    ds3_sampler_free(s2);
+
+    /* Infinite logits: +Inf entries share the mass, -Inf entries get none. */
+    ds3_real inf[5] = {1, INFINITY, 2, INFINITY, -INFINITY};
+    ds3_sampler *si = make(1.0f, 1.0f, 5);
+    CHECK(draw_counts(si, inf, 5, counts) == 0, "+inf row: out-of-range token");
+    check_freqs("+inf logits", counts, (double[]){0, 0.5, 0, 0.5, 0}, 5);
+    ds3_real ninf[3] = {-INFINITY, 0, -INFINITY};
+    CHECK(draw_counts(si, ninf, 3, counts) == 0 && counts[1] == NDRAW, "-inf logits were drawn");
+    ds3_sampler_free(si);
+}
+
+static void test_determinism(void) {
+    th_section("determinism");
+    enum { V = 1000, N = 500 };
+    static ds3_real l[V];
+    uint64_t st = 42;
+    for (int i = 0; i < V; i++) l[i] = (ds3_real)(4.0 * ref_unit(&st));
+    ds3_sampler *a = make(0.8f, 0.9f, 2026), *b = make(0.8f, 0.9f, 2026), *c = make(0.8f, 0.9f, 2027);
+    int same_ab = 1, same_ac = 1, in_range = 1;
+    for (int i = 0; i < N; i++) {
+        int ta = ds3_sample(a, l, V), tb = ds3_sample(b, l, V), tc = ds3_sample(c, l, V);
+        same_ab &= ta == tb;
+        same_ac &= ta == tc;
+        in_range &= ta >= 0 && ta < V && tc >= 0 && tc < V;
+    }
+    CHECK(same_ab, "same seed, different draws");
+    CHECK(!same_ac, "seeds 2026 and 2027 gave identical sequences of %d draws", N);
+    CHECK(in_range, "token out of range");
+    /* A sampler used on a larger vocabulary after a smaller one (scratch regrowth). */
+    ds3_real one = 3;
+    CHECK(ds3_sample(a, &one, 1) == 0, "vocab 1 must give token 0");
+    ds3_sampler_free(a);
+    ds3_sampler_free(b);
+    ds3_sampler_free(c);
+}
+
+int main(void) {
+    test_args();
+    test_greedy();
+    test_exact_draws();
+    test_nucleus();
+    test_determinism();
+    return th_finish();
+}
