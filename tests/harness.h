@@ -48,7 +48,7 @@ typedef struct {
     double max_abs;      /* max |got - ref| over finite pairs */
     double max_rel;      /* max |got - ref| / |ref| over finite pairs with ref != 0 */
     double max_ref;      /* max |ref| */
-    long worst;          /* index of the element furthest outside (or nearest to) its bound */
+    long worst;          /* index with the largest |got-ref| / bound (first such; -1 if n == 0) */
     long n_bad;          /* elements outside the bound */
 } th_cmp;
 
@@ -59,23 +59,21 @@ typedef struct {
  */
 static inline th_cmp th_compare(const double *got, const double *ref, long n, double atol, double rtol) {
     th_cmp r = {1, 0.0, 0.0, 0.0, -1, 0};
-    double worst_excess = -INFINITY;
+    double worst_ratio = -1;  /* |got-ref| / bound: > 1 is outside */
     for (long i = 0; i < n; i++) {
-        double g = got[i], e = ref[i];
-        int gf = isfinite(g), ef = isfinite(e);
-        double excess;
-        if (!gf || !ef) {
+        double g = got[i], e = ref[i], ratio;
+        if (!isfinite(g) || !isfinite(e)) {
             int same = (isnan(g) && isnan(e)) || (isinf(g) && isinf(e) && (g > 0) == (e > 0));
-            excess = same ? -INFINITY : INFINITY;
+            ratio = same ? 0 : INFINITY;
         } else {
-            double d = fabs(g - e);
+            double d = fabs(g - e), bound = atol + rtol * fabs(e);
             if (d > r.max_abs) r.max_abs = d;
             if (fabs(e) > r.max_ref) r.max_ref = fabs(e);
             if (e != 0 && d / fabs(e) > r.max_rel) r.max_rel = d / fabs(e);
-            excess = d - (atol + rtol * fabs(e));
+            ratio = d <= bound ? (bound > 0 ? d / bound : 0) : (bound > 0 ? d / bound : INFINITY);
         }
-        if (excess > 0) { r.ok = 0; r.n_bad++; }
-        if (excess > worst_excess || r.worst < 0) { worst_excess = excess; r.worst = i; }
+        if (ratio > 1) { r.ok = 0; r.n_bad++; }
+        if (ratio > worst_ratio) { worst_ratio = ratio; r.worst = i; }
     }
     return r;
 }
