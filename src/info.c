@@ -112,16 +112,22 @@ static const char *info_commas(char *buf, uint64_t v) {
     return buf;
 }
 
-/* 671026419200 → "671.03 B" (buf of at least 32). */
-static const char *info_human(char *buf, uint64_t v) {
+/* 671026419200 → "671.03 B" (buf of at least 32); bytes: 1891544360 → "1.89 GB". */
+static const char *info_scaled(char *buf, uint64_t v, bool bytes) {
+    static const char *const count_unit[] = {"T", "B", "M", "K"}, *const byte_unit[] = {"TB", "GB", "MB", "kB"};
+    static const double scale[] = {1e12, 1e9, 1e6, 1e3};
     double x = (double)v;
-    if (x >= 1e12) snprintf(buf, 32, "%.3f T", x / 1e12);
-    else if (x >= 1e9) snprintf(buf, 32, "%.2f B", x / 1e9);
-    else if (x >= 1e6) snprintf(buf, 32, "%.2f M", x / 1e6);
-    else if (x >= 1e3) snprintf(buf, 32, "%.2f K", x / 1e3);
-    else snprintf(buf, 32, "%llu", (unsigned long long)v);
+    for (int i = 0; i < 4; i++)
+        if (x >= scale[i]) {
+            snprintf(buf, 32, i == 0 && !bytes ? "%.3f %s" : "%.2f %s", x / scale[i],
+                     bytes ? byte_unit[i] : count_unit[i]);
+            return buf;
+        }
+    snprintf(buf, 32, bytes ? "%llu B" : "%llu", (unsigned long long)v);
     return buf;
 }
+static const char *info_human(char *buf, uint64_t v) { return info_scaled(buf, v, false); }
+static const char *info_bytes(char *buf, uint64_t v) { return info_scaled(buf, v, true); }
 
 static void info_row(FILE *f, const char *label, uint64_t v, const char *note) {
     char a[32], b[32];
@@ -286,8 +292,8 @@ void ds3_model_describe(const ds3_model *m, FILE *f) {
     for (int d = 0; d < DS3_DT_COUNT; d++) {
         if (!count[d]) continue;
         fprintf(f, "  %-22s %20s bytes (%s) in %s tensors\n", ds3_dtype_name((ds3_dtype)d),
-                info_commas(a, bytes[d]), info_human(b, bytes[d]), info_commas(d3, count[d]));
+                info_commas(a, bytes[d]), info_bytes(b, bytes[d]), info_commas(d3, count[d]));
         total += bytes[d];
     }
-    fprintf(f, "  %-22s %20s bytes (%s)\n", "total", info_commas(a, total), info_human(b, total));
+    fprintf(f, "  %-22s %20s bytes (%s)\n", "total", info_commas(a, total), info_bytes(b, total));
 }

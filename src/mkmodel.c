@@ -40,10 +40,14 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
+/* Threads only for tensors big enough to pay for a parallel region: most
+ * tensors of a small model are a few KB, and waking a team per tensor costs
+ * more than generating them (badly so when the cores are shared). */
+#define MK_PAR_MIN (1 << 18)
 #ifdef _OPENMP
-#define MK_OMP_FOR _Pragma("omp parallel for schedule(static)")
+#define MK_OMP_FOR(n) _Pragma("omp parallel for schedule(static) if ((n) >= MK_PAR_MIN)")
 #else
-#define MK_OMP_FOR
+#define MK_OMP_FOR(n)
 #endif
 
 /* Default largest shard, in bytes of tensor data; DS3_MKMODEL_SHARD_MB
@@ -320,8 +324,8 @@ static uint32_t mk_f32_bits(float f) {
 
 /* F32 or BF16: one pass, element by element, rows in parallel. */
 static void mk_fill_plain(unsigned char *out, const mk_tensor *t, ds3_dtype dt, uint64_t state0) {
-    const int64_t rows = t->rows, cols = t->cols;
-    MK_OMP_FOR
+    const int64_t rows = t->rows, cols = t->cols, n = rows * cols;
+    MK_OMP_FOR(n)
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t j = 0; j < cols; j++) {
             uint64_t idx = (uint64_t)(r * cols + j);
@@ -348,12 +352,12 @@ static void mk_fill_fp8(unsigned char *q, unsigned char *sinv, const mk_tensor *
     const int64_t rows = t->rows, cols = t->cols, B = DS3_FP8_BLOCK;
     const int64_t ncb = mk_ceil_div(cols, B);
     for (int64_t r0 = 0; r0 < rows; r0 += B) {
-        const int64_t nr = rows - r0 < B ? rows - r0 : B;
-        MK_OMP_FOR
+        const int64_t nr = rows - r0 < B ? rows - r0 : B, n = nr * cols;
+        MK_OMP_FOR(n)
         for (int64_t r = 0; r < nr; r++)
             for (int64_t j = 0; j < cols; j++)
                 stripe[r * cols + j] = mk_value(t, state0, (uint64_t)((r0 + r) * cols + j));
-        MK_OMP_FOR
+        MK_OMP_FOR(n)
         for (int64_t cb = 0; cb < ncb; cb++) {
             const int64_t j0 = cb * B, j1 = j0 + B < cols ? j0 + B : cols;
             float amax = 0.0f;

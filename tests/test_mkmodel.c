@@ -460,7 +460,7 @@ static void test_config_roundtrip(const char *dir, const ds3_config *c) {
 static void test_shards(const ds3_st_file *single) {
     th_section("sharding: index + shards, same tensors as the single file");
     const char *dir = tmpdir_new();
-    setenv("DS3_MKMODEL_SHARD_MB", "0.03", 1);
+    setenv("DS3_MKMODEL_SHARD_MB", "1", 1);
     ds3_status st = mk("tiny", DS3_WEIGHTS_FP8, 1, 0.0, dir);
     unsetenv("DS3_MKMODEL_SHARD_MB");
     CHECK(st == DS3_OK, "mkmodel sharded");
@@ -516,7 +516,7 @@ static void test_shards(const ds3_st_file *single) {
         CHECK(!strcmp(names[k], want_name), "shard %d is %s, expected %s", k, names[k], want_name);
     }
     fprintf(stderr, "   %d shards, %d tensors mapped\n", nfiles, mapped);
-    CHECK(nfiles >= 3, "only %d shards with a 0.03 MiB limit", nfiles);
+    CHECK(nfiles >= 3, "only %d shards with a 1 MiB limit", nfiles);
     CHECK(bad_map == 0, "%d index entries not found in their shard", bad_map);
     CHECK(bad_bytes == 0, "%d tensors differ from the single-file checkpoint", bad_bytes);
     CHECK(mapped == single->n && in_files == single->n, "%d mapped, %d in shards, %d in the single file", mapped,
