@@ -81,7 +81,12 @@ for name in "$@"; do
     echo "make-models: $name (ds3 mkmodel $args)" >&2
     rm -rf "$dir.tmp"
     # shellcheck disable=SC2086 # args is a word list on purpose
-    "$bin" mkmodel $args -o "$dir.tmp" || { rm -rf "$dir.tmp"; die "mkmodel failed for $name"; }
+    if ! "$bin" mkmodel $args -o "$dir.tmp" 2> "$dir.log"; then
+        cat "$dir.log" >&2
+        rm -rf "$dir.tmp" "$dir.log"
+        die "mkmodel failed for $name"
+    fi
+    rm -f "$dir.log"
     printf '%s\n' "$stamp" > "$dir.tmp/.ds3-mkmodel-stamp"
     rm -rf "$dir"
     mv "$dir.tmp" "$dir"

@@ -1,0 +1,613 @@
+/*
+ * ds3.c — the command-line tool: make a synthetic model, describe a model or
+ * config, generate tokens, dump activations. It uses only include/ds3.h, the
+ * public API, so it doubles as the example of how a program drives the
+ * library (load → state → forward → sample).
+ *
+ *   ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] -o DIR
+ *   ds3 info    -m DIR | --config NAME|PATH | --list
+ *   ds3 run     -m DIR --tokens 1,2,3 [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]
+ *   ds3 dump    -m DIR --tokens 1,2,3 -o OUT.safetensors [--attn naive|absorb] [--decode-from K]
+ *
+ * Output contract, relied on by scripts and tests/test_cli.c:
+ *   - `run` prints the generated ids as ONE comma-separated line on stdout
+ *     (its last line); timings go to stderr;
+ *   - every error is one line on stderr starting "ds3: ";
+ *   - exit status 0 success, 1 runtime error (a file, the model, a token out
+ *     of the model's vocabulary), 2 usage error (the command line itself).
+ *
+ * Everything on the command line is checked before a model is loaded, so a
+ * typo costs nothing even with a 600 GB checkpoint; only what needs the model
+ * (token ids against the vocabulary, lengths against max_position_embeddings)
+ * is checked after.
+ */
+#include "ds3.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define DS3_VERSION "0.1.0"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* A prompt longer than this is surely a mistake (and its logits would not fit). */
+#define MAX_TOKENS 1000000
+/* Prefill asks for the logits of every prompt position (ds3_forward has no
+ * "last row only" mode); past this size it splits off the last token instead. */
+#define PREFILL_LOGITS_MAX ((size_t)256 << 20)
+
+static const char *subcommand = NULL;   /* for messages: "ds3 run: …" */
+
+/* ========================================================================== */
+/* Errors                                                                      */
+/* ========================================================================== */
+
+static void vmsg(const char *fmt, va_list ap) {
+    fprintf(stderr, "ds3: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+}
+
+/* A runtime failure: exit 1. */
+static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(fmt, ap);
+    va_end(ap);
+    exit(EXIT_RUNTIME);
+}
+
+/* A bad command line: exit 2, pointing at the help. */
+static void __attribute__((noreturn, format(printf, 1, 2))) usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(fmt, ap);
+    va_end(ap);
+    if (subcommand) fprintf(stderr, "ds3: see 'ds3 %s --help'\n", subcommand);
+    else fprintf(stderr, "ds3: see 'ds3 --help'\n");
+    exit(EXIT_USAGE);
+}
+
+/* A library call failed: its message (which names the file / tensor) and exit 1. */
+static void __attribute__((noreturn)) lib_die(ds3_status st, const char *what) {
+    const char *msg = ds3_last_error();
+    if (!msg || !msg[0]) msg = ds3_status_name(st);
+    die("%s: %s", what, msg);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ========================================================================== */
+/* Strict parsing of option values                                             */
+/* ========================================================================== */
+
+/* An integer in [lo, hi], the whole string, decimal. */
+static long parse_long(const char *opt, const char *s, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    /* strtol skips leading blanks and accepts "+": neither is a number here */
+    if (end == s || *end || !(s[0] == '-' || (s[0] >= '0' && s[0] <= '9')))
+        usage_error("%s: '%s' is not an integer", opt, s);
+    if (errno == ERANGE || v < lo || v > hi) usage_error("%s: %s is out of range (%ld..%ld)", opt, s, lo, hi);
+    return v;
+}
+
+/* A seed: any unsigned 64-bit decimal. strtoull would quietly wrap "-1". */
+static uint64_t parse_u64(const char *opt, const char *s) {
+    char *end;
+    if (!(s[0] >= '0' && s[0] <= '9')) usage_error("%s: '%s' is not a non-negative integer", opt, s);
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end) usage_error("%s: '%s' is not a non-negative integer", opt, s);
+    if (errno == ERANGE) usage_error("%s: %s is too large (at most %llu)", opt, s, (unsigned long long)UINT64_MAX);
+    return (uint64_t)v;
+}
+
+/* A finite real number, the whole string. */
+static double parse_real(const char *opt, const char *s) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || s[0] == ' ' || s[0] == '\t') usage_error("%s: '%s' is not a number", opt, s);
+    if (!isfinite(v) || errno == ERANGE) usage_error("%s: '%s' is not a finite number", opt, s);
+    return v;
+}
+
+static ds3_attn_mode parse_attn(const char *s) {
+    if (strcmp(s, "absorb") == 0) return DS3_ATTN_ABSORB;
+    if (strcmp(s, "naive") == 0) return DS3_ATTN_NAIVE;
+    usage_error("--attn: '%s' is not one of naive, absorb", s);
+}
+
+/* Print entry `s` (up to the next comma) in a message, cut to a sane length. */
+static int entry_len(const char *s) {
+    int n = 0;
+    while (s[n] && s[n] != ',' && n < 40) n++;
+    return n;
+}
+
+/*
+ * --tokens: comma-separated non-negative decimal integers, blanks allowed
+ * around each, no empty entries, at most MAX_TOKENS. Errors are usage errors
+ * naming the entry and its index; the vocabulary is checked after loading.
+ */
+static int32_t *parse_tokens(const char *s, int *n_out) {
+    int n = 0, cap = 0;
+    int32_t *t = NULL;
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == ',' || *p == '\0') {
+            if (n == 0 && *p == '\0') usage_error("--tokens: the list is empty");
+            usage_error("--tokens: empty entry at index %d", n);
+        }
+        if (n == MAX_TOKENS) usage_error("--tokens: more than %d tokens", MAX_TOKENS);
+        if (*p < '0' || *p > '9')
+            usage_error("--tokens: '%.*s' at index %d is not a non-negative integer", entry_len(p), p, n);
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno == ERANGE || v > INT32_MAX)
+            usage_error("--tokens: '%.*s' at index %d is too large", entry_len(p), p, n);
+        const char *q = end;
+        while (*q == ' ' || *q == '\t') q++;
+        if (*q != ',' && *q != '\0')
+            usage_error("--tokens: '%.*s' at index %d is not a non-negative integer", entry_len(p), p, n);
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            if (cap > MAX_TOKENS) cap = MAX_TOKENS;
+            int32_t *nt = realloc(t, (size_t)cap * sizeof *nt);
+            if (!nt) die("out of memory reading --tokens");
+            t = nt;
+        }
+        t[n++] = (int32_t)v;
+        if (*q == '\0') break;
+        p = q + 1;
+    }
+    *n_out = n;
+    return t;
+}
+
+/* Token ids against the loaded model's vocabulary: a runtime error (exit 1),
+ * since the command line was well formed. */
+static void check_vocab(const int32_t *t, int n, int vocab) {
+    for (int i = 0; i < n; i++)
+        if (t[i] >= vocab) die("token %d at index %d is out of range (vocab %d)", (int)t[i], i, vocab);
+}
+
+/* ========================================================================== */
+/* Option scanning                                                             */
+/* ========================================================================== */
+
+/*
+ * Does argv[*i] name this option (short, or long as "--x V" or "--x=V")? If
+ * so, return its value and advance *i past it. A value may start with '-'
+ * ("--bias-shift -4").
+ */
+static const char *opt_value(int argc, char **argv, int *i, const char *shrt, const char *lng) {
+    const char *a = argv[*i];
+    size_t ll = lng ? strlen(lng) : 0;
+    if (lng && strncmp(a, lng, ll) == 0 && a[ll] == '=') return a + ll + 1;
+    if ((shrt && strcmp(a, shrt) == 0) || (lng && strcmp(a, lng) == 0)) {
+        if (*i + 1 >= argc) usage_error("option '%s' needs a value", a);
+        return argv[++*i];
+    }
+    return NULL;
+}
+
+static bool is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
+static void __attribute__((noreturn)) unknown_arg(const char *a) {
+    if (a[0] == '-') usage_error("unknown option '%s'", a);
+    usage_error("unexpected argument '%s'", a);
+}
+
+/* The output file's directory must exist: checked before the (possibly long)
+ * forward pass, not after. */
+static void check_output_path(const char *path) {
+    size_t n = strlen(path);
+    if (n == 0) usage_error("-o: empty path");
+    if (path[n - 1] == '/') die("cannot write '%s': it names a directory", path);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) die("cannot write '%s': it is a directory", path);
+    const char *slash = strrchr(path, '/');
+    if (!slash) return;  /* the current directory */
+    size_t dl = slash == path ? 1 : (size_t)(slash - path);
+    char *dir = malloc(dl + 1);
+    if (!dir) die("out of memory");
+    memcpy(dir, path, dl);
+    dir[dl] = '\0';
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        die("cannot write '%s': directory '%s' does not exist", path, dir);
+    free(dir);
+}
+
+/* ========================================================================== */
+/* Help                                                                        */
+/* ========================================================================== */
+
+static const char *const help_main =
+    "usage: ds3 COMMAND [OPTIONS]\n"
+    "\n"
+    "A CPU reference implementation of the DeepSeek-V3 architecture.\n"
+    "\n"
+    "commands:\n"
+    "  mkmodel   write a deterministic synthetic checkpoint\n"
+    "  info      describe a model directory or a config (parameters, KV cache)\n"
+    "  run       generate tokens from a prompt of token ids\n"
+    "  dump      run a prompt and write named activations to a safetensors file\n"
+    "  help      this text, or 'ds3 help COMMAND'\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show help (also 'ds3 COMMAND --help')\n"
+    "  --version      print the version\n"
+    "\n"
+    "exit status: 0 success, 1 runtime error, 2 usage error\n";
+
+static const char *const help_mkmodel =
+    "usage: ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] -o DIR\n"
+    "\n"
+    "Write a deterministic synthetic checkpoint (config.json + safetensors, Hugging\n"
+    "Face layout) to DIR.\n"
+    "\n"
+    "  --config NAME|PATH  a built-in config (ds3 info --list) or a config.json\n"
+    "  --dtype D           projection weights: f32 (default), bf16 or fp8 (e4m3 with\n"
+    "                      128x128 block scales, as released V3)\n"
+    "  --seed N            weight seed, unsigned 64-bit (default 0)\n"
+    "  --bias-shift X      added to every e_score_correction_bias (default 0)\n"
+    "  -o, --output DIR    output directory (created if missing)\n";
+
+static const char *const help_info =
+    "usage: ds3 info -m DIR | --config NAME|PATH | --list\n"
+    "\n"
+    "Describe an architecture: parameters (total and active per token), bytes per\n"
+    "dtype, MLA KV-cache bytes per token.\n"
+    "\n"
+    "  -m, --model DIR     a model directory (loads and checks the weights)\n"
+    "  --config NAME|PATH  a built-in config or a config.json, no weights needed\n"
+    "  --list              list the built-in configs\n";
+
+static const char *const help_run =
+    "usage: ds3 run -m DIR --tokens IDS [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]\n"
+    "\n"
+    "Prefill the prompt in one forward call, then decode N tokens one at a time.\n"
+    "The generated ids go to stdout as one comma-separated line; timings to stderr.\n"
+    "\n"
+    "  -m, --model DIR     model directory\n"
+    "  --tokens IDS        prompt token ids, comma-separated (e.g. 1,2,3)\n"
+    "  -n N                tokens to generate (default 16)\n"
+    "  --temp T            temperature; 0 = greedy (default 0)\n"
+    "  --top-p P           nucleus mass in (0, 1] (default 1)\n"
+    "  --seed S            sampling seed, unsigned 64-bit (default 0)\n"
+    "  --attn MODE         absorb (default, caches the latent) or naive (caches k, v)\n";
+
+static const char *const help_dump =
+    "usage: ds3 dump -m DIR --tokens IDS -o OUT.safetensors [--attn naive|absorb] [--decode-from K]\n"
+    "\n"
+    "Run the prompt and write the named activations of every position (embed,\n"
+    "layers.N.*, norm, logits; see docs/DUMP_FORMAT.md) to OUT.safetensors.\n"
+    "\n"
+    "  -m, --model DIR     model directory\n"
+    "  --tokens IDS        token ids, comma-separated\n"
+    "  -o, --output FILE   output file (written via a temporary name)\n"
+    "  --attn MODE         absorb (default) or naive\n"
+    "  --decode-from K     forward the first K tokens in one call, then the rest one\n"
+    "                      at a time (0 < K <= number of tokens); default: one call\n";
+
+static void help_exit(const char *text) {
+    fputs(text, stdout);
+    exit(0);
+}
+
+/* ========================================================================== */
+/* mkmodel                                                                     */
+/* ========================================================================== */
+
+static int cmd_mkmodel(int argc, char **argv) {
+    ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0};
+    const char *out = NULL, *v;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) help_exit(help_mkmodel);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--config"))) o.config = v;
+        else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = parse_u64("--seed", v);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = parse_real("--bias-shift", v);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--dtype"))) {
+            if (strcmp(v, "f32") == 0) o.dtype = DS3_WEIGHTS_F32;
+            else if (strcmp(v, "bf16") == 0) o.dtype = DS3_WEIGHTS_BF16;
+            else if (strcmp(v, "fp8") == 0) o.dtype = DS3_WEIGHTS_FP8;
+            else usage_error("--dtype: '%s' is not one of f32, bf16, fp8", v);
+        } else unknown_arg(argv[i]);
+    }
+    if (!o.config) usage_error("missing --config NAME|PATH");
+    if (!out) usage_error("missing -o DIR");
+    ds3_status st = ds3_mkmodel(&o, out);
+    if (st != DS3_OK) lib_die(st, "mkmodel");
+    fprintf(stderr, "mkmodel: wrote %s\n", out);
+    return 0;
+}
+
+/* ========================================================================== */
+/* info                                                                        */
+/* ========================================================================== */
+
+static int cmd_info(int argc, char **argv) {
+    const char *model = NULL, *config = NULL, *v;
+    bool list = false;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) help_exit(help_info);
+        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--config"))) config = v;
+        else if (strcmp(argv[i], "--list") == 0) list = true;
+        else unknown_arg(argv[i]);
+    }
+    if ((model != NULL) + (config != NULL) + list != 1) usage_error("give exactly one of -m DIR, --config NAME|PATH, --list");
+
+    if (list) {
+        for (const char *const *c = ds3_builtin_configs(); c && *c; c++) printf("%s\n", *c);
+        return 0;
+    }
+    if (config) {
+        ds3_status st = ds3_config_describe(config, stdout);
+        if (st != DS3_OK) lib_die(st, "info");
+        return 0;
+    }
+    ds3_model *m = NULL;
+    ds3_status st = ds3_model_load(model, &m);
+    if (st != DS3_OK) lib_die(st, "loading model");
+    ds3_model_describe(m, stdout);
+    ds3_model_free(m);
+    return 0;
+}
+
+/* ========================================================================== */
+/* run                                                                         */
+/* ========================================================================== */
+
+/* Positions needed against max_position_embeddings (0: no limit known). */
+static void check_positions(const ds3_model *m, long long need, const char *what) {
+    int maxpos = ds3_model_max_positions(m);
+    if (maxpos > 0 && need > maxpos)
+        die("%s needs %lld positions, the model has max_position_embeddings %d", what, need, maxpos);
+    if (need > INT_MAX) die("%s needs %lld positions, more than this build can index", what, need);
+}
+
+static int cmd_run(int argc, char **argv) {
+    const char *model = NULL, *tokstr = NULL, *v;
+    long n_gen = 16;
+    double temp = 0.0, top_p = 1.0;
+    uint64_t seed = 0;
+    ds3_attn_mode attn = DS3_ATTN_ABSORB;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) help_exit(help_run);
+        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
+        else if ((v = opt_value(argc, argv, &i, "-n", NULL))) n_gen = parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--temp"))) {
+            temp = parse_real("--temp", v);
+            if (temp < 0) usage_error("--temp: %s is negative (0 means greedy)", v);
+        } else if ((v = opt_value(argc, argv, &i, NULL, "--top-p"))) {
+            top_p = parse_real("--top-p", v);
+            if (!(top_p > 0 && top_p <= 1)) usage_error("--top-p: %s is outside (0, 1]", v);
+        } else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) seed = parse_u64("--seed", v);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+        else unknown_arg(argv[i]);
+    }
+    if (!model) usage_error("missing -m DIR");
+    if (!tokstr) usage_error("missing --tokens IDS");
+    int T;
+    int32_t *tokens = parse_tokens(tokstr, &T);
+
+    ds3_sampler *smp = NULL;
+    ds3_status st = ds3_sampler_new((float)temp, (float)top_p, seed, &smp);
+    if (st != DS3_OK) lib_die(st, "sampler");
+
+    ds3_model *m = NULL;
+    if ((st = ds3_model_load(model, &m)) != DS3_OK) lib_die(st, "loading model");
+    const int V = ds3_model_vocab_size(m);
+    check_vocab(tokens, T, V);
+    long long max_seq = (long long)T + n_gen;
+    check_positions(m, max_seq, "the prompt plus -n");
+
+    ds3_state *s = NULL;
+    if ((st = ds3_state_new(m, (int)max_seq, attn, &s)) != DS3_OK) lib_die(st, "creating state");
+
+    /* Prefill: one call for the whole prompt when its logits fit comfortably;
+     * otherwise the first T-1 positions without logits, then the last. */
+    bool one_call = (size_t)T * (size_t)V <= PREFILL_LOGITS_MAX / sizeof(ds3_real);
+    ds3_real *logits = malloc((one_call ? (size_t)T : 1) * (size_t)V * sizeof *logits);
+    if (!logits) die("out of memory for logits (%d x %d)", one_call ? T : 1, V);
+    double t0 = now_s();
+    ds3_real *last;
+    if (one_call) {
+        if ((st = ds3_forward(s, tokens, T, 0, logits)) != DS3_OK) lib_die(st, "prefill");
+        last = logits + (size_t)(T - 1) * V;
+    } else {
+        if ((st = ds3_forward(s, tokens, T - 1, 0, NULL)) != DS3_OK) lib_die(st, "prefill");
+        if ((st = ds3_forward(s, tokens + T - 1, 1, T - 1, logits)) != DS3_OK) lib_die(st, "prefill");
+        last = logits;
+    }
+    double t1 = now_s();
+
+    /* Decode: each id is printed as soon as it exists (the line is closed at
+     * the end) and fed back at the next position, except the last, which
+     * nothing reads. */
+    for (long k = 0; k < n_gen; k++) {
+        int tok = ds3_sample(smp, last, V);
+        if (tok < 0) {
+            printf("\n");
+            lib_die(DS3_ERR_ARG, "sampling");
+        }
+        printf(k ? ",%d" : "%d", tok);
+        fflush(stdout);
+        if (k + 1 < n_gen) {
+            int32_t t32 = tok;
+            if ((st = ds3_forward(s, &t32, 1, T + (int)k, logits)) != DS3_OK) {
+                printf("\n");
+                lib_die(st, "decode");
+            }
+            last = logits;
+        }
+    }
+    printf("\n");
+    fflush(stdout);
+    double t2 = now_s();
+
+    double tp = t1 - t0, td = t2 - t1;
+    fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", T, tp, tp > 0 ? T / tp : 0.0);
+    if (n_gen > 1)
+        fprintf(stderr, "decode: %ld tokens in %.3f s (%.1f tok/s)\n", n_gen - 1, td,
+                td > 0 ? (double)(n_gen - 1) / td : 0.0);
+
+    free(logits);
+    ds3_state_free(s);
+    ds3_model_free(m);
+    ds3_sampler_free(smp);
+    free(tokens);
+    return 0;
+}
+
+/* ========================================================================== */
+/* dump                                                                        */
+/* ========================================================================== */
+
+/* The command line as one string, for the dump's metadata. */
+static char *join_args(int argc, char **argv) {
+    size_t len = 1;
+    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
+    char *s = malloc(len);
+    if (!s) die("out of memory");
+    s[0] = '\0';
+    for (int i = 0; i < argc; i++) {
+        if (i) strcat(s, " ");
+        strcat(s, argv[i]);
+    }
+    return s;
+}
+
+/* The token ids as a canonical "1,2,3" (no blanks), for the metadata. */
+static char *join_tokens(const int32_t *t, int n) {
+    char *s = malloc((size_t)n * 11 + 1);
+    if (!s) die("out of memory");
+    size_t len = 0;
+    for (int i = 0; i < n; i++) len += (size_t)sprintf(s + len, i ? ",%d" : "%d", (int)t[i]);
+    s[len] = '\0';
+    return s;
+}
+
+static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
+    const char *model = NULL, *tokstr = NULL, *out = NULL, *v;
+    ds3_attn_mode attn = DS3_ATTN_ABSORB;
+    long decode_from = 0;   /* 0: one call for all positions */
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) help_exit(help_dump);
+        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
+        else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--decode-from")))
+            decode_from = parse_long("--decode-from", v, 1, MAX_TOKENS);
+        else unknown_arg(argv[i]);
+    }
+    if (!model) usage_error("missing -m DIR");
+    if (!tokstr) usage_error("missing --tokens IDS");
+    if (!out) usage_error("missing -o OUT.safetensors");
+    int T;
+    int32_t *tokens = parse_tokens(tokstr, &T);
+    if (decode_from > T) usage_error("--decode-from: %ld is more than the %d tokens", decode_from, T);
+    check_output_path(out);
+
+    ds3_model *m = NULL;
+    ds3_status st = ds3_model_load(model, &m);
+    if (st != DS3_OK) lib_die(st, "loading model");
+    check_vocab(tokens, T, ds3_model_vocab_size(m));
+    check_positions(m, T, "the token list");
+
+    ds3_state *s = NULL;
+    if ((st = ds3_state_new(m, T, attn, &s)) != DS3_OK) lib_die(st, "creating state");
+    if ((st = ds3_dump_begin(s, T)) != DS3_OK) lib_die(st, "dump");
+
+    /* Logits are captured by the forward pass itself while dumping; row i of
+     * every tensor is position i however the calls split the positions. */
+    if (decode_from == 0) {
+        if ((st = ds3_forward(s, tokens, T, 0, NULL)) != DS3_OK) lib_die(st, "forward");
+    } else {
+        int K = (int)decode_from;
+        if ((st = ds3_forward(s, tokens, K, 0, NULL)) != DS3_OK) lib_die(st, "forward");
+        for (int p = K; p < T; p++)
+            if ((st = ds3_forward(s, tokens + p, 1, p, NULL)) != DS3_OK) lib_die(st, "forward");
+    }
+
+    char *cmdline = join_args(full_argc, full_argv);
+    char *canon = join_tokens(tokens, T);
+    char dfrom[32];
+    snprintf(dfrom, sizeof dfrom, "%ld", decode_from);
+    const char *meta[] = {
+        "command", cmdline,
+        "model_dir", model,
+        "tokens", canon,
+        "attn", attn == DS3_ATTN_NAIVE ? "naive" : "absorb",
+        "decode_from", dfrom,
+        NULL,
+    };
+    if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) lib_die(st, "dump");
+    fprintf(stderr, "dump: wrote %s (%d positions)\n", out, T);
+
+    free(cmdline);
+    free(canon);
+    ds3_state_free(s);
+    ds3_model_free(m);
+    free(tokens);
+    return 0;
+}
+
+/* ========================================================================== */
+/* main                                                                        */
+/* ========================================================================== */
+
+static const char *help_for(const char *cmd) {
+    if (strcmp(cmd, "mkmodel") == 0) return help_mkmodel;
+    if (strcmp(cmd, "info") == 0) return help_info;
+    if (strcmp(cmd, "run") == 0) return help_run;
+    if (strcmp(cmd, "dump") == 0) return help_dump;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(help_main, stderr);
+        usage_error("missing command");
+    }
+    const char *cmd = argv[1];
+    if (is_help(cmd)) help_exit(help_main);
+    if (strcmp(cmd, "--version") == 0) {
+        printf("ds3 %s\n", DS3_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0) {
+        if (argc == 2) help_exit(help_main);
+        const char *h = help_for(argv[2]);
+        if (!h || argc > 3) usage_error("help: unknown command '%s'", argv[2]);
+        help_exit(h);
+    }
+    if (!help_for(cmd)) usage_error("unknown command '%s'", cmd);
+    subcommand = cmd;
+    if (strcmp(cmd, "mkmodel") == 0) return cmd_mkmodel(argc - 2, argv + 2);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+    return cmd_dump(argc - 2, argv + 2, argc, argv);
+}

@@ -1,0 +1,478 @@
+/*
+ * test_cli.c — the ds3 command-line tool as a user meets it: exit statuses
+ * (0 ok, 1 runtime error, 2 usage error), "ds3: " error messages that name
+ * the problem, strict parsing of --tokens and numeric options, help and
+ * version, `info`, and — when the synthetic model $DS3_MODELS/tiny-f32
+ * exists — `run` output, `dump` files (read back with the safetensors reader)
+ * and failures that must leave no file behind.
+ *
+ * The binary is $DS3_CLI (tests/run.sh sets it to the build's own ds3); it is
+ * run with fork/exec, stdout and stderr captured in temporary files.
+ */
+#include "internal.h"
+#include "harness.h"
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *cli;
+static char tmpdir[64];
+
+typedef struct {
+    int rc;        /* exit status; 128+signal if killed; -1 if it could not run */
+    char *out, *err;
+} result;
+
+static char *slurp_fd(int fd) {
+    off_t n = lseek(fd, 0, SEEK_END);
+    if (n < 0) n = 0;
+    char *s = malloc((size_t)n + 1);
+    if (!s) abort();
+    lseek(fd, 0, SEEK_SET);
+    ssize_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, s + got, (size_t)(n - got));
+        if (r <= 0) break;
+        got += r;
+    }
+    s[got] = '\0';
+    return s;
+}
+
+/* Run the CLI with the NULL-terminated argument list. */
+static result run_argv(const char *const *args) {
+    result r = {-1, NULL, NULL};
+    char po[128], pe[128];
+    snprintf(po, sizeof po, "%s/stdout.XXXXXX", tmpdir);
+    snprintf(pe, sizeof pe, "%s/stderr.XXXXXX", tmpdir);
+    int fo = mkstemp(po), fe = mkstemp(pe);
+    if (fo < 0 || fe < 0) abort();
+    unlink(po);
+    unlink(pe);
+
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)cli;
+    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int in = open("/dev/null", O_RDONLY);
+        if (in >= 0) dup2(in, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(cli, argv);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid > 0 && waitpid(pid, &status, 0) == pid)
+        r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = slurp_fd(fo);
+    r.err = slurp_fd(fe);
+    close(fo);
+    close(fe);
+    return r;
+}
+
+#define RUN(...) run_argv((const char *const[]){__VA_ARGS__, NULL})
+
+static void done(result *r) {
+    free(r->out);
+    free(r->err);
+}
+
+static bool has(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
+
+static bool exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* A usage error: exit 2 and a "ds3: " message containing `want`. */
+static void expect_usage(const char *want, result r, const char *what) {
+    CHECK(r.rc == 2, "%s: exit %d, want 2 (stderr: %s)", what, r.rc, r.err);
+    CHECK(strncmp(r.err, "ds3: ", 5) == 0 || has(r.err, "\nds3: "), "%s: no 'ds3: ' message: %s", what, r.err);
+    CHECK(has(r.err, want), "%s: stderr lacks \"%s\": %s", what, want, r.err);
+    CHECK(r.out[0] == '\0', "%s: printed to stdout: %s", what, r.out);
+    done(&r);
+}
+
+/* The last non-empty line of s (static buffer). */
+static const char *last_line(const char *s) {
+    static char line[4096];
+    const char *end = s + strlen(s);
+    while (end > s && end[-1] == '\n') end--;
+    const char *start = end;
+    while (start > s && start[-1] != '\n') start--;
+    size_t n = (size_t)(end - start) < sizeof line - 1 ? (size_t)(end - start) : sizeof line - 1;
+    memcpy(line, start, n);
+    line[n] = '\0';
+    return line;
+}
+
+/* "12,0,7": how many ids, or -1 if the line is not that shape. */
+static int count_ids(const char *line) {
+    int n = 0;
+    const char *p = line;
+    if (!*p) return 0;
+    for (;;) {
+        if (*p < '0' || *p > '9') return -1;
+        while (*p >= '0' && *p <= '9') p++;
+        n++;
+        if (*p == '\0') return n;
+        if (*p++ != ',') return -1;
+    }
+}
+
+/* ========================================================================== */
+
+static void test_usage(void) {
+    th_section("usage errors, help, version");
+    result r = run_argv((const char *const[]){NULL});
+    CHECK(r.rc == 2, "no arguments: exit %d, want 2", r.rc);
+    CHECK(has(r.err, "ds3: missing command"), "no arguments: %s", r.err);
+    done(&r);
+
+    expect_usage("unknown command 'frobnicate'", RUN("frobnicate"), "unknown command");
+    expect_usage("unknown command '--frob'", RUN("--frob"), "unknown top-level option");
+
+    const char *helps[][2] = {{"--help", NULL}, {"-h", NULL},       {"help", NULL},   {"help", "run"},
+                              {"run", "--help"}, {"dump", "--help"}, {"info", "-h"}, {"mkmodel", "--help"}};
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        r = helps[i][1] ? RUN(helps[i][0], helps[i][1]) : RUN(helps[i][0]);
+        CHECK(r.rc == 0 && has(r.out, "usage: ds3"), "'%s %s': exit %d, stdout %s", helps[i][0],
+              helps[i][1] ? helps[i][1] : "", r.rc, r.out);
+        done(&r);
+    }
+    r = RUN("help", "run");
+    CHECK(has(r.out, "--tokens") && has(r.out, "--top-p"), "run help lacks its options: %s", r.out);
+    done(&r);
+    expect_usage("unknown command 'nosuch'", RUN("help", "nosuch"), "help nosuch");
+    /* --help wins even after other options */
+    r = RUN("run", "-m", "x", "--help");
+    CHECK(r.rc == 0, "run -m x --help: exit %d", r.rc);
+    done(&r);
+
+    r = RUN("--version");
+    CHECK(r.rc == 0 && strcmp(r.out, "ds3 0.1.0\n") == 0, "--version: exit %d, '%s'", r.rc, r.out);
+    done(&r);
+}
+
+static void test_tokens_syntax(void) {
+    th_section("--tokens and numeric options, checked before loading");
+    /* The model directory does not exist: syntax errors must be found first (exit 2). */
+    const char *nom = "/nonexistent/model";
+    expect_usage("empty entry at index 1", RUN("run", "-m", nom, "--tokens", "1,,2"), "1,,2");
+    expect_usage("empty entry at index 2", RUN("run", "-m", nom, "--tokens", "1,2,"), "1,2,");
+    expect_usage("empty entry at index 0", RUN("run", "-m", nom, "--tokens", ",1"), ",1");
+    expect_usage("empty", RUN("run", "-m", nom, "--tokens", ""), "empty list");
+    expect_usage("empty", RUN("run", "-m", nom, "--tokens", "  "), "blank list");
+    expect_usage("'-2' at index 1", RUN("run", "-m", nom, "--tokens", "1,-2"), "1,-2");
+    expect_usage("'abc' at index 0", RUN("run", "-m", nom, "--tokens", "abc"), "abc");
+    expect_usage("'12abc' at index 0", RUN("run", "-m", nom, "--tokens", "12abc"), "12abc");
+    expect_usage("'+3' at index 2", RUN("run", "-m", nom, "--tokens", "1,2,+3"), "+3");
+    expect_usage("'1.5' at index 0", RUN("run", "-m", nom, "--tokens", "1.5"), "1.5");
+    expect_usage("too large", RUN("run", "-m", nom, "--tokens", "99999999999999999999"), "huge");
+    expect_usage("too large", RUN("run", "-m", nom, "--tokens", "1,2147483648"), "2^31");
+    expect_usage("'1 2' at index 0", RUN("run", "-m", nom, "--tokens", "1 2"), "space-separated");
+    expect_usage("empty entry at index 1", RUN("dump", "-m", nom, "--tokens", "1,,2", "-o", "x"), "dump 1,,2");
+
+    /* Well-formed lists (blanks around entries are fine) reach the loader: exit 1. */
+    result r = RUN("run", "-m", nom, "--tokens", " 1 , 2,3 ", "-n", "2");
+    CHECK(r.rc == 1, "' 1 , 2,3 ' should parse and fail at load: exit %d, %s", r.rc, r.err);
+    CHECK(strncmp(r.err, "ds3: ", 5) == 0 && has(r.err, nom), "load failure message: %s", r.err);
+    done(&r);
+    r = RUN("run", "-m", nom, "--tokens=0,2147483647");
+    CHECK(r.rc == 1, "--tokens=0,2147483647 should parse: exit %d, %s", r.rc, r.err);
+    done(&r);
+
+    expect_usage("not an integer", RUN("run", "-m", nom, "--tokens", "1", "-n", "12abc"), "-n 12abc");
+    expect_usage("out of range", RUN("run", "-m", nom, "--tokens", "1", "-n", "-1"), "-n -1");
+    expect_usage("out of range", RUN("run", "-m", nom, "--tokens", "1", "-n", "99999999999999999999"),
+                 "-n huge");
+    expect_usage("not a", RUN("run", "-m", nom, "--tokens", "1", "--temp", "nan"), "--temp nan");
+    expect_usage("not a", RUN("run", "-m", nom, "--tokens", "1", "--temp", "inf"), "--temp inf");
+    expect_usage("not a", RUN("run", "-m", nom, "--tokens", "1", "--temp", "0.5x"), "--temp 0.5x");
+    expect_usage("negative", RUN("run", "-m", nom, "--tokens", "1", "--temp", "-1"), "--temp -1");
+    expect_usage("(0, 1]", RUN("run", "-m", nom, "--tokens", "1", "--top-p", "0"), "--top-p 0");
+    expect_usage("(0, 1]", RUN("run", "-m", nom, "--tokens", "1", "--top-p", "1.5"), "--top-p 1.5");
+    expect_usage("not a non-negative", RUN("run", "-m", nom, "--tokens", "1", "--seed", "-1"), "--seed -1");
+    expect_usage("too large", RUN("run", "-m", nom, "--tokens", "1", "--seed", "18446744073709551616"),
+                 "--seed 2^64");
+    expect_usage("naive, absorb", RUN("run", "-m", nom, "--tokens", "1", "--attn", "fast"), "--attn fast");
+    expect_usage("needs a value", RUN("run", "-m", nom, "--tokens", "1", "-n"), "-n without value");
+    expect_usage("unknown option '--frob'", RUN("run", "-m", nom, "--tokens", "1", "--frob"), "--frob");
+    expect_usage("unexpected argument 'extra'", RUN("run", "-m", nom, "--tokens", "1", "extra"), "positional");
+    expect_usage("missing -m", RUN("run", "--tokens", "1"), "run without -m");
+    expect_usage("missing --tokens", RUN("run", "-m", nom), "run without --tokens");
+
+    expect_usage("missing -o", RUN("dump", "-m", nom, "--tokens", "1"), "dump without -o");
+    expect_usage("out of range", RUN("dump", "-m", nom, "--tokens", "1,2", "-o", "x", "--decode-from", "0"),
+                 "--decode-from 0");
+    expect_usage("more than the 2 tokens",
+                 RUN("dump", "-m", nom, "--tokens", "1,2", "-o", "x", "--decode-from", "3"), "--decode-from 3");
+
+    expect_usage("exactly one", RUN("info"), "info without a source");
+    expect_usage("exactly one", RUN("info", "--list", "--config", "v3"), "info with two sources");
+    expect_usage("missing --config", RUN("mkmodel", "-o", "x"), "mkmodel without --config");
+    expect_usage("missing -o", RUN("mkmodel", "--config", "tiny"), "mkmodel without -o");
+    expect_usage("f32, bf16, fp8", RUN("mkmodel", "--config", "tiny", "--dtype", "f16", "-o", "x"), "--dtype f16");
+    expect_usage("not a number", RUN("mkmodel", "--config", "tiny", "--bias-shift", "abc", "-o", "x"),
+                 "--bias-shift abc");
+}
+
+static void test_info(void) {
+    th_section("info");
+    result r = RUN("info", "--config", "v3");
+    CHECK(r.rc == 0, "info --config v3: exit %d: %s", r.rc, r.err);
+    CHECK(has(r.out, "70272") || has(r.out, "70,272"), "info --config v3 does not mention the 70,272-byte "
+          "KV cache per token:\n%s", r.out);
+    done(&r);
+
+    r = RUN("info", "--list");
+    CHECK(r.rc == 0 && has(r.out, "v3\n") && has(r.out, "tiny\n"), "info --list: exit %d: %s", r.rc, r.out);
+    done(&r);
+
+    r = RUN("info", "--config", "no-such-config");
+    CHECK(r.rc == 1 && strncmp(r.err, "ds3: ", 5) == 0, "unknown config: exit %d: %s", r.rc, r.err);
+    done(&r);
+
+    r = RUN("info", "-m", "/nonexistent/model");
+    CHECK(r.rc == 1 && strncmp(r.err, "ds3: ", 5) == 0 && has(r.err, "/nonexistent/model"),
+          "info on a missing model: exit %d: %s", r.rc, r.err);
+    done(&r);
+}
+
+/* ========================================================================== */
+/* With a model                                                                */
+/* ========================================================================== */
+
+/* Open a dump and check what every dump must have. Returns NULL on failure. */
+static ds3_st_file *open_dump(const char *path, int T, const char *what) {
+    ds3_st_file *f = NULL;
+    ds3_status st = ds3_st_open(path, &f);
+    CHECK(st == DS3_OK, "%s: cannot read back %s: %s", what, path, ds3_last_error());
+    if (st != DS3_OK) return NULL;
+    const ds3_st_entry *lg = ds3_st_find(f, "logits");
+    CHECK(lg && lg->ndim == 2 && lg->shape[0] == T && lg->dtype == DS3_DT_REAL,
+          "%s: 'logits' missing or not [%d, V] of the build's real type", what, T);
+    CHECK(ds3_st_find(f, "embed") && ds3_st_find(f, "norm") && ds3_st_find(f, "layers.0.out") &&
+              ds3_st_find(f, "layers.0.attn.out") && ds3_st_find(f, "layers.0.ffn.out"),
+          "%s: a main activation is missing", what);
+#ifdef DS3_F64
+    const char *prec = "f64";
+#else
+    const char *prec = "f32";
+#endif
+    const char *m = ds3_st_meta(f, "ds3_precision");
+    CHECK(m && strcmp(m, prec) == 0, "%s: ds3_precision %s, want %s", what, m ? m : "(none)", prec);
+    m = ds3_st_meta(f, "ds3_incomplete");
+    CHECK(m && m[0] == '\0', "%s: ds3_incomplete = '%s'", what, m ? m : "(none)");
+    m = ds3_st_meta(f, "ds3_rows_dropped");
+    CHECK(m && strcmp(m, "0") == 0, "%s: ds3_rows_dropped = %s", what, m ? m : "(none)");
+    char rows[16];
+    snprintf(rows, sizeof rows, "%d", T);
+    m = ds3_st_meta(f, "ds3_rows");
+    CHECK(m && strcmp(m, rows) == 0, "%s: ds3_rows = %s, want %d", what, m ? m : "(none)", T);
+    m = ds3_st_meta(f, "command");
+    CHECK(m && has(m, " dump "), "%s: command metadata '%s'", what, m ? m : "(none)");
+    return f;
+}
+
+static void read_real(double *out, const ds3_st_entry *e, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        ds3_real v;
+        memcpy(&v, (const char *)e->data + i * sizeof v, sizeof v);
+        out[i] = (double)v;
+    }
+}
+
+/* Two dumps' tensor `name` agree within tolerance (same shape required). */
+static void compare_dumps(ds3_st_file *a, ds3_st_file *b, const char *name, const char *what) {
+    const ds3_st_entry *ea = ds3_st_find(a, name), *eb = ds3_st_find(b, name);
+    CHECK(ea && eb && ea->nbytes == eb->nbytes && ea->dtype == DS3_DT_REAL, "%s: '%s' missing or shapes differ",
+          what, name);
+    if (!ea || !eb || ea->nbytes != eb->nbytes || ea->dtype != DS3_DT_REAL) return;
+    size_t n = ea->nbytes / sizeof(ds3_real);
+    double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    read_real(x, ea, n);
+    read_real(y, eb, n);
+#ifdef DS3_F64
+    double atol = 1e-10, rtol = 1e-9;
+#else
+    double atol = 1e-4, rtol = 1e-3;
+#endif
+    char label[128];
+    snprintf(label, sizeof label, "%s %s", what, name);
+    th_check_close(label, x, y, (long)n, atol, rtol);
+    free(x);
+    free(y);
+}
+
+static void test_with_model(const char *models) {
+    char model[512];
+    snprintf(model, sizeof model, "%s/tiny-f32", models);
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", model);
+    if (!exists(cfg)) {
+        fprintf(stderr, "-- %s not found: skipping the tests that need a model (run make models)\n", model);
+        return;
+    }
+    th_section("run on %s", model);
+
+    result r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "5");
+    CHECK(r.rc == 0, "run: exit %d: %s", r.rc, r.err);
+    CHECK(count_ids(last_line(r.out)) == 5, "run -n 5: last stdout line '%s' is not 5 ids", last_line(r.out));
+    CHECK(has(r.err, "prefill") && has(r.err, "tok/s"), "run: no timing on stderr: %s", r.err);
+    char first[4096];
+    snprintf(first, sizeof first, "%s", last_line(r.out));
+    done(&r);
+
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "5");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), first) == 0, "greedy run is not repeatable: '%s' vs '%s'",
+          last_line(r.out), first);
+    done(&r);
+
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "1");
+    CHECK(r.rc == 0 && count_ids(last_line(r.out)) == 1, "run -n 1: exit %d, '%s'", r.rc, r.out);
+    done(&r);
+
+    r = RUN("run", "-m", model, "--tokens", "7", "-n", "6", "--temp", "0.9", "--top-p", "0.9", "--seed", "42",
+            "--attn", "naive");
+    CHECK(r.rc == 0 && count_ids(last_line(r.out)) == 6, "sampled naive run: exit %d, '%s' %s", r.rc, r.out,
+          r.err);
+    snprintf(first, sizeof first, "%s", last_line(r.out));
+    done(&r);
+    r = RUN("run", "-m", model, "--tokens", "7", "-n", "6", "--temp", "0.9", "--top-p", "0.9", "--seed", "42",
+            "--attn", "naive");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), first) == 0, "same seed, different output: '%s' vs '%s'",
+          last_line(r.out), first);
+    done(&r);
+
+    r = RUN("run", "-m", model, "--tokens", "1,2,100000000", "-n", "2");
+    CHECK(r.rc == 1, "out-of-range token: exit %d, want 1", r.rc);
+    CHECK(has(r.err, "ds3: token 100000000 at index 2 is out of range (vocab "), "out-of-range message: %s",
+          r.err);
+    done(&r);
+
+    r = RUN("run", "-m", model, "--tokens", "1", "-n", "2000000000");
+    CHECK(r.rc == 1 && has(r.err, "max_position_embeddings"), "too many positions: exit %d: %s", r.rc, r.err);
+    done(&r);
+
+    r = RUN("info", "-m", model);
+    CHECK(r.rc == 0 && r.out[0], "info -m: exit %d: %s", r.rc, r.err);
+    done(&r);
+
+    th_section("dump");
+    char full[256], naive[256], dec[256], dec1[256];
+    snprintf(full, sizeof full, "%s/full.safetensors", tmpdir);
+    snprintf(naive, sizeof naive, "%s/naive.safetensors", tmpdir);
+    snprintf(dec, sizeof dec, "%s/dec.safetensors", tmpdir);
+    snprintf(dec1, sizeof dec1, "%s/dec1.safetensors", tmpdir);
+    const char *toks = "5,1,4,1,5,9,2";
+    const int T = 7;
+
+    r = RUN("dump", "-m", model, "--tokens", toks, "-o", full);
+    CHECK(r.rc == 0 && exists(full), "dump: exit %d: %s", r.rc, r.err);
+    done(&r);
+    r = RUN("dump", "-m", model, "--tokens", toks, "-o", naive, "--attn", "naive");
+    CHECK(r.rc == 0 && exists(naive), "dump --attn naive: exit %d: %s", r.rc, r.err);
+    done(&r);
+    r = RUN("dump", "-m", model, "--tokens", toks, "-o", dec, "--decode-from", "3");
+    CHECK(r.rc == 0 && exists(dec), "dump --decode-from 3: exit %d: %s", r.rc, r.err);
+    done(&r);
+    r = RUN("dump", "-m", model, "--tokens", toks, "-o", dec1, "--decode-from", "1", "--attn", "naive");
+    CHECK(r.rc == 0 && exists(dec1), "dump --decode-from 1 --attn naive: exit %d: %s", r.rc, r.err);
+    done(&r);
+
+    ds3_st_file *ff = open_dump(full, T, "full"), *fn = open_dump(naive, T, "naive"),
+                *fd = open_dump(dec, T, "decode-from 3"), *fd1 = open_dump(dec1, T, "decode-from 1 naive");
+    if (ff) {
+        const char *m = ds3_st_meta(ff, "tokens");
+        CHECK(m && strcmp(m, toks) == 0, "tokens metadata '%s'", m ? m : "(none)");
+        m = ds3_st_meta(ff, "attn");
+        CHECK(m && strcmp(m, "absorb") == 0, "attn metadata '%s'", m ? m : "(none)");
+    }
+    if (fd) {
+        const char *m = ds3_st_meta(fd, "decode_from");
+        CHECK(m && strcmp(m, "3") == 0, "decode_from metadata '%s'", m ? m : "(none)");
+    }
+    /* Row i is position i however the positions were split across calls,
+     * and both attention forms compute the same function. */
+    if (ff && fn) compare_dumps(ff, fn, "logits", "absorb vs naive");
+    if (ff && fd) compare_dumps(ff, fd, "logits", "prefill vs decode-from 3");
+    if (ff && fd) compare_dumps(ff, fd, "layers.0.out", "prefill vs decode-from 3");
+    if (ff && fd1) compare_dumps(ff, fd1, "logits", "prefill vs decode-from 1 naive");
+    ds3_st_close(ff);
+    ds3_st_close(fn);
+    ds3_st_close(fd);
+    ds3_st_close(fd1);
+
+    th_section("dump failures leave no file");
+    r = RUN("dump", "-m", model, "--tokens", "1,2", "-o", "/nonexistent/dir/x.safetensors");
+    CHECK(r.rc == 1, "dump to a missing directory: exit %d, want 1", r.rc);
+    CHECK(strncmp(r.err, "ds3: ", 5) == 0 && has(r.err, "/nonexistent/dir"), "message does not name the "
+          "directory: %s", r.err);
+    CHECK(!exists("/nonexistent/dir/x.safetensors") && !exists("/nonexistent/dir/x.safetensors.tmp"),
+          "a file was left behind");
+    done(&r);
+
+    char bad[256];
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", tmpdir);
+    r = RUN("dump", "-m", model, "--tokens", "1,100000000", "-o", bad);
+    CHECK(r.rc == 1 && has(r.err, "out of range"), "dump with a bad token: exit %d: %s", r.rc, r.err);
+    CHECK(!exists(bad), "dump with a bad token left %s", bad);
+    done(&r);
+
+    r = RUN("dump", "-m", model, "--tokens", "1,2", "-o", tmpdir);
+    CHECK(r.rc == 1 && has(r.err, "directory"), "dump onto a directory: exit %d: %s", r.rc, r.err);
+    done(&r);
+
+    th_section("mkmodel");
+    char out[256];
+    snprintf(out, sizeof out, "%s/m", tmpdir);
+    r = RUN("mkmodel", "--config", "tiny", "--dtype", "bf16", "--seed", "3", "-o", out);
+    snprintf(cfg, sizeof cfg, "%s/config.json", out);
+    CHECK(r.rc == 0 && exists(cfg), "mkmodel: exit %d: %s", r.rc, r.err);
+    done(&r);
+    r = RUN("run", "-m", out, "--tokens", "1,2", "-n", "3");
+    CHECK(r.rc == 0 && count_ids(last_line(r.out)) == 3, "run on a fresh bf16 model: exit %d: %s", r.rc, r.err);
+    done(&r);
+    r = RUN("mkmodel", "--config", "no-such-config", "-o", out);
+    CHECK(r.rc == 1 && strncmp(r.err, "ds3: ", 5) == 0, "mkmodel with a bad config: exit %d: %s", r.rc, r.err);
+    done(&r);
+}
+
+/* rm -rf of the flat temporary directory (and the one model directory in it). */
+static void cleanup(void) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+int main(void) {
+    cli = getenv("DS3_CLI");
+    if (!cli || !*cli) cli = "build/ds3";
+    const char *models = getenv("DS3_MODELS");
+    if (!models || !*models) models = "build/models";
+    CHECK(access(cli, X_OK) == 0, "DS3_CLI=%s is not an executable", cli);
+    if (access(cli, X_OK) != 0) return th_finish();
+
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/ds3-test-cli.XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_usage();
+    test_tokens_syntax();
+    test_info();
+    test_with_model(models);
+    cleanup();
+    return th_finish();
+}
