@@ -235,6 +235,8 @@ static ds3_status parse_header(ds3_st_file *f) {
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | map[i]; /* little-endian on any host */
 
+    /* Compare against what is left rather than computing 8 + hlen, which a
+     * garbage length (the first 8 bytes of some other file) would overflow. */
     if (hlen > size - 8)
         return ds3_fail(DS3_ERR_IO, "%s: header length %llu runs past the end of the file (%llu bytes): "
                         "truncated, or not a safetensors file", f->path, (unsigned long long)hlen,
@@ -250,6 +252,7 @@ static ds3_status parse_header(ds3_st_file *f) {
     const unsigned char *data = map + 8 + hlen;
     const uint64_t data_size = size - 8 - hlen;
 
+    /* The header is not NUL-terminated (data follows it): parse by length. */
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, 0);
     if (!root) {
@@ -359,6 +362,9 @@ ds3_status ds3_st_open(const char *path, ds3_st_file **out) {
                         (long long)sb.st_size);
     }
     size_t size = (size_t)sb.st_size;
+    /* Map, don't read: a V3 shard is ~4 GB and a forward pass touches only the
+     * experts it routes to, so pages come in on demand and stay shared with
+     * the page cache. Read-only: a stray write into weights faults at once. */
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
     close(fd); /* the mapping keeps the file alive */
