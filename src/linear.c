@@ -12,10 +12,10 @@
  *   - ds3_linear_ref: plain loops. Each output element is one sequential sum
  *     over j = 0..cols-1, computed by one thread, so its bits depend on neither
  *     the thread count nor T. OpenMP splits the output rows.
- *   - the BLAS path (T > 1 only): rows are dequantised a tile at a time into a
- *     buffer and multiplied with one sgemm (dgemm in the f64 build). OpenBLAS
- *     splits a GEMM over M and N, never over the reduction, so its results do
- *     not depend on its thread count either (tested).
+ *   - the BLAS path (T > 1 only): rows are dequantised 128 at a time into a
+ *     buffer and multiplied with one single-threaded sgemm (dgemm in the f64
+ *     build); OpenMP runs the tiles in parallel. The tiling is fixed, so the
+ *     bits do not depend on the thread count either (see linear_blas).
  * A single token (decode) always takes the plain path: a matrix-vector product
  * reads each weight once either way, and dequantising into a buffer first
  * would only add a pass.
@@ -96,8 +96,8 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
 
 #ifdef DS3_BLAS
 /*
- * Tile buffer for the BLAS path, one per calling thread, grown to the largest
- * tile seen and then reused: after the first forward pass no call allocates.
+ * Tile buffer for the BLAS path, one per thread, grown to the largest tile
+ * seen and then reused: after the first forward pass no call allocates.
  */
 static _Thread_local ds3_real *tile_buf;
 static _Thread_local size_t tile_cap;
@@ -105,20 +105,37 @@ static _Thread_local size_t tile_cap;
 /* Rows per tile: one FP8 scale block, large enough for an efficient GEMM. */
 #define TILE_ROWS 128
 
+/*
+ * OpenBLAS's own threading is switched off. Measured on OpenBLAS 0.3.21: a
+ * threaded sgemm gives different bits for 1 and 2 threads on most shapes
+ * (M=64, N=512, K=320, say), because how it splits the work changes
+ * which kernel computes which element. ds3 instead splits the output into
+ * fixed 128-row tiles, one single-threaded GEMM each, run in parallel by
+ * OpenMP: an element is always computed by the same call on the same data,
+ * whatever the thread count. In an OpenMP build of OpenBLAS a call from inside
+ * a parallel region is single-threaded anyway; a pthreads build needs telling.
+ */
+static void blas_single_threaded(void) {
+    /* 1: pthreads build. Checked on every call, in case the program changed it. */
+    if (openblas_get_parallel() == 1 && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
 static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
     const int64_t rows = w->rows, cols = w->cols;
-    size_t need = (size_t)TILE_ROWS * (size_t)cols;
-    if (need > tile_cap) {
-        ds3_real *nb = realloc(tile_buf, need * sizeof(ds3_real));
-        if (!nb) {  /* out of memory for the tile: the plain path needs none */
-            ds3_linear_ref(out, in, w, T);
-            return;
-        }
-        tile_buf = nb;
-        tile_cap = need;
-    }
-    for (int64_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
+    const int64_t ntiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
+    blas_single_threaded();
+    bool fail = false;
+#pragma omp parallel for schedule(static) reduction(|| : fail)
+    for (int64_t tile = 0; tile < ntiles; tile++) {
+        int64_t r0 = tile * TILE_ROWS;
         int64_t nr = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
+        size_t need = (size_t)TILE_ROWS * (size_t)cols;
+        if (need > tile_cap) {
+            ds3_real *nb = realloc(tile_buf, need * sizeof(ds3_real));
+            if (!nb) { fail = true; continue; }
+            tile_buf = nb;
+            tile_cap = need;
+        }
         ds3_tensor_rows(tile_buf, w, r0, nr);
         /* out[:, r0:r0+nr] = in · tileᵀ; ldc = rows writes into the full output. */
 #ifdef DS3_F64
@@ -129,6 +146,8 @@ static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, 
                     (int)cols, tile_buf, (int)cols, 0.0f, out + r0, (int)rows);
 #endif
     }
+    /* Out of memory for a tile buffer: the plain path needs none. */
+    if (fail) ds3_linear_ref(out, in, w, T);
 }
 #endif
 
@@ -144,8 +163,12 @@ void ds3_linear(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
 
 void ds3_linear_release(void) {
 #ifdef DS3_BLAS
-    free(tile_buf);
-    tile_buf = NULL;
-    tile_cap = 0;
+    /* every thread of the team frees its own buffer */
+#pragma omp parallel
+    {
+        free(tile_buf);
+        tile_buf = NULL;
+        tile_cap = 0;
+    }
 #endif
 }

@@ -7,12 +7,10 @@
 #include "harness.h"
 #include "internal.h"
 
+#include <stdlib.h>
+
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-#ifdef DS3_BLAS
-#include <cblas.h>
-void openblas_set_num_threads(int);
 #endif
 
 enum { ROWS = 300, COLS = 200, T = 7 };
@@ -89,21 +87,37 @@ int main(void) {
 #ifdef _OPENMP
     omp_set_num_threads(1);
 #endif
-#ifdef DS3_BLAS
-    openblas_set_num_threads(1);
-#endif
     ds3_linear(r1, x, &t8, T);
     ds3_linear_ref(p1, x, &t8, T);
 #ifdef _OPENMP
     omp_set_num_threads(2);
 #endif
-#ifdef DS3_BLAS
-    openblas_set_num_threads(2);
-#endif
     ds3_linear(r2, x, &t8, T);
     ds3_linear_ref(p2, x, &t8, T);
     CHECK(memcmp(r1, r2, sizeof r1) == 0, "default path: 1 and 2 threads give the same bits");
     CHECK(memcmp(p1, p2, sizeof p1) == 0, "plain path: 1 and 2 threads give the same bits");
+
+    /* Shapes on which a threaded OpenBLAS 0.3.21 sgemm gave different bits for
+     * 1 and 2 threads (M = tokens, N = rows, K = cols). */
+    static const int shapes[][3] = {{64, 512, 320}, {20, 200, 72}, {256, 24, 200}, {7, 128, 320}};
+    for (int k = 0; k < 4; k++) {
+        int M = shapes[k][0], R = shapes[k][1], Cc = shapes[k][2];
+        ds3_real *xi = malloc(sizeof(ds3_real) * M * Cc), *o1 = malloc(sizeof(ds3_real) * M * R),
+                 *o2 = malloc(sizeof(ds3_real) * M * R);
+        for (int i = 0; i < M * Cc; i++) xi[i] = (ds3_real)urand();
+        ds3_tensor tw = {"w.shape", DS3_DT_F32, R, Cc, w32, NULL};  /* w32 holds >= R·Cc values */
+#ifdef _OPENMP
+        omp_set_num_threads(1);
+#endif
+        ds3_linear(o1, xi, &tw, M);
+#ifdef _OPENMP
+        omp_set_num_threads(2);
+#endif
+        ds3_linear(o2, xi, &tw, M);
+        CHECK(memcmp(o1, o2, sizeof(ds3_real) * M * R) == 0, "M=%d N=%d K=%d: 1 and 2 threads give the same bits",
+              M, R, Cc);
+        free(xi); free(o1); free(o2);
+    }
     ds3_linear_release();
     return th_finish();
 }

@@ -1,0 +1,143 @@
+/*
+ * test_model.c — the forward pass held against itself on the synthetic models
+ * (DS3_MODELS, made by scripts/make-models.sh):
+ *   - MLA absorbed vs naive (SPEC §3: both forms must agree to rounding);
+ *   - full prefill vs token-by-token decode vs chunked prefill;
+ *   - the BLAS path vs the plain loops;
+ *   - 1 vs 2 threads: identical bits.
+ * Agreement with the oracle is test_ref.c's job.
+ */
+#include "harness.h"
+#include "internal.h"
+
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { N = 20 };
+
+static void set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    (void)n;
+}
+
+/* Logits of tokens[0..N) for the given attention form, fed in pieces of `step`
+ * tokens (step = N: one prefill; step = 1: decode). */
+static ds3_real *run(const ds3_model *m, ds3_attn_mode attn, const int32_t *tok, int step) {
+    int V = ds3_model_vocab_size(m);
+    ds3_real *lg = calloc((size_t)N * V, sizeof *lg);
+    ds3_state *s = NULL;
+    if (ds3_state_new(m, N, attn, &s) != DS3_OK) { free(lg); return NULL; }
+    for (int p = 0; p < N; p += step) {
+        int n = N - p < step ? N - p : step;
+        if (ds3_forward(s, tok + p, n, p, lg + (size_t)p * V) != DS3_OK) {
+            fprintf(stderr, "forward: %s\n", ds3_last_error());
+            free(lg);
+            lg = NULL;
+            break;
+        }
+    }
+    ds3_state_free(s);
+    return lg;
+}
+
+static void compare(const char *what, const ds3_real *a, const ds3_real *b, long n, double rel_of_max) {
+    double *ga = malloc(n * sizeof *ga), *gb = malloc(n * sizeof *gb);
+    double mx = 0;
+    for (long i = 0; i < n; i++) {
+        ga[i] = a[i]; gb[i] = b[i];
+        if (fabs(gb[i]) > mx) mx = fabs(gb[i]);
+    }
+    th_check_close(what, ga, gb, n, rel_of_max * mx, 0);
+    free(ga);
+    free(gb);
+}
+
+static void model_case(const char *dir, const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ds3_model *m = NULL;
+    ds3_status st = ds3_model_load(path, &m);
+    CHECK(st == DS3_OK, "load %s: %s", path, ds3_last_error());
+    if (st) return;
+    th_section("%s", name);
+    int V = ds3_model_vocab_size(m);
+    long n = (long)N * V;
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 7919 + 13) % V);
+    /* fp32 rounding differs between groupings; f64 agrees to ~1e-15 */
+    double tol = sizeof(ds3_real) == 4 ? 2e-5 : 1e-12;
+    char what[128];
+
+    ds3_real *full = run(m, DS3_ATTN_ABSORB, tok, N);
+    ds3_real *naive = run(m, DS3_ATTN_NAIVE, tok, N);
+    ds3_real *dec = run(m, DS3_ATTN_ABSORB, tok, 1);
+    ds3_real *ndec = run(m, DS3_ATTN_NAIVE, tok, 1);
+    ds3_real *chunk = run(m, DS3_ATTN_ABSORB, tok, 7);
+    CHECK(full && naive && dec && ndec && chunk, "all runs completed");
+    if (full && naive && dec && ndec && chunk) {
+        snprintf(what, sizeof what, "%s absorbed vs naive", name);
+        compare(what, full, naive, n, tol);
+        snprintf(what, sizeof what, "%s prefill vs decode", name);
+        compare(what, dec, full, n, tol);
+        snprintf(what, sizeof what, "%s naive prefill vs naive decode", name);
+        compare(what, ndec, naive, n, tol);
+        snprintf(what, sizeof what, "%s prefill vs chunks of 7", name);
+        compare(what, chunk, full, n, tol);
+    }
+
+    /* The plain loops (BLAS=none at run time) against the default path. */
+    bool saved = ds3_use_blas;
+    ds3_use_blas = false;
+    ds3_real *plain = run(m, DS3_ATTN_ABSORB, tok, N);
+    ds3_use_blas = saved;
+    if (plain && full) {
+        snprintf(what, sizeof what, "%s plain loops vs default", name);
+        compare(what, plain, full, n, tol);
+    }
+
+    /* Thread count must not change a bit, in prefill and in decode. */
+    set_threads(1);
+    ds3_real *p1 = run(m, DS3_ATTN_ABSORB, tok, N), *d1 = run(m, DS3_ATTN_ABSORB, tok, 1);
+    set_threads(2);
+    ds3_real *p2 = run(m, DS3_ATTN_ABSORB, tok, N), *d2 = run(m, DS3_ATTN_ABSORB, tok, 1);
+    CHECK(p1 && p2 && memcmp(p1, p2, n * sizeof(ds3_real)) == 0, "%s: prefill logits identical for 1 and 2 threads", name);
+    CHECK(d1 && d2 && memcmp(d1, d2, n * sizeof(ds3_real)) == 0, "%s: decode logits identical for 1 and 2 threads", name);
+
+    free(full); free(naive); free(dec); free(ndec); free(chunk); free(plain);
+    free(p1); free(p2); free(d1); free(d2);
+    ds3_model_free(m);
+}
+
+int main(void) {
+    const char *dir = getenv("DS3_MODELS");
+    if (!dir) dir = "build/models";
+    model_case(dir, "tiny-f32");
+    model_case(dir, "tiny-fp8");
+    model_case(dir, "tiny-v2");
+
+    th_section("state and argument errors");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny-f32", dir);
+    ds3_model *m = NULL;
+    if (ds3_model_load(path, &m) == DS3_OK) {
+        ds3_state *s = NULL;
+        CHECK(ds3_state_new(m, 0, DS3_ATTN_ABSORB, &s) == DS3_ERR_ARG && s == NULL, "max_seq 0 is refused");
+        CHECK(ds3_state_new(m, 4, DS3_ATTN_ABSORB, &s) == DS3_OK, "state of 4 positions");
+        int32_t tok[5] = {1, 2, 3, 4, 5}, bad[1] = {512};
+        CHECK(ds3_forward(s, tok, 5, 0, NULL) == DS3_ERR_ARG, "5 tokens do not fit in 4 positions");
+        CHECK(strstr(ds3_last_error(), "exceed") != NULL, "message says so: %s", ds3_last_error());
+        CHECK(ds3_forward(s, bad, 1, 0, NULL) == DS3_ERR_ARG, "token 512 is outside vocab 512");
+        CHECK(strstr(ds3_last_error(), "512") != NULL, "message names the token: %s", ds3_last_error());
+        CHECK(ds3_forward(s, tok, 0, 0, NULL) == DS3_ERR_ARG, "zero tokens refused");
+        ds3_state_free(s);
+        ds3_state_free(NULL);
+        ds3_model_free(m);
+    }
+    ds3_model_free(NULL);
+    return th_finish();
+}
