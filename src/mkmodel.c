@@ -47,7 +47,7 @@
 #ifdef _OPENMP
 #define MK_OMP_FOR(n) _Pragma("omp parallel for schedule(static) if ((n) >= MK_PAR_MIN)")
 #else
-#define MK_OMP_FOR(n)
+#define MK_OMP_FOR(n) (void)(n);
 #endif
 
 /* Default largest shard, in bytes of tensor data; DS3_MKMODEL_SHARD_MB
