@@ -282,7 +282,29 @@ static ds3_st_file *open_dump(const char *path, int T, const char *what) {
     CHECK(m && strcmp(m, rows) == 0, "%s: ds3_rows = %s, want %d", what, m ? m : "(none)", T);
     m = ds3_st_meta(f, "command");
     CHECK(m && has(m, " dump "), "%s: command metadata '%s'", what, m ? m : "(none)");
+    /* The routing tensors of MoE layers: I32 indices, one row per position. */
+    int n_moe = 0;
+    for (int i = 0; i < f->n; i++) {
+        const ds3_st_entry *e = &f->entries[i];
+        size_t len = strlen(e->name), sl = strlen(".moe.topk_idx");
+        if (len < sl || strcmp(e->name + len - sl, ".moe.topk_idx") != 0) continue;
+        n_moe++;
+        CHECK(e->dtype == DS3_DT_I32 && e->ndim == 2 && e->shape[0] == T, "%s: %s is not I32 [%d, K]", what,
+              e->name, T);
+    }
+    CHECK(n_moe > 0, "%s: no layers.N.moe.topk_idx in the dump of an MoE model", what);
     return f;
+}
+
+/* Expert choices are indices: they compare exactly. */
+static void compare_topk(ds3_st_file *a, ds3_st_file *b, const char *what) {
+    for (int i = 0; i < a->n; i++) {
+        const ds3_st_entry *ea = &a->entries[i];
+        if (ea->dtype != DS3_DT_I32) continue;
+        const ds3_st_entry *eb = ds3_st_find(b, ea->name);
+        CHECK(eb && eb->nbytes == ea->nbytes && memcmp(ea->data, eb->data, ea->nbytes) == 0,
+              "%s: %s differs", what, ea->name);
+    }
 }
 
 static void read_real(double *out, const ds3_st_entry *e, size_t n) {
@@ -409,6 +431,8 @@ static void test_with_model(const char *models) {
     if (ff && fd) compare_dumps(ff, fd, "logits", "prefill vs decode-from 3");
     if (ff && fd) compare_dumps(ff, fd, "layers.0.out", "prefill vs decode-from 3");
     if (ff && fd1) compare_dumps(ff, fd1, "logits", "prefill vs decode-from 1 naive");
+    if (ff && fd) compare_topk(ff, fd, "prefill vs decode-from 3");
+    if (ff && fn) compare_topk(ff, fn, "absorb vs naive");
     ds3_st_close(ff);
     ds3_st_close(fn);
     ds3_st_close(fd);
