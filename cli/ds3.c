@@ -120,10 +120,10 @@ static uint64_t parse_u64(const char *opt, const char *s) {
 /* A finite real number, the whole string. */
 static double parse_real(const char *opt, const char *s) {
     char *end;
-    errno = 0;
     double v = strtod(s, &end);
     if (end == s || *end || s[0] == ' ' || s[0] == '\t') usage_error("%s: '%s' is not a number", opt, s);
-    if (!isfinite(v) || errno == ERANGE) usage_error("%s: '%s' is not a finite number", opt, s);
+    /* "nan", "inf" and overflow to ±HUGE_VAL; an underflow to 0 is harmless */
+    if (!isfinite(v)) usage_error("%s: '%s' is not a finite number", opt, s);
     return v;
 }
 
@@ -428,7 +428,7 @@ static int cmd_run(int argc, char **argv) {
 
     /* Prefill: one call for the whole prompt when its logits fit comfortably;
      * otherwise the first T-1 positions without logits, then the last. */
-    bool one_call = (size_t)T * (size_t)V <= PREFILL_LOGITS_MAX / sizeof(ds3_real);
+    bool one_call = T == 1 || (size_t)T * (size_t)V <= PREFILL_LOGITS_MAX / sizeof(ds3_real);
     ds3_real *logits = malloc((one_call ? (size_t)T : 1) * (size_t)V * sizeof *logits);
     if (!logits) die("out of memory for logits (%d x %d)", one_call ? T : 1, V);
     double t0 = now_s();
