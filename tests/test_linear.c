@@ -104,8 +104,10 @@ int main(void) {
         int M = shapes[k][0], R = shapes[k][1], Cc = shapes[k][2];
         ds3_real *xi = malloc(sizeof(ds3_real) * M * Cc), *o1 = malloc(sizeof(ds3_real) * M * R),
                  *o2 = malloc(sizeof(ds3_real) * M * R);
+        float *wv = malloc(sizeof(float) * R * Cc);
         for (int i = 0; i < M * Cc; i++) xi[i] = (ds3_real)urand();
-        ds3_tensor tw = {"w.shape", DS3_DT_F32, R, Cc, w32, NULL};  /* w32 holds >= R·Cc values */
+        for (int i = 0; i < R * Cc; i++) wv[i] = (float)urand();
+        ds3_tensor tw = {"w.shape", DS3_DT_F32, R, Cc, wv, NULL};
 #ifdef _OPENMP
         omp_set_num_threads(1);
 #endif
@@ -116,7 +118,7 @@ int main(void) {
         ds3_linear(o2, xi, &tw, M);
         CHECK(memcmp(o1, o2, sizeof(ds3_real) * M * R) == 0, "M=%d N=%d K=%d: 1 and 2 threads give the same bits",
               M, R, Cc);
-        free(xi); free(o1); free(o2);
+        free(xi); free(o1); free(o2); free(wv);
     }
     ds3_linear_release();
     return th_finish();
