@@ -36,6 +36,8 @@ endif
 
 LIB_SRC := $(wildcard src/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+CLI_SRC := $(wildcard cli/*.c)
+CLI_OBJ := $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP := build/.deps-ok
@@ -75,7 +77,7 @@ $(BUILD)/cli/%.o: cli/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/ds3: $(BUILD)/cli/ds3.o $(BUILD)/libds3.a
+$(BUILD)/ds3: $(CLI_OBJ) $(BUILD)/libds3.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libds3.a | $(DEPS_STAMP)
@@ -109,4 +111,4 @@ tests-bin-f64: $(TEST_BIN)
 clean:
 	rm -rf build build-f64
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/cli/ds3.d $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
