@@ -331,12 +331,15 @@ bool ds3_layer_is_moe(const ds3_config *c, int i) {
 /* ========================================================================== */
 
 /* Shortest "%.Ng" that reads back as exactly d: "2.5", "1e-06", "0.707",
- * never the 17-digit "0.70699999999999996". */
+ * never the 17-digit "0.70699999999999996". A whole number keeps a ".0"
+ * ("1.0", not "1"): transformers' config classes check types strictly and
+ * refuse an integer where a float field is declared. */
 static void fmt_double(char *buf, size_t size, double d) {
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(buf, size, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d) return;
+        if (strtod(buf, NULL) == d) break;
     }
+    if (!strpbrk(buf, ".eEn") && strlen(buf) + 3 <= size) strcat(buf, ".0");
 }
 
 typedef struct {
