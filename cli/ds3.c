@@ -22,6 +22,7 @@
  * is checked after.
  */
 #include "ds3.h"
+#include "args.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -39,8 +40,7 @@
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
-/* A prompt longer than this is surely a mistake (and its logits would not fit). */
-#define MAX_TOKENS 1000000
+#define MAX_TOKENS CLI_MAX_TOKENS
 /* Prefill asks for the logits of every prompt position (ds3_forward has no
  * "last row only" mode); past this size it splits off the last token instead. */
 #define PREFILL_LOGITS_MAX ((size_t)256 << 20)
@@ -133,52 +133,13 @@ static ds3_attn_mode parse_attn(const char *s) {
     usage_error("--attn: '%s' is not one of naive, absorb", s);
 }
 
-/* Print entry `s` (up to the next comma) in a message, cut to a sane length. */
-static int entry_len(const char *s) {
-    int n = 0;
-    while (s[n] && s[n] != ',' && n < 40) n++;
-    return n;
-}
-
-/*
- * --tokens: comma-separated non-negative decimal integers, blanks allowed
- * around each, no empty entries, at most MAX_TOKENS. Errors are usage errors
- * naming the entry and its index; the vocabulary is checked after loading.
- */
+/* --tokens (cli/args.c): a malformed list is a usage error naming the entry. */
 static int32_t *parse_tokens(const char *s, int *n_out) {
-    int n = 0, cap = 0;
+    char err[160];
     int32_t *t = NULL;
-    const char *p = s;
-    for (;;) {
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p == ',' || *p == '\0') {
-            if (n == 0 && *p == '\0') usage_error("--tokens: the list is empty");
-            usage_error("--tokens: empty entry at index %d", n);
-        }
-        if (n == MAX_TOKENS) usage_error("--tokens: more than %d tokens", MAX_TOKENS);
-        if (*p < '0' || *p > '9')
-            usage_error("--tokens: '%.*s' at index %d is not a non-negative integer", entry_len(p), p, n);
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (errno == ERANGE || v > INT32_MAX)
-            usage_error("--tokens: '%.*s' at index %d is too large", entry_len(p), p, n);
-        const char *q = end;
-        while (*q == ' ' || *q == '\t') q++;
-        if (*q != ',' && *q != '\0')
-            usage_error("--tokens: '%.*s' at index %d is not a non-negative integer", entry_len(p), p, n);
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            if (cap > MAX_TOKENS) cap = MAX_TOKENS;
-            int32_t *nt = realloc(t, (size_t)cap * sizeof *nt);
-            if (!nt) die("out of memory reading --tokens");
-            t = nt;
-        }
-        t[n++] = (int32_t)v;
-        if (*q == '\0') break;
-        p = q + 1;
-    }
-    *n_out = n;
+    int rc = cli_parse_tokens(s, &t, n_out, err, sizeof err);
+    if (rc == CLI_ARGS_USAGE) usage_error("%s", err);
+    if (rc != CLI_ARGS_OK) die("%s", err);
     return t;
 }
 
