@@ -139,7 +139,7 @@ static void test_nucleus(void) {
     const double p[4] = {0.15, 0.5, 0.05, 0.3};
     ds3_real l[4];
     for (int i = 0; i < 4; i++) l[i] = (ds3_real)log(p[i]);
-    long counts[4];
+    long counts[5];   /* the +inf case below draws from 5 logits */
 
     struct {
         float top_p;
