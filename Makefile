@@ -4,6 +4,7 @@
 #   BLAS=openblas|none   GEMMs through OpenBLAS (default) or plain loops
 #   NO_OMP=1             build without OpenMP (same numbers, one thread)
 #   PRECISION=f64        double as the scalar type, built into build-f64/ (oracle mode)
+#   SAN=1                AddressSanitizer + UBSan, built into build-san/ and build-f64-san/
 #   CC=clang             any C11 compiler
 
 CC ?= cc
@@ -11,15 +12,31 @@ BLAS ?= openblas
 PRECISION ?= f32
 
 CFLAGS ?= -O2
-CFLAGS += -std=c11 -Wall -Wextra -MMD -MP -fPIC -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc
+CFLAGS += -std=c11 -Wall -Wextra -ffp-contract=off -MMD -MP -fPIC -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc
 LDLIBS := -lcjson -lm
 
+# SAN=1: every build output goes to a -san twin of its directory, so the
+# normal builds are untouched; any sanitizer report aborts the program.
+# float-cast-overflow is named because gcc's "undefined" leaves it out.
+ifdef SAN
+  SAN_FLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
+               -fno-sanitize-recover=all
+  CFLAGS += $(SAN_FLAGS) -g
+  LDFLAGS += $(SAN_FLAGS)
+  SAN_SUFFIX := -san
+endif
+
 ifeq ($(PRECISION),f64)
-  BUILD ?= build-f64
+  BUILD ?= build-f64$(SAN_SUFFIX)
   CFLAGS += -DDS3_F64
 else
-  BUILD ?= build
+  BUILD ?= build$(SAN_SUFFIX)
 endif
+BUILD_F64 := build-f64$(SAN_SUFFIX)
+# Synthetic models: a sanitized CLI writes its own copies (same bytes, but the
+# cache stamp is per binary), so it never rewrites build/models under a
+# concurrent normal `make test`.
+MODELS := $(if $(SAN),build-san/models,build/models)
 
 ifeq ($(BLAS),openblas)
   CFLAGS += -DDS3_BLAS $(shell pkg-config --cflags openblas 2>/dev/null)
@@ -53,9 +70,10 @@ help:
 	@echo "make run        install missing deps, build, make the tiny model, generate a few tokens"
 	@echo "make test       unit + end-to-end tests (fp32 and f64 builds) against ref_data/"
 	@echo "make test-quick the fp32 build's tests only"
+	@echo "make test SAN=1 the same tests built with ASan + UBSan (build-san/, build-f64-san/)"
 	@echo "make deps       install missing build dependencies (scripts/install-deps.sh)"
-	@echo "make clean      remove build/ and build-f64/"
-	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  CC=clang"
+	@echo "make clean      remove every build directory"
+	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  SAN=1  CC=clang"
 
 # Install what is missing (libopenblas-dev, libcjson-dev, …), once.
 deps: $(DEPS_STAMP)
@@ -95,20 +113,24 @@ run: all
 
 # The fp32 build's tests only.
 test-quick: all $(TEST_BIN)
-	@sh scripts/make-models.sh $(BUILD)/ds3 build/models
-	@sh tests/run.sh $(BUILD) build/models
+	@sh scripts/make-models.sh $(BUILD)/ds3 $(MODELS)
+	@$(SAN_ENV) sh tests/run.sh $(BUILD) $(MODELS)
 
 # All tests: the fp32 build, then the f64 (oracle-mode) build; one closing line.
 test: all $(TEST_BIN)
 	@$(MAKE) --no-print-directory PRECISION=f64 all tests-bin-f64
-	@sh scripts/make-models.sh $(BUILD)/ds3 build/models
-	@sh tests/run.sh $(BUILD) build/models build-f64
+	@sh scripts/make-models.sh $(BUILD)/ds3 $(MODELS)
+	@$(SAN_ENV) sh tests/run.sh $(BUILD) $(MODELS) $(BUILD_F64)
 
 .PHONY: tests-bin-f64
 tests-bin-f64: $(TEST_BIN)
 
+# Sanitizer reports: stack traces, and a failing exit status for UBSan too.
+SAN_ENV := $(if $(SAN),ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+
 # Remove all build outputs.
 clean:
-	rm -rf build build-f64
+	rm -rf build build-f64 build-san build-f64-san
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
