@@ -81,6 +81,11 @@ $(DEPS_STAMP): scripts/install-deps.sh
 	@sh scripts/install-deps.sh
 	@mkdir -p build && touch $@
 
+# The lane kernel's AVX2 copy (chosen at run time, same bits as the portable one).
+ifneq (,$(findstring x86_64,$(shell $(CC) -dumpmachine)))
+$(BUILD)/obj/linear_avx2.o: CFLAGS += -mavx2
+endif
+
 $(BUILD)/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@

@@ -124,9 +124,9 @@ uint16_t ds3_f32_to_f16(float f) {
 #define E4M3_16(b) E4M3_4(b), E4M3_4((b) + 4), E4M3_4((b) + 8), E4M3_4((b) + 12)
 #define E4M3_64(b) E4M3_16(b), E4M3_16((b) + 16), E4M3_16((b) + 32), E4M3_16((b) + 48)
 
-static const float e4m3_table[256] = {E4M3_64(0), E4M3_64(64), E4M3_64(128), E4M3_64(192)};
+const float ds3_e4m3_table[256] = {E4M3_64(0), E4M3_64(64), E4M3_64(128), E4M3_64(192)};
 
-float ds3_e4m3_to_f32(uint8_t b) { return e4m3_table[b]; }
+float ds3_e4m3_to_f32(uint8_t b) { return ds3_e4m3_table[b]; }
 
 uint8_t ds3_f32_to_e4m3(float f) {
     uint32_t u = f32_bits(f);
@@ -171,7 +171,7 @@ static ds3_real tensor_elem(const ds3_tensor *w, int64_t r, int64_t c) {
     case DS3_DT_F32: return (ds3_real)rd_f32(p + 4 * k);
     case DS3_DT_F16: return (ds3_real)ds3_f16_to_f32(rd_u16(p + 2 * k));
     case DS3_DT_BF16: return (ds3_real)ds3_bf16_to_f32(rd_u16(p + 2 * k));
-    case DS3_DT_F8_E4M3: return (ds3_real)e4m3_table[p[k]] * (ds3_real)fp8_scale(w, r, c);
+    case DS3_DT_F8_E4M3: return (ds3_real)ds3_e4m3_table[p[k]] * (ds3_real)fp8_scale(w, r, c);
     case DS3_DT_F64: { double v; memcpy(&v, p + 8 * k, 8); return (ds3_real)v; }
     case DS3_DT_I32: { int32_t v; memcpy(&v, p + 4 * k, 4); return (ds3_real)v; }
     case DS3_DT_I64: { int64_t v; memcpy(&v, p + 8 * k, 8); return (ds3_real)v; }
@@ -185,6 +185,34 @@ static ds3_real tensor_elem(const ds3_tensor *w, int64_t r, int64_t c) {
 double ds3_tensor_get(const ds3_tensor *w, int64_t r, int64_t c) {
     DS3_ASSERT(r >= 0 && r < w->rows && c >= 0 && c < w->cols);
     return (double)tensor_elem(w, r, c);
+}
+
+/*
+ * out[n] = w[r][c0 .. c0+n), dequantised, for a segment that does not cross a
+ * 128-column scale block: the unit linear.c's kernels decode at a time. The
+ * arithmetic is ds3_tensor_rows', so both give the same values.
+ */
+void ds3_tensor_block(ds3_real *out, const ds3_tensor *w, int64_t r, int64_t c0, int64_t n) {
+    DS3_ASSERT(n >= 0 && c0 >= 0 && c0 + n <= w->cols && r >= 0 && r < w->rows);
+    DS3_ASSERT(n == 0 || c0 / DS3_FP8_BLOCK == (c0 + n - 1) / DS3_FP8_BLOCK);
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)(r * w->cols + c0) * ds3_dtype_size(w->dtype);
+    switch (w->dtype) {
+    case DS3_DT_F32:
+        for (int64_t j = 0; j < n; j++) out[j] = (ds3_real)rd_f32(p + 4 * j);
+        return;
+    case DS3_DT_BF16:
+        /* bf16 is the top half of an f32: a shift, inlined here for the hot loop */
+        for (int64_t j = 0; j < n; j++) out[j] = (ds3_real)f32_from_bits((uint32_t)rd_u16(p + 2 * j) << 16);
+        return;
+    case DS3_DT_F8_E4M3: {
+        const ds3_real s = (ds3_real)fp8_scale(w, r, c0);
+        for (int64_t j = 0; j < n; j++) out[j] = (ds3_real)ds3_e4m3_table[p[j]] * s;
+        return;
+    }
+    default:
+        for (int64_t j = 0; j < n; j++) out[j] = tensor_elem(w, r, c0 + j);
+        return;
+    }
 }
 
 /*
@@ -221,7 +249,7 @@ void ds3_tensor_rows(ds3_real *out, const ds3_tensor *w, int64_t r0, int64_t n) 
             for (int64_t j0 = 0; j0 < cols; j0 += DS3_FP8_BLOCK) {
                 const ds3_real s = (ds3_real)fp8_scale(w, r0 + i, j0);
                 const int64_t j1 = j0 + DS3_FP8_BLOCK < cols ? j0 + DS3_FP8_BLOCK : cols;
-                for (int64_t j = j0; j < j1; j++) o[j] = (ds3_real)e4m3_table[q[j]] * s;
+                for (int64_t j = j0; j < j1; j++) o[j] = (ds3_real)ds3_e4m3_table[q[j]] * s;
             }
         }
         return;

@@ -99,6 +99,11 @@ typedef struct {
 
 /* Dequantise rows [r0, r0+n) of w into out[n][w->cols]. */
 void ds3_tensor_rows(ds3_real *out, const ds3_tensor *w, int64_t r0, int64_t n);
+/* out[n] = w[r][c0 .. c0+n), dequantised; the segment must lie inside one
+ * 128-column scale block. The unit the kernels decode at a time. */
+void ds3_tensor_block(ds3_real *out, const ds3_tensor *w, int64_t r, int64_t c0, int64_t n);
+/* All 256 e4m3fn values (NaN at 0x7f and 0xff). */
+extern const float ds3_e4m3_table[256];
 /* One element, dequantised (slow; for tests and small vectors). */
 double ds3_tensor_get(const ds3_tensor *w, int64_t r, int64_t c);
 
@@ -277,6 +282,15 @@ struct ds3_model {
 void ds3_linear(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
 /* The plain-loop twin, always available (tests hold the two together). */
 void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
+/* Which kernels ds3_linear runs (run time; ds3_set_kernels in ds3.h):
+ *   FAST          lane kernel for one token, BLAS tiles for several (default);
+ *   DETERMINISTIC lane kernel for every T: prefill == decode, bit for bit;
+ *   REF           the plain loops of ds3_linear_ref. */
+typedef enum { DS3_KERNELS_FAST = 0, DS3_KERNELS_DETERMINISTIC, DS3_KERNELS_REF } ds3_kernels;
+extern ds3_kernels ds3_kernel_mode;
+/* Tests: use the AVX2 (true) or portable (false) copy of the lane kernel;
+ * false if AVX2 was asked for and the CPU lacks it. */
+bool ds3_lanes_select_avx2(bool on);
 /* Free this thread's BLAS tile buffer (it is regrown on the next call). */
 void ds3_linear_release(void);
 /* Run-time switch: true (default when built with BLAS) → BLAS path. */

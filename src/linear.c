@@ -4,21 +4,33 @@
  *   out[T][rows] = in[T][cols] · w[rows][cols]ᵀ        (PyTorch's nn.Linear, no bias)
  *
  * Every projection of the model goes through here. Weights stay as stored
- * (F32, BF16, F16 or block-scaled F8_E4M3) and are dequantised exactly into
- * the scalar type as they are read (SPEC §1, §7), so the arithmetic is that of
- * a float (or double) model holding the dequantised weights.
+ * (F32, BF16, F16 or block-scaled F8_E4M3, mmap'd) and are dequantised exactly
+ * into the scalar type as they are read (SPEC §1, §7), 128 columns at a time,
+ * so each weight byte is read once per call.
  *
- * Two implementations, held together by tests/test_linear.c:
- *   - ds3_linear_ref: plain loops. Each output element is one sequential sum
- *     over j = 0..cols-1, computed by one thread, so its bits depend on neither
- *     the thread count nor T. OpenMP splits the output rows.
- *   - the BLAS path (T > 1 only): rows are dequantised 128 at a time into a
- *     buffer and multiplied with one single-threaded sgemm (dgemm in the f64
- *     build); OpenMP runs the tiles in parallel. The tiling is fixed, so the
- *     bits do not depend on the thread count either (see linear_blas).
- * A single token (decode) always takes the plain path: a matrix-vector product
- * reads each weight once either way, and dequantising into a buffer first
- * would only add a pass.
+ * Three implementations of the same product:
+ *   - ds3_linear_ref: the plain loops. Each output element is one sequential
+ *     sum over j = 0..cols-1. The slow, obviously-right twin the tests hold the
+ *     others to (and the path of DS3_KERNELS=ref).
+ *   - the lane kernel (linear_lanes): each element is the sum of LANES
+ *     partial sums — lane k adds the products j ≡ k (mod LANES) in order —
+ *     combined by a fixed tree. Written with GCC/clang vector extensions so the
+ *     compiler emits SIMD without intrinsics; no FMA contraction (the Makefile
+ *     passes -ffp-contract=off), so the bits are the same on every x86-64 and
+ *     every compiler. It serves decode (T = 1), and every T in deterministic
+ *     mode and in BLAS=none builds.
+ *   - the BLAS path (T > 1): rows are dequantised 128 at a time into a tile
+ *     and each tile is one single-threaded sgemm (dgemm in the f64 build);
+ *     OpenMP runs the tiles in parallel.
+ *
+ * Determinism. An element's value depends only on its input row and weight
+ * row, never on T or on the thread count: OpenMP splits output rows (and
+ * tiles), and no reduction crosses threads. The lane kernel also gives the
+ * same bits for any T, so in deterministic mode a full prefill and
+ * prefill-then-decode produce byte-identical logits. OpenBLAS's GEMM does not
+ * promise that across M (its kernels block the reduction by M-dependent
+ * paths), which is why deterministic mode exists; it is off by default
+ * because it makes prefill several times slower (docs/ARCHITECTURE.md §6).
  */
 #include "internal.h"
 
@@ -43,36 +55,6 @@ bool ds3_have_blas(void) {
 /* Columns decoded at once in the plain path: one FP8 scale block. */
 #define COL_BLOCK DS3_FP8_BLOCK
 
-/* out[n] = w[r][c0 .. c0+n), dequantised; [c0, c0+n) lies in one scale block. */
-static void tensor_block(ds3_real *out, const ds3_tensor *w, int64_t r, int64_t c0, int64_t n) {
-    const unsigned char *p = (const unsigned char *)w->data + (size_t)(r * w->cols + c0) * ds3_dtype_size(w->dtype);
-    switch (w->dtype) {
-    case DS3_DT_F32:
-        for (int64_t j = 0; j < n; j++) { float v; memcpy(&v, p + 4 * j, 4); out[j] = (ds3_real)v; }
-        break;
-    case DS3_DT_F64:
-        for (int64_t j = 0; j < n; j++) { double v; memcpy(&v, p + 8 * j, 8); out[j] = (ds3_real)v; }
-        break;
-    case DS3_DT_BF16:
-        for (int64_t j = 0; j < n; j++) { uint16_t v; memcpy(&v, p + 2 * j, 2); out[j] = (ds3_real)ds3_bf16_to_f32(v); }
-        break;
-    case DS3_DT_F16:
-        for (int64_t j = 0; j < n; j++) { uint16_t v; memcpy(&v, p + 2 * j, 2); out[j] = (ds3_real)ds3_f16_to_f32(v); }
-        break;
-    case DS3_DT_F8_E4M3: {
-        /* W = e4m3(q) · scale_inv[r/128][c/128]: one scale for the whole block. */
-        int64_t scols = (w->cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
-        float sc;
-        memcpy(&sc, (const unsigned char *)w->scale_inv +
-                        4 * (size_t)((r / DS3_FP8_BLOCK) * scols + c0 / DS3_FP8_BLOCK), 4);
-        for (int64_t j = 0; j < n; j++) out[j] = (ds3_real)ds3_e4m3_to_f32(p[j]) * (ds3_real)sc;
-        break;
-    }
-    default:
-        DS3_ASSERT(!"unsupported weight dtype");
-    }
-}
-
 void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
     const int64_t rows = w->rows, cols = w->cols;
     for (int64_t i = 0; i < (int64_t)T * rows; i++) out[i] = 0;
@@ -81,7 +63,7 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
         ds3_real buf[COL_BLOCK];  /* row i, columns [j0, j0+nb), dequantised */
         for (int64_t j0 = 0; j0 < cols; j0 += COL_BLOCK) {
             int64_t nb = cols - j0 < COL_BLOCK ? cols - j0 : COL_BLOCK;
-            tensor_block(buf, w, i, j0, nb);
+            ds3_tensor_block(buf, w, i, j0, nb);
             /* out[t][i] carries the running sum, so each element is one
              * sequential sum in column order whatever the blocking. */
             for (int t = 0; t < T; t++) {
@@ -91,6 +73,79 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
                 out[(int64_t)t * rows + i] = s;
             }
         }
+    }
+}
+
+/* ========================================================================== */
+/* The lane kernel (src/lanes.h), built portably here and with AVX2 in         */
+/* linear_avx2.c; the CPU picks at run time. Same arithmetic, same bits.       */
+/* ========================================================================== */
+
+#define LANES_FN(name) name##_portable
+typedef float v8f_portable __attribute__((vector_size(32)));
+/* Eight e4m3 codes to their exact values, by table. */
+static inline void fp8x8_portable(v8f_portable *out, const unsigned char *q) {
+    float v[8];
+    for (int k = 0; k < 8; k++) v[k] = ds3_e4m3_table[q[k]];
+    memcpy(out, v, sizeof v);
+}
+#include "lanes.h"
+#undef LANES_FN
+
+typedef void lanes_fn(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
+#if defined(__x86_64__) && defined(__GNUC__)
+lanes_fn ds3_lanes_rows_avx2;  /* linear_avx2.c */
+#endif
+
+static bool have_avx2(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx2");
+#else
+    return false;
+#endif
+}
+
+/* The kernel copy in use: NULL until the first call picks the AVX2 one where
+ * the CPU has it (no FMA: the bits do not change) and DS3_NO_AVX2 is unset. */
+static lanes_fn *lanes_kernel;
+
+static lanes_fn *pick_lanes(void) {
+    lanes_fn *k;
+#pragma omp atomic read
+    k = lanes_kernel;
+    if (k) return k;
+#if defined(__x86_64__) && defined(__GNUC__)
+    k = !getenv("DS3_NO_AVX2") && have_avx2() ? ds3_lanes_rows_avx2 : lanes_rows_portable;
+#else
+    k = lanes_rows_portable;
+#endif
+#pragma omp atomic write
+    lanes_kernel = k;
+    return k;
+}
+
+bool ds3_lanes_select_avx2(bool on) {
+    if (on && !have_avx2()) return false;
+#if defined(__x86_64__) && defined(__GNUC__)
+    lanes_kernel = on ? ds3_lanes_rows_avx2 : lanes_rows_portable;
+#else
+    lanes_kernel = lanes_rows_portable;
+#endif
+    return true;
+}
+
+/* Rows handed to one OpenMP iteration: small enough to balance, large enough
+ * that the loop overhead does not show on small matrices. */
+#define ROW_CHUNK 16
+
+static void linear_lanes(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    lanes_fn *k = pick_lanes();
+    const int64_t rows = w->rows;
+    const int64_t nchunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
+#pragma omp parallel for schedule(static) if (rows * w->cols * (int64_t)T > 32768)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t i0 = c * ROW_CHUNK, i1 = i0 + ROW_CHUNK < rows ? i0 + ROW_CHUNK : rows;
+        k(out, in, w, T, i0, i1);
     }
 }
 
@@ -151,14 +206,25 @@ static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, 
 }
 #endif
 
+ds3_kernels ds3_kernel_mode = DS3_KERNELS_FAST;
+
 void ds3_linear(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    switch (ds3_kernel_mode) {
+    case DS3_KERNELS_REF:
+        ds3_linear_ref(out, in, w, T);
+        return;
+    case DS3_KERNELS_FAST:
 #ifdef DS3_BLAS
-    if (ds3_use_blas && T > 1) {
-        linear_blas(out, in, w, T);
+        if (ds3_use_blas && T > 1) {
+            linear_blas(out, in, w, T);
+            return;
+        }
+#endif
+        /* fall through - one token, or no BLAS */
+    case DS3_KERNELS_DETERMINISTIC:
+        linear_lanes(out, in, w, T);
         return;
     }
-#endif
-    ds3_linear_ref(out, in, w, T);
 }
 
 void ds3_linear_release(void) {

@@ -1,0 +1,164 @@
+/*
+ * lanes.h — the lane kernel of linear.c, included twice: by linear.c (built for
+ * any x86-64 or other CPU) and by linear_avx2.c (built with -mavx2). LANES_FN(name)
+ * gives each copy its own names. The kernels use only IEEE multiply and add in
+ * a fixed order (no FMA: -ffp-contract=off), so both copies give the same bits;
+ * AVX2 only makes each vector operation one instruction instead of two.
+ *
+ * Before including, the file defines LANES_FN and, for float builds,
+ * `static inline void LANES_FN(fp8x8)(vreal *out, const unsigned char *q)`: the
+ * exact e4m3 values of 8 codes (a table lookup, or AVX2 bit arithmetic).
+ *
+ * The rule every kernel here follows, whatever T or the thread count:
+ *   out[t][i] = Σ_k lane_k,  lane_k = Σ_{j ≡ k mod LANES, in order} x[t][j]·w[i][j]
+ * combined by a fixed tree (lanes_sum), with a ragged end zero-padded.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#ifndef DS3_LANES_TYPES
+#define DS3_LANES_TYPES
+/* 32 bytes of scalars: 8 floats or 4 doubles. */
+typedef ds3_real vreal __attribute__((vector_size(32)));
+#define LANES ((int)(sizeof(vreal) / sizeof(ds3_real)))
+/* Tokens whose partial sums are kept at once for one weight row. */
+#define TOK_CHUNK 16
+/* Columns decoded at once: one FP8 scale block. */
+#define LANE_BLOCK DS3_FP8_BLOCK
+/* An unaligned vector load. */
+#define VLOAD(v, p) memcpy(&(v), (p), sizeof(vreal))
+#ifndef DS3_F64
+typedef uint16_t v8u16 __attribute__((vector_size(16)));
+typedef uint32_t v8u32 __attribute__((vector_size(32)));
+#endif
+#endif
+
+/* The fixed combining tree of the lanes. (Vectors go by pointer: passing
+ * 32-byte vectors by value would depend on whether AVX is enabled.) */
+static inline ds3_real LANES_FN(lanes_sum)(const vreal *v) {
+    const ds3_real *a = (const ds3_real *)v;
+#ifdef DS3_F64
+    return (a[0] + a[2]) + (a[1] + a[3]);
+#else
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+#endif
+}
+
+
+/* Weight rows [i0, i1) for all T tokens. */
+static void LANES_FN(lanes_block)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1) {
+    const int64_t rows = w->rows, cols = w->cols;
+    /* one dequantised 128-column block of the row, zero-padded to whole lanes */
+    ds3_real buf[LANE_BLOCK + 8] __attribute__((aligned(32)));
+    vreal acc[TOK_CHUNK];
+    for (int64_t i = i0; i < i1; i++) {
+        for (int t0 = 0; t0 < T; t0 += TOK_CHUNK) {
+            int nt = T - t0 < TOK_CHUNK ? T - t0 : TOK_CHUNK;
+            for (int t = 0; t < nt; t++) acc[t] = (vreal){0};
+            for (int64_t j0 = 0; j0 < cols; j0 += LANE_BLOCK) {
+                int nb = (int)(cols - j0 < LANE_BLOCK ? cols - j0 : LANE_BLOCK);
+                int nfull = nb / LANES * LANES;
+                ds3_tensor_block(buf, w, i, j0, nb);
+                for (int j = nb; j < nfull + LANES; j++) buf[j] = 0;
+                for (int t = 0; t < nt; t++) {
+                    const ds3_real *x = in + (int64_t)(t0 + t) * cols + j0;
+                    vreal a = acc[t], xv, wv;
+                    for (int j = 0; j < nfull; j += LANES) {
+                        VLOAD(xv, x + j);
+                        VLOAD(wv, buf + j);
+                        a += xv * wv;
+                    }
+                    if (nfull < nb) {  /* the ragged end, zero-padded: adds exact zeros */
+                        ds3_real xt[LANES] = {0};
+                        memcpy(xt, x + nfull, (size_t)(nb - nfull) * sizeof(ds3_real));
+                        VLOAD(xv, xt);
+                        VLOAD(wv, buf + nfull);
+                        a += xv * wv;
+                    }
+                    acc[t] = a;
+                }
+            }
+            for (int t = 0; t < nt; t++) out[(int64_t)(t0 + t) * rows + i] = LANES_FN(lanes_sum)(&acc[t]);
+        }
+    }
+}
+
+/*
+ * One token, one weight row, decoding fused into the dot product: the decode
+ * path's hot loop. Lane k still sums the products j ≡ k (mod LANES) in order
+ * and the ragged end is zero-padded exactly as in lanes_rows, so the result
+ * is bit-identical to it (and so to every T); only the buffer round trip is
+ * gone. Float builds only; the f64 oracle build keeps the buffered loop.
+ */
+#ifndef DS3_F64
+
+static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float *x) {
+    const int64_t cols = w->cols;
+    const int64_t nfull = cols / 8 * 8;
+    vreal a = {0}, xv, wv;
+    float wt[8] __attribute__((aligned(32)));
+    switch (w->dtype) {
+    case DS3_DT_BF16: {
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
+        for (int64_t j = 0; j < nfull; j += 8) {
+            v8u16 h;
+            memcpy(&h, p + 2 * j, sizeof h);
+            /* bf16 → f32: the 16 bits become the top half of the word */
+            v8u32 u = __builtin_convertvector(h, v8u32) << 16;
+            memcpy(&wv, &u, sizeof wv);
+            VLOAD(xv, x + j);
+            a += xv * wv;
+        }
+        break;
+    }
+    case DS3_DT_F8_E4M3: {
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols);
+        const int64_t scols = (cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
+        const unsigned char *srow = (const unsigned char *)w->scale_inv + 4 * (size_t)((i / DS3_FP8_BLOCK) * scols);
+        for (int64_t j0 = 0; j0 < nfull; j0 += DS3_FP8_BLOCK) {
+            float sc = 1.0f;
+            if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
+            int64_t j1 = j0 + DS3_FP8_BLOCK < nfull ? j0 + DS3_FP8_BLOCK : nfull;
+            for (int64_t j = j0; j < j1; j += 8) {
+                LANES_FN(fp8x8)(&wv, p + j);  /* exact e4m3 values, the includer's decoder */
+                wv *= sc;                     /* value · scale, rounded once, as in ds3_tensor_block */
+                VLOAD(xv, x + j);
+                a += xv * wv;
+            }
+        }
+        break;
+    }
+    default: {  /* F32, F16: decode 8 at a time */
+        for (int64_t j = 0; j < nfull; j += 8) {
+            ds3_tensor_block(wt, w, i, j, 8);
+            VLOAD(wv, wt);
+            VLOAD(xv, x + j);
+            a += xv * wv;
+        }
+        break;
+    }
+    }
+    if (nfull < cols) {  /* ragged end, zero-padded as in lanes_rows */
+        float xt[8] = {0};
+        memset(wt, 0, sizeof wt);
+        ds3_tensor_block(wt, w, i, nfull, cols - nfull);
+        memcpy(xt, x + nfull, (size_t)(cols - nfull) * sizeof(float));
+        VLOAD(wv, wt);
+        VLOAD(xv, xt);
+        a += xv * wv;
+    }
+    return LANES_FN(lanes_sum)(&a);
+}
+#endif
+
+/* Weight rows [i0, i1) for all T tokens: the fused loop for one token. */
+static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0,
+                                 int64_t i1) {
+#ifndef DS3_F64
+    if (T == 1) {
+        for (int64_t i = i0; i < i1; i++) out[i] = LANES_FN(dot_row_fused)(w, i, in);
+        return;
+    }
+#endif
+    LANES_FN(lanes_block)(out, in, w, T, i0, i1);
+}

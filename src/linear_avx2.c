@@ -1,0 +1,48 @@
+/*
+ * linear_avx2.c — the lane kernel of src/lanes.h built with -mavx2 (the
+ * Makefile adds the flag for this file on x86-64). linear.c calls it when the
+ * CPU has AVX2; the arithmetic, hence every bit, is that of the portable copy
+ * (tests/test_linear.c compares the two).
+ */
+#include "internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include <string.h>
+
+#define LANES_FN(name) name##_avx2
+
+/*
+ * Eight e4m3 codes to their exact f32 values with AVX2, no table: normals
+ * (e > 0) put their 7 exponent+mantissa bits where f32 keeps them (<< 20) and
+ * rebias the exponent by 127 − 7 with an integer add; subnormals (e = 0) are
+ * m · 2^-9 from an exact int→float conversion; 0x7f and 0xff become NaN; the
+ * sign bit moves to bit 31. Every step is exact, so the values equal
+ * ds3_e4m3_table's (tests/test_linear.c checks all 256 codes through both
+ * copies of the kernel).
+ */
+static inline void fp8x8_avx2(__m256 *out, const unsigned char *q) {
+    long long raw;
+    memcpy(&raw, q, 8);
+    __m256i b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(raw));
+    __m256i em = _mm256_and_si256(b, _mm256_set1_epi32(0x7f));
+    __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(em, 20), _mm256_set1_epi32(120 << 23));
+    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(em), _mm256_set1_ps(0x1p-9f));
+    __m256i is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(8), em);
+    __m256i is_nan = _mm256_cmpeq_epi32(em, _mm256_set1_epi32(0x7f));
+    __m256i bits = _mm256_blendv_epi8(normal, _mm256_castps_si256(sub), is_sub);
+    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), is_nan);
+    bits = _mm256_or_si256(bits, _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24));
+    *out = _mm256_castsi256_ps(bits);
+}
+
+#include "lanes.h"
+
+void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
+void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1) {
+    lanes_rows_avx2(out, in, w, T, i0, i1);
+}
+#else
+/* Not x86-64: nothing here; linear.c uses the portable copy. */
+typedef int ds3_linear_avx2_unused;
+#endif
