@@ -100,6 +100,24 @@ void ds3_state_free(ds3_state *s);
  * positions 0..start-1). logits, if not NULL, receives [n][vocab]. */
 ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits);
 
+/* ---- kernels ---------------------------------------------------------------- */
+
+/*
+ * Which matrix kernels every projection uses (process-wide; default FAST):
+ *   DS3_KERNELS_FAST           one token: the SIMD lane kernel; several tokens:
+ *                              OpenBLAS GEMMs on dequantised tiles;
+ *   DS3_KERNELS_DETERMINISTIC  the lane kernel for any number of tokens, so a
+ *                              full prefill and prefill-then-decode give
+ *                              byte-identical logits (prefill is slower);
+ *   DS3_KERNELS_REF            the plain loops: one sequential sum per output.
+ * Every mode gives the same bits for any thread count.
+ */
+typedef enum { DS3_KERNELS_FAST = 0, DS3_KERNELS_DETERMINISTIC = 1, DS3_KERNELS_REF = 2 } ds3_kernels;
+void ds3_set_kernels(ds3_kernels k);
+ds3_kernels ds3_get_kernels(void);
+/* "fast", "deterministic", "ref" → the mode; DS3_ERR_ARG for other names. */
+ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out);
+
 /* ---- activation dumps ----------------------------------------------------- */
 
 /* Start capturing named activations for positions 0..total-1 (see

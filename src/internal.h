@@ -282,11 +282,7 @@ struct ds3_model {
 void ds3_linear(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
 /* The plain-loop twin, always available (tests hold the two together). */
 void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
-/* Which kernels ds3_linear runs (run time; ds3_set_kernels in ds3.h):
- *   FAST          lane kernel for one token, BLAS tiles for several (default);
- *   DETERMINISTIC lane kernel for every T: prefill == decode, bit for bit;
- *   REF           the plain loops of ds3_linear_ref. */
-typedef enum { DS3_KERNELS_FAST = 0, DS3_KERNELS_DETERMINISTIC, DS3_KERNELS_REF } ds3_kernels;
+/* The kernels ds3_linear runs (ds3_set_kernels in ds3.h). */
 extern ds3_kernels ds3_kernel_mode;
 /* Tests: use the AVX2 (true) or portable (false) copy of the lane kernel;
  * false if AVX2 was asked for and the CPU lacks it. */

@@ -37,6 +37,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Inside another parallel region (experts run in parallel) the kernels stay
+ * on the calling thread rather than rely on the nesting setting. */
+static bool in_parallel(void) {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return false;
+#endif
+}
+
 #ifdef DS3_BLAS
 #include <cblas.h>
 bool ds3_use_blas = true;
@@ -58,7 +72,7 @@ bool ds3_have_blas(void) {
 void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
     const int64_t rows = w->rows, cols = w->cols;
     for (int64_t i = 0; i < (int64_t)T * rows; i++) out[i] = 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (!in_parallel())
     for (int64_t i = 0; i < rows; i++) {
         ds3_real buf[COL_BLOCK];  /* row i, columns [j0, j0+nb), dequantised */
         for (int64_t j0 = 0; j0 < cols; j0 += COL_BLOCK) {
@@ -142,7 +156,7 @@ static void linear_lanes(ds3_real *out, const ds3_real *in, const ds3_tensor *w,
     lanes_fn *k = pick_lanes();
     const int64_t rows = w->rows;
     const int64_t nchunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
-#pragma omp parallel for schedule(static) if (rows * w->cols * (int64_t)T > 32768)
+#pragma omp parallel for schedule(static) if (rows * w->cols * (int64_t)T > 32768 && !in_parallel())
     for (int64_t c = 0; c < nchunks; c++) {
         int64_t i0 = c * ROW_CHUNK, i1 = i0 + ROW_CHUNK < rows ? i0 + ROW_CHUNK : rows;
         k(out, in, w, T, i0, i1);
@@ -180,7 +194,7 @@ static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, 
     const int64_t ntiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
     blas_single_threaded();
     bool fail = false;
-#pragma omp parallel for schedule(static) reduction(|| : fail)
+#pragma omp parallel for schedule(static) reduction(|| : fail) if (!in_parallel())
     for (int64_t tile = 0; tile < ntiles; tile++) {
         int64_t r0 = tile * TILE_ROWS;
         int64_t nr = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
@@ -207,6 +221,19 @@ static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, 
 #endif
 
 ds3_kernels ds3_kernel_mode = DS3_KERNELS_FAST;
+
+void ds3_set_kernels(ds3_kernels k) { ds3_kernel_mode = k; }
+ds3_kernels ds3_get_kernels(void) { return ds3_kernel_mode; }
+
+ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out) {
+    static const char *const names[] = {"fast", "deterministic", "ref"};
+    for (int i = 0; i < 3; i++)
+        if (name && strcmp(name, names[i]) == 0) {
+            *out = (ds3_kernels)i;
+            return DS3_OK;
+        }
+    return ds3_fail(DS3_ERR_ARG, "unknown kernels '%s' (expected fast, deterministic or ref)", name ? name : "");
+}
 
 void ds3_linear(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
     switch (ds3_kernel_mode) {

@@ -90,23 +90,55 @@ static void model_case(const char *dir, const char *name) {
         compare(what, chunk, full, n, tol);
     }
 
-    /* The plain loops (BLAS=none at run time) against the default path. */
-    bool saved = ds3_use_blas;
-    ds3_use_blas = false;
+    /* The plain loops (DS3_KERNELS_REF) and the no-BLAS path against the default. */
+    ds3_set_kernels(DS3_KERNELS_REF);
     ds3_real *plain = run(m, DS3_ATTN_ABSORB, tok, N);
-    ds3_use_blas = saved;
+    ds3_set_kernels(DS3_KERNELS_FAST);
     if (plain && full) {
         snprintf(what, sizeof what, "%s plain loops vs default", name);
         compare(what, plain, full, n, tol);
     }
+    bool saved = ds3_use_blas;
+    ds3_use_blas = false;
+    ds3_real *noblas = run(m, DS3_ATTN_ABSORB, tok, N);
+    ds3_use_blas = saved;
+    if (noblas && full) {
+        snprintf(what, sizeof what, "%s no-BLAS vs default", name);
+        compare(what, noblas, full, n, tol);
+    }
+    free(noblas);
 
     /* Thread count must not change a bit, in prefill and in decode. */
     set_threads(1);
     ds3_real *p1 = run(m, DS3_ATTN_ABSORB, tok, N), *d1 = run(m, DS3_ATTN_ABSORB, tok, 1);
+    set_threads(4);
+    ds3_real *p4 = run(m, DS3_ATTN_ABSORB, tok, N), *d4 = run(m, DS3_ATTN_ABSORB, tok, 1);
     set_threads(2);
     ds3_real *p2 = run(m, DS3_ATTN_ABSORB, tok, N), *d2 = run(m, DS3_ATTN_ABSORB, tok, 1);
     CHECK(p1 && p2 && memcmp(p1, p2, n * sizeof(ds3_real)) == 0, "%s: prefill logits identical for 1 and 2 threads", name);
     CHECK(d1 && d2 && memcmp(d1, d2, n * sizeof(ds3_real)) == 0, "%s: decode logits identical for 1 and 2 threads", name);
+    CHECK(p4 && memcmp(p1, p4, n * sizeof(ds3_real)) == 0, "%s: prefill logits identical for 1 and 4 threads", name);
+    CHECK(d4 && memcmp(d1, d4, n * sizeof(ds3_real)) == 0, "%s: decode logits identical for 1 and 4 threads", name);
+
+    /* Deterministic kernels: the lane kernel for every T, so prefill, decode
+     * and any chunking give the same bits (SPEC: "reproducibly"). */
+    ds3_set_kernels(DS3_KERNELS_DETERMINISTIC);
+    ds3_real *dp = run(m, DS3_ATTN_ABSORB, tok, N), *dd = run(m, DS3_ATTN_ABSORB, tok, 1),
+             *dc = run(m, DS3_ATTN_ABSORB, tok, 7), *np = run(m, DS3_ATTN_NAIVE, tok, N),
+             *nd = run(m, DS3_ATTN_NAIVE, tok, 1);
+    set_threads(1);
+    ds3_real *dp1 = run(m, DS3_ATTN_ABSORB, tok, N);
+    set_threads(2);
+    ds3_set_kernels(DS3_KERNELS_FAST);
+    CHECK(dp && dd && memcmp(dp, dd, n * sizeof(ds3_real)) == 0, "%s: deterministic prefill == decode, bit for bit", name);
+    CHECK(dp && dc && memcmp(dp, dc, n * sizeof(ds3_real)) == 0, "%s: deterministic prefill == chunks of 7, bit for bit", name);
+    CHECK(np && nd && memcmp(np, nd, n * sizeof(ds3_real)) == 0, "%s: deterministic naive prefill == decode, bit for bit", name);
+    CHECK(dp && dp1 && memcmp(dp, dp1, n * sizeof(ds3_real)) == 0, "%s: deterministic, 1 and 2 threads identical", name);
+    if (dp && full) {
+        snprintf(what, sizeof what, "%s deterministic vs fast", name);
+        compare(what, dp, full, n, tol);
+    }
+    free(dp); free(dd); free(dc); free(np); free(nd); free(dp1); free(p4); free(d4);
 
     free(full); free(naive); free(dec); free(ndec); free(chunk); free(plain);
     free(p1); free(p2); free(d1); free(d2);
