@@ -68,6 +68,7 @@ all: $(BUILD)/libds3.a $(BUILD)/libds3.so $(BUILD)/ds3
 help:
 	@echo "make            build $(BUILD)/libds3.a, $(BUILD)/libds3.so and the CLI $(BUILD)/ds3"
 	@echo "make run        install missing deps, build, make the tiny model, generate a few tokens"
+	@echo "make bench      measure the machine and ds3 on small (fp8, bf16): bench/results/ (docs/BENCHMARKS.md)"
 	@echo "make test       unit + end-to-end tests (fp32 and f64 builds) against ref_data/"
 	@echo "make test-quick the fp32 build's tests only"
 	@echo "make test SAN=1 the same tests built with ASan + UBSan (build-san/, build-f64-san/)"
@@ -115,6 +116,21 @@ models: $(BUILD)/ds3
 run: all
 	@sh scripts/make-models.sh $(BUILD)/ds3 build/models tiny-f32
 	$(BUILD)/ds3 run -m build/models/tiny-f32 --tokens 1,2,3,4,5 -n 16
+
+# ---- benchmarks: bench/bench_*.c against the library (docs/BENCHMARKS.md) ----
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+$(BUILD)/bench/%: bench/%.c bench/bench.h $(BUILD)/libds3.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ibench -o $@ $< $(BUILD)/libds3.a $(LDFLAGS) $(LDLIBS)
+
+# Measure the machine, then ds3 on `small` (fp8, bf16), then transformers when a venv
+# has it: bench/results/*.csv, .txt, .png. A few minutes; BENCH_QUICK=1 for less.
+bench: all $(BENCH_BIN)
+	@sh bench/run.sh $(BUILD)
+
+-include $(BENCH_BIN:=.d)
 
 # The fp32 build's tests only.
 test-quick: all $(TEST_BIN)

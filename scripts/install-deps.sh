@@ -19,6 +19,7 @@
 #   CC          compiler to check (default cc)
 #   BLAS=none   OpenBLAS is not needed
 #   NO_OMP=1    OpenMP is not needed
+#   GNUPLOT=1   gnuplot too (gnuplot-nox): optional, only for `make bench`'s plot
 # --check       report what is missing (exit 1 if anything), install nothing.
 #
 # POSIX sh: runs under dash, in CI (root, CI=true, no stdin).
@@ -29,13 +30,14 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
 CC=${CC:-cc}
 BLAS=${BLAS:-openblas}
 NO_OMP=${NO_OMP:-}
+GNUPLOT=${GNUPLOT:-}
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "install-deps: $*" >&2; }
@@ -68,6 +70,9 @@ check_all() {
     fi
     command -v make > /dev/null 2>&1 || { missing="$missing make"; what="$what make"; }
     command -v pkg-config > /dev/null 2>&1 || { missing="$missing pkg-config"; what="$what pkg-config"; }
+    if [ -n "$GNUPLOT" ] && ! command -v gnuplot > /dev/null 2>&1; then
+        missing="$missing gnuplot-nox"; what="$what gnuplot"
+    fi
     # Without a compiler the library checks cannot run; they are re-done after install.
     command -v "$(cc_bin)" > /dev/null 2>&1 || return 0
 
