@@ -211,6 +211,7 @@ static const char *const help_main =
     "  info      describe a model directory or a config (parameters, KV cache)\n"
     "  run       generate tokens from a prompt of token ids\n"
     "  dump      run a prompt and write named activations to a safetensors file\n"
+    "  compare   compare two dumps tensor by tensor (docs/COMPARING.md)\n"
     "  help      this text, or 'ds3 help COMMAND'\n"
     "\n"
     "options:\n"
@@ -559,6 +560,11 @@ int main(int argc, char **argv) {
         printf("ds3 %s\n", DS3_VERSION);
         return 0;
     }
+    /* ds3 compare lives in cli/compare.c, with its own help. */
+    int ds3_cli_compare(int argc, char **argv);
+    if (strcmp(cmd, "compare") == 0) return ds3_cli_compare(argc - 2, argv + 2);
+    if (strcmp(cmd, "help") == 0 && argc == 3 && strcmp(argv[2], "compare") == 0)
+        return ds3_cli_compare(1, (char *[]){"--help", NULL});
     if (strcmp(cmd, "help") == 0) {
         if (argc == 2) help_exit(help_main);
         const char *h = help_for(argv[2]);
