@@ -231,6 +231,36 @@ static ds3_status parse_moe(const jctx *j, ds3_config *c) {
     return DS3_OK;
 }
 
+/*
+ * The rotary frequencies and the softmax scale each combine several fields,
+ * and values that are each in range can still give NaN or Inf: rope_theta 1
+ * makes YaRN divide by ln θ = 0, beta_fast 1e-320 makes its ramp inf/inf,
+ * mscale_all_dim 1e300 an infinite scale. They are computed here, once, so
+ * that a config that parses never yields a model whose every logit is NaN.
+ */
+static ds3_status check_rope(const ds3_config *c, const char *src, const char *theta_prefix) {
+    if (!(c->rope_theta > 1))
+        return ds3_fail(DS3_ERR_CONFIG, "%s: field '%srope_theta' is %g, expected a base > 1 (V3: 10000)", src,
+                        theta_prefix, c->rope_theta);
+    const char *rs = c->rope_yarn ? " and rope_scaling" : "";
+    double *freqs = ds3_malloc((size_t)(c->qk_rope_head_dim / 2) * sizeof *freqs);
+    if (!freqs) return DS3_ERR_NOMEM;
+    ds3_yarn_freqs(freqs, c);
+    for (int j = 0; j < c->qk_rope_head_dim / 2; j++)
+        if (!isfinite(freqs[j])) {
+            ds3_status st = ds3_fail(DS3_ERR_CONFIG, "%s: rope_theta%s give rotary frequency %d = %g, "
+                                     "not a finite number", src, rs, j, freqs[j]);
+            free(freqs);
+            return st;
+        }
+    free(freqs);
+    double scale = ds3_attn_softmax_scale(c), afac = ds3_rope_attn_factor(c);
+    if (!(isfinite(scale) && scale > 0 && isfinite(afac) && afac > 0))
+        return ds3_fail(DS3_ERR_CONFIG, "%s: rope_scaling gives an attention softmax scale of %g and a rotary "
+                        "factor of %g; both must be finite and positive", src, scale, afac);
+    return DS3_OK;
+}
+
 static ds3_status parse_root(const cJSON *root, const char *src, ds3_config *c) {
     jctx j = {src, root, ""};
     const char *mt;
@@ -271,6 +301,25 @@ static ds3_status parse_root(const cJSON *root, const char *src, ds3_config *c) 
     TRY(get_int(&j, "num_nextn_predict_layers", false, 0, 0, MAX_NEXTN, &c->num_nextn_predict_layers));
     TRY(get_bool(&j, "tie_word_embeddings", false, &c->tie_word_embeddings));
 
+    /* Each weight matrix is at most MAX_DIM wide, like each field: the state
+     * multiplies these widths by up to MAX_POSITIONS positions, and the
+     * products must stay far from size_t overflow (heads x head dims alone
+     * could reach 2^41). V3's widest is 128 x (128 + 128) = 32768. */
+    const struct {
+        const char *what;
+        int64_t v;
+    } widths[] = {
+        {"num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim)",
+         (int64_t)c->num_attention_heads * (c->qk_nope_head_dim + c->qk_rope_head_dim)},
+        {"num_attention_heads x (qk_nope_head_dim + v_head_dim)",
+         (int64_t)c->num_attention_heads * (c->qk_nope_head_dim + c->v_head_dim)},
+        {"n_shared_experts x moe_intermediate_size", (int64_t)c->n_shared_experts * c->moe_intermediate_size},
+    };
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        if (widths[i].v > MAX_DIM)
+            return ds3_fail(DS3_ERR_CONFIG, "%s: %s = %lld, a weight matrix dimension above the %d supported",
+                            src, widths[i].what, (long long)widths[i].v, MAX_DIM);
+
     /* RoPE: transformers 5 moves rope_theta and the scaling into rope_parameters. */
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     const cJSON *theta_obj = field(&j, "rope_theta") || !cJSON_IsObject(params) ? root : params;
@@ -279,7 +328,7 @@ static ds3_status parse_root(const cJSON *root, const char *src, ds3_config *c) 
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (rs && !cJSON_IsNull(rs)) TRY(parse_rope_scaling(&j, rs, "rope_scaling", c));
     else if (!rs && params && !cJSON_IsNull(params)) TRY(parse_rope_scaling(&j, params, "rope_parameters", c));
-    return DS3_OK;
+    return check_rope(c, src, jt.prefix);
 }
 
 ds3_status ds3_config_parse(const char *json, const char *source, ds3_config *out) {
@@ -304,11 +353,22 @@ ds3_status ds3_config_load(const char *path, ds3_config *out) {
     FILE *f = fopen(path, "rb");
     if (!f) return ds3_fail(DS3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     /* config.json is small; read it whole, bounded so a wrong path to a
-     * weights file fails fast instead of reading gigabytes. */
+     * weights file fails fast instead of reading gigabytes. The buffer grows
+     * from 64 kB as needed (a fixed 16 MB one cost more than the parse). */
     enum { MAX_CONFIG = 16 << 20 };
-    char *buf = ds3_malloc(MAX_CONFIG + 1);
-    if (!buf) { fclose(f); return DS3_ERR_NOMEM; }
-    size_t n = fread(buf, 1, MAX_CONFIG + 1, f);
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    do {
+        cap = cap ? (cap > MAX_CONFIG / 2 ? MAX_CONFIG + 1 : 2 * cap) : 64 << 10;
+        char *nb = realloc(buf, cap + 1);
+        if (!nb) {
+            free(buf);
+            fclose(f);
+            return ds3_fail(DS3_ERR_NOMEM, "%s: out of memory reading it", path);
+        }
+        buf = nb;
+        n += fread(buf + n, 1, cap - n, f);
+    } while (n == cap && cap <= MAX_CONFIG);
     int err = ferror(f) ? errno : 0;
     fclose(f);
     ds3_status st;
