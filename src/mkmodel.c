@@ -612,7 +612,16 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
         st = ds3_fail(DS3_ERR_NOMEM, "mkmodel: cannot serialise the config");
         goto done;
     }
-    if ((st = mk_write_text(outdir, "config.json", json)) != DS3_OK) goto done;
+    /* config.json goes last and an old one goes first, so a run that fails
+     * half-way (a full disk) leaves a directory that does not load, never one
+     * that mixes this run's shards with an earlier run's. */
+    char *cfg_path = mk_path(outdir, "config.json");
+    if (!cfg_path) {
+        st = DS3_ERR_NOMEM;
+        goto done;
+    }
+    remove(cfg_path);
+    free(cfg_path);
 
     /* Metadata, the same in every shard: enough to regenerate the files. */
     char seed_s[32], shift_s[40];
@@ -639,6 +648,7 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
         i = end;
     }
     if (nshards > 1 && (st = mk_write_index(outdir, &plan, nshards)) != DS3_OK) goto done;
+    if ((st = mk_write_text(outdir, "config.json", json)) != DS3_OK) goto done;
     mk_remove_stale(outdir, nshards);
 done:
     free(json);
