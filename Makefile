@@ -72,6 +72,7 @@ help:
 	@echo "make test       unit + end-to-end tests (fp32 and f64 builds) against ref_data/"
 	@echo "make test-quick the fp32 build's tests only"
 	@echo "make test SAN=1 the same tests built with ASan + UBSan (build-san/, build-f64-san/)"
+	@echo "make fuzz       run each libFuzzer target FUZZ_SECONDS (60) with ASan + UBSan (build-fuzz/)"
 	@echo "make deps       install missing build dependencies (scripts/install-deps.sh)"
 	@echo "make clean      remove every build directory"
 	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  SAN=1  CC=clang"
@@ -146,12 +147,56 @@ test: all $(TEST_BIN)
 .PHONY: tests-bin-f64
 tests-bin-f64: $(TEST_BIN)
 
-# Sanitizer reports: stack traces, and a failing exit status for UBSan too.
-SAN_ENV := $(if $(SAN),ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+# Sanitizer reports: stack traces, and a failing exit status for UBSan too;
+# malloc returns NULL when it cannot (as without ASan), so that the library's
+# out-of-memory errors are what gets tested, not ASan's abort.
+SAN_ENV := $(if $(SAN),ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1 \
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+
+# ---- fuzzing: libFuzzer targets tests/fuzz/fuzz_*.c (docs/ROBUSTNESS.md) ----
+# Built with clang against the library sources (no BLAS, no OpenMP: the
+# parsers need neither) with ASan + UBSan, into build-fuzz/. `make fuzz` runs
+# each target FUZZ_SECONDS; FUZZ_TARGETS picks some (e.g. "config tokens").
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build-fuzz
+FUZZ_CFLAGS := -std=c11 -g -O2 -fno-omit-frame-pointer -ffp-contract=off -Wall -Wextra -Wno-unknown-pragmas -MMD -MP \
+               -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc -fno-sanitize-recover=all \
+               -fsanitize=address,undefined,float-cast-overflow
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+
+.PHONY: fuzz fuzz-build
+# Build the fuzz targets (clang + libFuzzer: libclang-rt-dev on Debian).
+fuzz-build: $(FUZZ_BIN)
+# Run every fuzz target for FUZZ_SECONDS (default 60) each.
+fuzz: fuzz-build
+	@sh tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The lane kernel's AVX2 copy needs its flag here too.
+ifneq (,$(findstring x86_64,$(shell $(FUZZ_CC) -dumpmachine 2>/dev/null)))
+$(FUZZ_DIR)/obj/linear_avx2.o: FUZZ_CFLAGS += -mavx2
+endif
+
+$(FUZZ_DIR)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_DIR)/libds3.a: $(FUZZ_LIB_OBJ)
+	ar rcs $@ $^
+
+# A target that #includes a library source defines that file's symbols
+# itself, so the archive's copy is never pulled in.
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DIR)/libds3.a cli/args.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(if $(filter fuzz_tokens,$(notdir $@)),cli/args.c) \
+	    $(FUZZ_DIR)/libds3.a $(filter-out -lopenblas%,$(LDLIBS))
+
+-include $(wildcard $(FUZZ_DIR)/*.d $(FUZZ_DIR)/obj/*.d)
 
 # Remove all build outputs.
 clean:
-	rm -rf build build-f64 build-san build-f64-san
+	rm -rf build build-f64 build-san build-f64-san build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
