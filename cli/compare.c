@@ -44,6 +44,8 @@ static const char *const help_compare =
     "                  (routing and logits thresholds still come from the profile)\n"
     "  --names GLOBS   compare only matching names; '!GLOB' excludes\n"
     "                  (e.g. 'layers.*' or '*,!mtp.*')\n"
+    "  --all-rows      keep rows whose experts differ in an earlier MoE layer in the\n"
+    "                  statistics of later tensors (default: left out and counted)\n"
     "  --json          one JSON object on stdout instead of the table\n"
     "\n"
     "exit status: 0 within the thresholds, 1 outside them (a NaN, a tensor missing\n"
@@ -142,6 +144,9 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
         if (r->kind == DS3_CMP_INDEX) {
             printf("%-28s %-10s rows with the same experts %ld/%ld (%.3f)  %s\n", r->name, shp, r->rows_same, r->rows,
                    r->rows ? (double)r->rows_same / (double)r->rows : 1.0, verdict);
+            if (r->rows_excluded)
+                printf("%-28s %-10s   %ld more rows left out: their experts differ in an earlier layer\n", "", "",
+                       r->rows_excluded);
         } else if (r->kind == DS3_CMP_INT) {
             printf("%-28s %-10s integers differing %ld of %ld  %s\n", r->name, shp, r->n_bad, r->n, verdict);
         } else {
@@ -149,8 +154,12 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
                    r->scaled, r->cos, r->nmse, wi, verdict);
             if (r->worst >= 0 && (r->max_abs > 0 || r->n_nonfinite)) printf("  (t %.7g r %.7g)", r->worst_got, r->worst_ref);
             printf("\n");
+            if (r->rows_excluded && !strstr(r->name, "topk_weight"))
+                printf("%-28s %-10s   %ld of %lld rows left out: their experts differ upstream\n", "", "",
+                       r->rows_excluded, (long long)r->shape[0]);
             if (strstr(r->name, "topk_weight") && r->rows >= 0)
-                printf("%-28s %-10s   paired by expert on the %ld rows whose expert sets agree\n", "", "", r->rows);
+                printf("%-28s %-10s   paired by expert on the %ld rows whose expert sets agree (here and upstream)\n",
+                       "", "", r->rows);
             if (r->rows > 0 && (strcmp(r->name, "logits") == 0 || strstr(r->name, ".logits")))
                 printf("%-28s %-10s   argmax same %ld/%ld (%ld near-tie flips), top-5 overlap %.4f\n", "", "",
                        r->argmax_same, r->rows, r->argmax_near_tie, r->top5);
@@ -198,6 +207,7 @@ static void print_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const c
         for (int d = 0; d < r->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)r->shape[d]));
         cJSON_AddStringToObject(t, "kind", r->kind == DS3_CMP_INDEX ? "index" : r->kind == DS3_CMP_INT ? "int" : "float");
         cJSON_AddBoolToObject(t, "ok", r->ok);
+        add_num(t, "rows_excluded", (double)r->rows_excluded);
         if (!r->ok) cJSON_AddStringToObject(t, "why", r->why);
         if (r->kind == DS3_CMP_INDEX) {
             add_num(t, "rows", (double)r->rows);
@@ -255,7 +265,7 @@ int ds3_cli_compare(int argc, char **argv) {
     const char *paths[2] = {NULL, NULL}, *v;
     int npaths = 0;
     bool json = false, have_atol = false, have_rtol = false;
-    ds3_cmp_opts o = {ds3_cmp_profile_find("fp32"), false, 0, 0, NULL};
+    ds3_cmp_opts o = {ds3_cmp_profile_find("fp32"), false, 0, 0, NULL, false};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -273,6 +283,8 @@ int ds3_cli_compare(int argc, char **argv) {
         } else if ((v = opt_value(argc, argv, &i, "--names"))) {
             if (!v[0]) usage("--names: empty pattern");
             o.names = v;
+        } else if (strcmp(a, "--all-rows") == 0) {
+            o.all_rows = true;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (a[0] == '-' && a[1] != '\0') {

@@ -261,9 +261,80 @@ static void judge_floats(ds3_cmp_result *r, const double *g, const double *e, lo
     }
 }
 
+/* ========================================================================== */
+/* Routing divergence: which rows to leave out downstream                      */
+/* ========================================================================== */
+
+/*
+ * Where a tensor sits in the forward pass, from its name (docs/DUMP_FORMAT.md):
+ * group 0 the main layers (layer -1 = embed, 2^30 = norm/logits), group 1
+ * MTP depth `layer`, group 2 a name this does not know (downstream of
+ * everything). `before` marks what a layer computes before its own routing
+ * (attn.out, moe.scores, and the routing tensors themselves; mtp.K.in too).
+ */
+typedef struct {
+    int group, layer;
+    bool before;
+} stage;
+
+static stage stage_of(const char *name) {
+    stage st = {2, 0, false};
+    int n = 0, used = 0;
+    if (strcmp(name, "embed") == 0) return (stage){0, -1, false};
+    if (strcmp(name, "norm") == 0 || strcmp(name, "logits") == 0) return (stage){0, 1 << 30, false};
+    bool mtp = sscanf(name, "mtp.%d.%n", &n, &used) == 1 && used > 0;
+    if (!mtp && !(sscanf(name, "layers.%d.%n", &n, &used) == 1 && used > 0)) return st;
+    const char *rest = name + used;
+    st.group = mtp ? 1 : 0;
+    st.layer = n;
+    st.before = strcmp(rest, "attn.out") == 0 || strcmp(rest, "in") == 0 || strncmp(rest, "moe.", 4) == 0;
+    return st;
+}
+
+/* Is routing tensor r (a topk_idx) upstream of tensor x? */
+static bool upstream(stage r, stage x) {
+    if (x.group == 2) return true;
+    if (r.group == 0) {
+        if (x.group == 1) return true;  /* MTP reads the main model's final hidden state */
+        return r.layer < x.layer || (r.layer == x.layer && !x.before);
+    }
+    return x.group == 1 && (r.layer < x.layer || (r.layer == x.layer && !x.before));
+}
+
+typedef struct {
+    stage st;
+    long rows;
+    unsigned char *differs;   /* [rows] 1 where the expert sets differ */
+} route_flags;
+
+/* Rows of a tensor at stage x to leave out: those where any upstream routing
+ * differs. out[rows] is filled; returns how many are set. */
+static long excluded_rows(unsigned char *out, long rows, stage x, const route_flags *rf, int nrf) {
+    memset(out, 0, (size_t)rows);
+    long n = 0;
+    for (int i = 0; i < nrf; i++) {
+        if (!upstream(rf[i].st, x)) continue;
+        for (long t = 0; t < rows && t < rf[i].rows; t++) out[t] |= rf[i].differs[t];
+    }
+    for (long t = 0; t < rows; t++) n += out[t];
+    return n;
+}
+
+/* Drop the rows marked in excl from v [rows][cols] in place; returns rows kept. */
+static long keep_rows(double *v, long rows, long cols, const unsigned char *excl) {
+    long kept = 0;
+    for (long t = 0; t < rows; t++)
+        if (!excl[t]) {
+            if (kept != t) memmove(v + kept * cols, v + t * cols, sizeof(double) * (size_t)cols);
+            kept++;
+        }
+    return kept;
+}
+
 /* Compare one pair of entries with the same name. */
 static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const ds3_st_file *test,
-                               const ds3_st_entry *re, const ds3_st_entry *te, const ds3_cmp_opts *o) {
+                               const ds3_st_entry *re, const ds3_st_entry *te, const ds3_cmp_opts *o,
+                               const route_flags *rf, int nrf) {
     const ds3_cmp_profile *p = o->profile;
     snprintf(r->name, sizeof r->name, "%s", re->name);
     r->ndim = re->ndim;
@@ -287,15 +358,31 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
         return DS3_ERR_NOMEM;
     }
     r->n = n;
-    const long rows = re->ndim >= 1 ? (long)re->shape[0] : 1;
+    long rows = re->ndim >= 1 ? (long)re->shape[0] : 1;
     const long cols = rows ? n / rows : 0;
     ds3_status st = DS3_OK;
+
+    /* Rows whose routing differed upstream measure that, not precision. */
+    unsigned char *excl = NULL;
+    if (!o->all_rows && nrf > 0 && re->ndim >= 2 && rows > 0) {
+        excl = ds3_malloc((size_t)rows);
+        if (!excl) {
+            free(e);
+            free(g);
+            return DS3_ERR_NOMEM;
+        }
+        r->rows_excluded = excluded_rows(excl, rows, stage_of(re->name), rf, nrf);
+    }
 
     if (ends_with(re->name, "topk_idx") && re->ndim == 2) {
         /* routing: sets per row */
         r->kind = DS3_CMP_INDEX;
         sort_rows(e, NULL, rows, cols);
         sort_rows(g, NULL, rows, cols);
+        if (excl) {
+            keep_rows(e, rows, cols, excl);
+            rows = keep_rows(g, rows, cols, excl);
+        }
         r->rows = rows;
         r->rows_same = 0;
         for (long t = 0; t < rows; t++) r->rows_same += row_equal(e + t * cols, g + t * cols, cols);
@@ -329,7 +416,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
                 sort_rows(gi, g, rows, cols);
                 long kept = 0;
                 for (long t = 0; t < rows; t++)
-                    if (row_equal(ei + t * cols, gi + t * cols, cols)) {
+                    if (row_equal(ei + t * cols, gi + t * cols, cols) && !(excl && excl[t])) {
                         memmove(e + kept * cols, e + t * cols, sizeof(double) * (size_t)cols);
                         memmove(g + kept * cols, g + t * cols, sizeof(double) * (size_t)cols);
                         kept++;
@@ -341,11 +428,21 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             free(ei);
             free(gi);
         } else {
-            judge_floats(r, g, e, n, o);
+            if (excl) {
+                keep_rows(e, rows, cols, excl);
+                rows = keep_rows(g, rows, cols, excl);
+            }
+            judge_floats(r, g, e, rows * cols, o);
+            r->n = n;
         }
     } else {
         r->kind = DS3_CMP_FLOAT;
-        judge_floats(r, g, e, n, o);
+        if (excl) {
+            keep_rows(e, rows, cols, excl);
+            rows = keep_rows(g, rows, cols, excl);
+        }
+        judge_floats(r, g, e, rows * cols, o);
+        r->n = n;
         if ((strcmp(re->name, "logits") == 0 || ends_with(re->name, ".logits")) && re->ndim == 2) {
             double bound = o->elementwise ? o->atol + o->rtol * r->max_ref : p->max_scaled * r->max_ref;
             logits_stats(r, g, e, rows, cols, bound);
@@ -356,6 +453,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             if (r->top5 < p->min_top5) fail(r, "top-5 overlap %.3f < %.3f", r->top5, p->min_top5);
         }
     }
+    free(excl);
     free(e);
     free(g);
     return st;
@@ -417,7 +515,32 @@ ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const 
     free(ta);
     free(tb);
 
+    /* Which rows choose other experts in which MoE layer (selected or not). */
+    route_flags *rf = ds3_calloc((size_t)(ref->n ? ref->n : 1), sizeof *rf);
+    if (!rf) return DS3_ERR_NOMEM;
+    int nrf = 0;
     ds3_status st = DS3_OK;
+    for (int i = 0; i < ref->n && st == DS3_OK; i++) {
+        const ds3_st_entry *re = &ref->entries[i], *te = ds3_st_find(test, re->name);
+        if (!ends_with(re->name, "topk_idx") || re->ndim != 2 || !te || te->ndim != 2 ||
+            te->shape[0] != re->shape[0] || te->shape[1] != re->shape[1])
+            continue;
+        long n, m, rows = (long)re->shape[0], K = (long)re->shape[1];
+        double *a = ds3_cmp_read(re, &n), *b = ds3_cmp_read(te, &m);
+        unsigned char *d = ds3_malloc((size_t)(rows ? rows : 1));
+        if (a && b && d) {
+            sort_rows(a, NULL, rows, K);
+            sort_rows(b, NULL, rows, K);
+            for (long t = 0; t < rows; t++) d[t] = !row_equal(a + t * K, b + t * K, K);
+            rf[nrf++] = (route_flags){stage_of(re->name), rows, d};
+        } else {
+            free(d);
+            st = DS3_ERR_NOMEM;
+        }
+        free(a);
+        free(b);
+    }
+
     for (int i = 0; i < ref->n && st == DS3_OK; i++) {
         const ds3_st_entry *re = &ref->entries[i];
         if (strcmp(re->name, "tokens") == 0 || !ds3_cmp_name_selected(o->names, re->name)) continue;
@@ -427,7 +550,7 @@ ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const 
             continue;
         }
         ds3_cmp_result *r = &rep->r[rep->n++];
-        st = compare_pair(r, ref, test, re, te, o);
+        st = compare_pair(r, ref, test, re, te, o, rf, nrf);
         if (!r->ok) rep->n_fail++;
     }
     for (int i = 0; i < test->n && st == DS3_OK; i++) {
@@ -435,6 +558,8 @@ ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const 
         if (strcmp(te->name, "tokens") == 0 || !ds3_cmp_name_selected(o->names, te->name)) continue;
         if (!ds3_st_find(ref, te->name)) st = add_missing(rep, te->name, "only in TEST");
     }
+    for (int i = 0; i < nrf; i++) free(rf[i].differs);
+    free(rf);
     rep->ok = st == DS3_OK && rep->n_fail == 0 && rep->n_missing == 0 && !rep->tokens_differ && rep->n > 0;
     return st;
 }

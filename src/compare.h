@@ -16,6 +16,13 @@
  *   logits  also the share of rows with the same argmax and the mean overlap
  *           of the top-5 sets.
  *
+ * Routing divergence: once two builds choose different experts for a row (a
+ * near-tie that rounding tips the other way), that row's later activations
+ * differ by the difference between two experts, not by rounding. Such rows are
+ * counted against the routing threshold where they first diverge and left out
+ * of the statistics of every tensor downstream (later layers, the final norm,
+ * logits, MTP), so that those measure precision; all_rows keeps them in.
+ *
  * A profile (fp32, bf16, fp8) sets the thresholds; docs/COMPARING.md says
  * where each number was measured and what each profile catches. With explicit
  * atol/rtol, the scaled bound is replaced by the elementwise rule of
@@ -65,8 +72,10 @@ typedef struct {
     long n_bad;            /* elements outside the elementwise bound */
     long n_nonfinite;      /* positions where t and r are not the same non-finite value */
 
-    /* index tensors: rows whose K-sets agree */
+    /* index tensors: rows whose K-sets agree (of `rows` compared) */
     long rows, rows_same;
+    /* rows left out because the routing differed upstream (see ds3_cmp_opts.all_rows) */
+    long rows_excluded;
 
     /* logits */
     long argmax_same;      /* rows with the same argmax (ties to the lowest index) */
@@ -79,6 +88,8 @@ typedef struct {
     bool elementwise;                /* atol/rtol given: they replace profile->max_scaled */
     double atol, rtol;
     const char *names;               /* comma-separated globs, "!GLOB" excludes; NULL = all */
+    bool all_rows;                   /* false (default): a row whose experts differ in some MoE
+                                        layer is left out of every tensor downstream of it */
 } ds3_cmp_opts;
 
 typedef struct {

@@ -11,6 +11,8 @@
  *     for: a nudged logit (just outside and just inside each profile's bound),
  *     a wrong expert in one row and in every row, a NaN, a tensor missing from
  *     either side, different tokens; identical dumps exit 0; usage errors 2;
+ *   - rows whose experts differ upstream are left out of later tensors (and
+ *     kept with --all-rows);
  *   - genuine noise: ds3's own fp32 dump against the float64 oracle in
  *     ref_data/ passes the fp32 profile.
  */
@@ -175,6 +177,13 @@ static void wrong_expert(void *data, const ds3_st_entry *e, void *ctx) {
             }
         }
     }
+}
+
+/* Add ctx[0] to element [ctx[1]][0]. */
+static void nudge_row(void *data, const ds3_st_entry *e, void *ctx) {
+    const double *c = ctx;
+    long i = (long)c[1] * (long)(e->nbytes / sizeof(ds3_real) / (size_t)e->shape[0]);
+    set_real(data, i, get_real(data, i) + c[0]);
 }
 
 /* max |x| of a float tensor. */
@@ -381,6 +390,31 @@ static void test_faults(const char *models) {
     /* and the weights are still compared on the 11 rows that agree */
     expect(RUN("compare", ref, path, "--profile", "bf16", "--names", "layers.2.moe.topk_weight"), 0,
            "on the 11 rows", "weights paired on agreeing rows");
+
+    /* Routing divergence: row 4 chooses another expert in layer 1, and its
+     * layer-2 output is far off. By default that row is left out of every
+     * tensor downstream of layer 1's routing (the bf16 profile allows the one
+     * flipped row); --all-rows keeps it and the far-off value fails. */
+    {
+        char two[600];
+        snprintf(path, sizeof path, "%s/flip1.safetensors", tmpdir);
+        snprintf(two, sizeof two, "%s/flip2.safetensors", tmpdir);
+        variant(f, path, NULL, "layers.1.moe.topk_idx", wrong_expert, one, NULL);
+        ds3_st_file *f1 = NULL;
+        CHECK(ds3_st_open(path, &f1) == DS3_OK, "open %s", path);
+        if (f1) {
+            double c4[2] = {5 * max_abs_of(ds3_st_find(f, "layers.2.out")), 4};
+            variant(f1, two, NULL, "layers.2.out", nudge_row, c4, NULL);
+            ds3_st_close(f1);
+            expect(RUN("compare", ref, two, "--profile", "bf16"), 0, "1 of 12 rows left out", "diverged row left out");
+            expect(RUN("compare", ref, two, "--profile", "bf16", "--all-rows"), 1, "layers.2.out", "--all-rows keeps it");
+            expect(RUN("compare", ref, two, "--profile", "bf16", "--names", "layers.1.attn.out,layers.1.moe.scores"), 0,
+                   "PASS", "nothing left out before the routing that diverged");
+            result rr = RUN("compare", ref, two, "--profile", "bf16", "--names", "layers.1.attn.out");
+            CHECK(!has(rr.out, "left out"), "layers.1.attn.out is upstream of layer 1's routing:\n%s", rr.out);
+            done(&rr);
+        }
+    }
 
     /* Different token sequences: the comparison is meaningless. */
     snprintf(path, sizeof path, "%s/tokens.safetensors", tmpdir);
