@@ -4,9 +4,10 @@
  * public API, so it doubles as the example of how a program drives the
  * library (load → state → forward → sample).
  *
- *   ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] -o DIR
+ *   ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] [--mtp-agree[=P]] -o DIR
  *   ds3 info    -m DIR | --config NAME|PATH | --list
  *   ds3 run     -m DIR --tokens 1,2,3 [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]
+ *               [--mtp [--draft N]]
  *   ds3 dump    -m DIR --tokens 1,2,3 -o OUT.safetensors [--attn naive|absorb] [--decode-from K]
  *
  * Output contract, relied on by scripts and tests/test_cli.c:
@@ -221,7 +222,8 @@ static const char *const help_main =
     "exit status: 0 success, 1 runtime error, 2 usage error\n";
 
 static const char *const help_mkmodel =
-    "usage: ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] -o DIR\n"
+    "usage: ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X]\n"
+    "                   [--mtp-agree[=P]] -o DIR\n"
     "\n"
     "Write a deterministic synthetic checkpoint (config.json + safetensors, Hugging\n"
     "Face layout) to DIR.\n"
@@ -231,6 +233,10 @@ static const char *const help_mkmodel =
     "                      128x128 block scales, as released V3)\n"
     "  --seed N            weight seed, unsigned 64-bit (default 0)\n"
     "  --bias-shift X      added to every e_score_correction_bias (default 0)\n"
+    "  --mtp-agree[=P]     weights on which MTP speculative decoding helps: the main model\n"
+    "                      follows a fixed next-token function and the MTP layer predicts\n"
+    "                      it, for a share P in (0, 1] of the tokens (default 1);\n"
+    "                      docs/MKMODEL.md\n"
     "  -o, --output DIR    output directory (created if missing)\n";
 
 static const char *const help_info =
@@ -245,6 +251,7 @@ static const char *const help_info =
 
 static const char *const help_run =
     "usage: ds3 run -m DIR --tokens IDS [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]\n"
+    "               [--mtp [--draft N]]\n"
     "\n"
     "Prefill the prompt in one forward call, then decode N tokens one at a time.\n"
     "The generated ids go to stdout as one comma-separated line; timings to stderr.\n"
@@ -255,13 +262,18 @@ static const char *const help_run =
     "  --temp T            temperature; 0 = greedy (default 0)\n"
     "  --top-p P           nucleus mass in (0, 1] (default 1)\n"
     "  --seed S            sampling seed, unsigned 64-bit (default 0)\n"
-    "  --attn MODE         absorb (default, caches the latent) or naive (caches k, v)\n";
+    "  --attn MODE         absorb (default, caches the latent) or naive (caches k, v)\n"
+    "  --mtp               speculative decoding: the checkpoint's MTP layer drafts tokens,\n"
+    "                      one main forward verifies them; greedy output is identical,\n"
+    "                      sampled output has the same distribution. Acceptance on stderr\n"
+    "  --draft N           tokens drafted per step with --mtp, 1..16 (default 1)\n";
 
 static const char *const help_dump =
     "usage: ds3 dump -m DIR --tokens IDS -o OUT.safetensors [--attn naive|absorb] [--decode-from K]\n"
     "\n"
     "Run the prompt and write the named activations of every position (embed,\n"
-    "layers.N.*, norm, logits; see docs/DUMP_FORMAT.md) to OUT.safetensors.\n"
+    "layers.N.*, norm, logits, and mtp.K.* for each MTP depth the checkpoint has;\n"
+    "see docs/DUMP_FORMAT.md) to OUT.safetensors.\n"
     "\n"
     "  -m, --model DIR     model directory\n"
     "  --tokens IDS        token ids, comma-separated\n"
@@ -280,7 +292,7 @@ static void help_exit(const char *text) {
 /* ========================================================================== */
 
 static int cmd_mkmodel(int argc, char **argv) {
-    ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0};
+    ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0, 0.0};
     const char *out = NULL, *v;
     for (int i = 0; i < argc; i++) {
         if (is_help(argv[i])) help_exit(help_mkmodel);
@@ -288,6 +300,11 @@ static int cmd_mkmodel(int argc, char **argv) {
         else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
         else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = parse_u64("--seed", v);
         else if ((v = opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = parse_real("--bias-shift", v);
+        else if (strcmp(argv[i], "--mtp-agree") == 0) o.mtp_agree = 1.0;
+        else if (strncmp(argv[i], "--mtp-agree=", 12) == 0) {
+            o.mtp_agree = parse_real("--mtp-agree", argv[i] + 12);
+            if (!(o.mtp_agree > 0 && o.mtp_agree <= 1)) usage_error("--mtp-agree: %s is outside (0, 1]", argv[i] + 12);
+        }
         else if ((v = opt_value(argc, argv, &i, NULL, "--dtype"))) {
             if (strcmp(v, "f32") == 0) o.dtype = DS3_WEIGHTS_F32;
             else if (strcmp(v, "bf16") == 0) o.dtype = DS3_WEIGHTS_BF16;
@@ -348,8 +365,18 @@ static void check_positions(const ds3_model *m, long long need, const char *what
     if (need > INT_MAX) die("%s needs %lld positions, more than this build can index", what, need);
 }
 
+/* ds3_generate_spec's callback: print each token as soon as it is final. */
+static int print_token(void *user, int32_t tok) {
+    long *k = user;
+    printf((*k)++ ? ",%d" : "%d", (int)tok);
+    fflush(stdout);
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv) {
     const char *model = NULL, *tokstr = NULL, *v;
+    bool mtp = false;
+    long n_draft = 0;   /* 0: not given */
     long n_gen = 16;
     double temp = 0.0, top_p = 1.0;
     uint64_t seed = 0;
@@ -367,10 +394,14 @@ static int cmd_run(int argc, char **argv) {
             if (!(top_p > 0 && top_p <= 1)) usage_error("--top-p: %s is outside (0, 1]", v);
         } else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) seed = parse_u64("--seed", v);
         else if ((v = opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+        else if (strcmp(argv[i], "--mtp") == 0) mtp = true;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--draft"))) n_draft = parse_long("--draft", v, 1, 16);
         else unknown_arg(argv[i]);
     }
     if (!model) usage_error("missing -m DIR");
     if (!tokstr) usage_error("missing --tokens IDS");
+    if (n_draft && !mtp) usage_error("--draft needs --mtp");
+    if (!n_draft) n_draft = 1;
     int T;
     int32_t *tokens = parse_tokens(tokstr, &T);
 
@@ -387,6 +418,9 @@ static int cmd_run(int argc, char **argv) {
 
     ds3_state *s = NULL;
     if ((st = ds3_state_new(m, (int)max_seq, attn, &s)) != DS3_OK) lib_die(st, "creating state");
+    /* --mtp: the prefill also runs the MTP layer over the prompt, filling its cache. */
+    if (mtp && ds3_model_num_mtp(m) == 0) die("--mtp: the model in %s has no MTP layers", model);
+    if (mtp && (st = ds3_state_set_mtp(s, 1)) != DS3_OK) lib_die(st, "--mtp");
 
     /* Prefill: one call for the whole prompt when its logits fit comfortably;
      * otherwise the first T-1 positions without logits, then the last. */
@@ -407,8 +441,18 @@ static int cmd_run(int argc, char **argv) {
 
     /* Decode: each id is printed as soon as it exists (the line is closed at
      * the end) and fed back at the next position, except the last, which
-     * nothing reads. */
-    for (long k = 0; k < n_gen; k++) {
+     * nothing reads. With --mtp, ds3_generate_spec does the same in rounds of
+     * draft + verify. */
+    ds3_spec_stats sst = {0};
+    if (mtp) {
+        long printed = 0;
+        st = ds3_generate_spec(s, smp, T, last, (int)n_gen, (int)n_draft, NULL, print_token, &printed, &sst);
+        if (st != DS3_OK) {
+            printf("\n");
+            lib_die(st, "decode");
+        }
+    }
+    for (long k = 0; k < n_gen && !mtp; k++) {
         int tok = ds3_sample(smp, last, V);
         if (tok < 0) {
             printf("\n");
@@ -434,6 +478,11 @@ static int cmd_run(int argc, char **argv) {
     if (n_gen > 1)
         fprintf(stderr, "decode: %ld tokens in %.3f s (%.1f tok/s)\n", n_gen - 1, td,
                 td > 0 ? (double)(n_gen - 1) / td : 0.0);
+    if (mtp)
+        fprintf(stderr, "mtp: %ld drafts per step, %ld of %ld accepted (%.1f%%), %ld verification steps, "
+                "%.2f tokens per step\n", n_draft, sst.accepted, sst.drafted,
+                sst.drafted ? 100.0 * (double)sst.accepted / (double)sst.drafted : 0.0, sst.rounds,
+                sst.rounds ? (double)(sst.generated - 1) / (double)sst.rounds : 0.0);
 
     free(logits);
     ds3_state_free(s);

@@ -81,6 +81,9 @@ typedef struct {
     ds3_weight_dtype dtype;      /* projection dtype; norms stay BF16/F32 as in V3 */
     uint64_t seed;
     double bias_shift;           /* added to every e_score_correction_bias (0: none) */
+    double mtp_agree;            /* 0: random weights. In (0, 1]: a model whose MTP layer predicts
+                                    what the main model says next, for that share of tokens
+                                    (docs/MKMODEL.md); needs an MTP layer and an untied lm_head */
 } ds3_mkmodel_opts;
 
 /* Write a deterministic synthetic checkpoint in HF layout to outdir. */
@@ -137,6 +140,61 @@ typedef struct ds3_sampler ds3_sampler;
 ds3_status ds3_sampler_new(float temp, float top_p, uint64_t seed, ds3_sampler **out);
 void ds3_sampler_free(ds3_sampler *s);
 int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab);
+
+/* ---- MTP: multi-token prediction and speculative decoding ------------------ */
+
+/*
+ * The checkpoint's MTP depths (SPEC §6, docs/ARCHITECTURE.md §9). Row i of
+ * depth k joins the main model's final-normed hidden state at position i
+ * (depth 0) or depth k-1's output at row i (depth k > 0) with the token at
+ * position i+1+k, runs one decoder layer with its own KV cache at position i,
+ * and predicts the token at position i+2+k. ds3_model_num_mtp() says how many
+ * depths a model has (0: these calls return DS3_ERR_ARG).
+ */
+
+/* on != 0: from now on every ds3_forward also runs each MTP depth on the rows
+ * whose token that call supplies (rows of the call's positions, and the row
+ * before them), keeping the MTP caches in step with the main one. Needed
+ * before the prompt's forward for ds3_generate_spec. Dumps do it anyway. */
+ds3_status ds3_state_set_mtp(ds3_state *s, int on);
+
+/* MTP depth `depth` on rows start..start+n-1 explicitly (n <= 256); tokens[r]
+ * is the token at position start+r+1+depth. The input hidden states must be
+ * the last ds3_forward's (its last chunk of up to 256 positions and the
+ * position before it) or, for depth > 0, the lower depth's last call. logits,
+ * if not NULL, receives [n][vocab]. */
+ds3_status ds3_forward_mtp(ds3_state *s, int depth, const int32_t *tokens, int n, int start, ds3_real *logits);
+
+/* Forget positions n and later: the next ds3_forward starts at n (or before).
+ * The caches are positional, so this only drops the hidden states the MTP
+ * would read; cache entries past n are overwritten before anything reads them. */
+ds3_status ds3_state_truncate(ds3_state *s, int n);
+
+/* Counts of one ds3_generate_spec call. Acceptance rate = accepted / drafted. */
+typedef struct {
+    long rounds;      /* verification forwards */
+    long drafted;     /* draft tokens proposed */
+    long accepted;    /* drafts accepted */
+    long generated;   /* tokens produced (accepted drafts, corrections, bonus tokens, the first) */
+} ds3_spec_stats;
+
+/* Called with each token as soon as it is final; non-zero stops generation. */
+typedef int (*ds3_token_fn)(void *user, int32_t token);
+
+/*
+ * Self-speculative decoding: generate n_gen tokens after positions
+ * 0..n_past-1, which the state has just run with ds3_state_set_mtp(s, 1) on;
+ * logits are the main model's at position n_past-1. Each round drafts n_draft
+ * (1..16) tokens with MTP depth 0, re-applied to its own output, and verifies
+ * them with one forward of n_draft+1 tokens; rejected drafts are rolled back
+ * in both caches. With a greedy sampler the output equals ds3_forward +
+ * ds3_sample one token at a time, token for token; with temperature, drafts
+ * are accepted by the speculative-sampling rule (src/spec.c), which keeps the
+ * output distribution. out (n_gen entries) and on_token may be NULL. The state
+ * needs n_past + n_gen - 1 positions.
+ */
+ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const ds3_real *logits, int n_gen,
+                             int n_draft, int32_t *out, ds3_token_fn on_token, void *user, ds3_spec_stats *stats);
 
 #ifdef __cplusplus
 }

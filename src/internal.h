@@ -329,6 +329,13 @@ typedef struct {
     ds3_real *k, *v;
 } ds3_kv_cache;
 
+/* A window of hidden-state rows [D] for consecutive positions pos..pos+n-1,
+ * in rows[0..n); capacity max_T + 1 rows (a chunk and the row before it). */
+typedef struct {
+    ds3_real *rows;
+    int pos, n;
+} ds3_hwin;
+
 /* The scalar type's dtype, for dumps. */
 #ifdef DS3_F64
 #define DS3_DT_REAL DS3_DT_F64
@@ -352,6 +359,14 @@ struct ds3_state {
     size_t iwork_size;                   /* elements */
     ds3_real *dump_logits;               /* [max_T][V] while dumping without a caller buffer */
     ds3_dumper *dump;                    /* NULL: not dumping */
+
+    /* MTP (mtp.c, SPEC §6). The MTP rows of position i need the main model's
+     * final-normed hidden state h_i, which the forward pass keeps here for the
+     * positions of its last chunk and the one before it. */
+    ds3_hwin hfinal;                     /* RMSNorm_final(h) of the last chunk (+ the row before) */
+    ds3_hwin *hmtp;                      /* [n_mtp] depth k's outputs after its shared_head.norm */
+    bool mtp_on;                         /* ds3_state_set_mtp: forward calls run the MTP depths too */
+    int mtp_done;                        /* depth-0 rows 0..mtp_done-1 hold their true inputs */
 };
 
 /* Sublayers (mla.c, mlp.c, moe.c). Each carves its scratch from s->work; the
@@ -370,6 +385,53 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
 /* Capture one activation [T][inner...] at rows start.. under a printf-style name. */
 void ds3_dump_act(ds3_state *s, ds3_dtype dt, int ninner, const int64_t *inner, int start, int T,
                   const void *data, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+
+/* model.c: one decoder layer on the residual stream s->x [T][D], in place, at
+ * positions start..; kv is its cache; `prefix` names its dumps ("layers.3",
+ * "mtp.0"). Used by the main layers and by the MTP block. */
+void ds3_layer_forward(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T, int start,
+                       const char *prefix);
+/* Start writing a window at position `first`: keeps the row of first-1 when
+ * the window holds it (as row 0) and returns where the row of `first` goes;
+ * the caller then adds the rows it writes to w->n. */
+ds3_real *ds3_hwin_begin(ds3_hwin *w, int first, int D);
+
+/* mtp.c (SPEC §6). ds3_mtp_block: depth k on n rows at positions r0.. :
+ *   u = eh_proj · [enorm(Emb(tok[r])) | hnorm(in[r])],  x = Block(u),
+ *   out[r] = shared_head.norm(x),  logits = shared_head.head · out (last
+ *   n_logits rows, into logits [n_logits][V]; none if logits is NULL).
+ * in [n][D] and out [n][D] must not be state scratch. dump: record mtp.k.*
+ * rows r0.. when the state is dumping (the chained draft steps do not). */
+void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, int n, int r0,
+                   ds3_real *out, ds3_real *logits, int n_logits, bool dump);
+/* Depth k on rows r0..r0+n-1 whose inputs are in the window (hfinal for
+ * depth 0, hmtp[k-1] beyond); tok[r] is the token at position r+1+k. The
+ * outputs go to hmtp[k]. */
+void ds3_mtp_rows(ds3_state *s, int k, const int32_t *tok, int n, int r0, ds3_real *logits, int n_logits);
+/* After a main chunk [start, start+T): every depth on the rows whose tokens
+ * this chunk supplies (row i at depth k needs token i+1+k). */
+void ds3_mtp_chunk(ds3_state *s, const int32_t *tok, int T, int start);
+
+/* sample.c, for speculative sampling (spec.c). */
+bool ds3_sampler_greedy(const ds3_sampler *s);
+/* p[V] = the exact distribution ds3_sample draws from (softmax(l/temp), the
+ * top-p nucleus renormalised, 0 outside it). -1 on NaN logits or no memory. */
+int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double *p);
+/* The next uniform in [0, 1) of the sampler's stream. */
+double ds3_sampler_uniform(ds3_sampler *s);
+/* Inverse CDF of p[V] (index order) at u·Σp; the last token with p > 0 if
+ * rounding leaves none. */
+int ds3_sample_from(const double *p, int vocab, double u);
+
+/* spec.c: the speculative-sampling acceptance rule for one verification
+ * (Leviathan et al. 2023; Chen et al. 2023). p [n+1][V]: the target's
+ * distributions at the n drafted positions and the one after; q [n][V]: the
+ * distributions the drafts were drawn from; draft [n]. Writes the accepted
+ * drafts and then one more token (the residual draw on a rejection, the bonus
+ * draw from p[n] when all pass) to out, and returns how many (1..n+1). The
+ * uniforms come from smp. scratch [V]. */
+int ds3_spec_accept(ds3_sampler *smp, const double *p, const double *q, const int32_t *draft, int n,
+                    int vocab, int32_t *out, double *scratch);
 
 /* dump.c: named activations for positions [0, total). */
 ds3_dumper *ds3_dumper_new(int total);

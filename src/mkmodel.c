@@ -22,6 +22,14 @@
  * Memory stays bounded by about one shard: tensors are planned first (names,
  * shapes, bytes, shard), then generated shard by shard and freed after each
  * shard is written.
+ *
+ * --mtp-agree (opts->mtp_agree > 0) builds a model on which MTP speculative
+ * decoding has something to accept: random weights give a main model and an
+ * MTP layer that disagree on almost every token. The main model is made close
+ * to a fixed function of the current token, next = f(t) for a permutation f of
+ * the vocabulary, and the MTP layer computes the same function of the token it
+ * is given, so it predicts what the main model will say next (docs/MKMODEL.md,
+ * "A model on which MTP helps"). Same architecture, same tensors, same sizes.
  */
 #include "internal.h"
 
@@ -97,12 +105,29 @@ typedef enum {
 
 #define MK_NAME_MAX 112
 
+/* --mtp-agree: the successor permutation f(t) = (mul·t + add) mod V, its
+ * inverse's multiplier, and the share of token pairs the MTP head keeps. */
+typedef struct {
+    int64_t V, mul, add, inv;
+    double agree;
+} mk_agree;
+
+/* Row maps of --mtp-agree: whose row of the source stream a row repeats. */
+typedef enum {
+    MK_ROWS_OWN = 0,   /* row r is row r of its own stream */
+    MK_ROWS_SUCC,      /* row v is row f⁻¹(v): a head whose argmax follows f */
+    MK_ROWS_SUCC_PAIRS /* row v is row f⁻¹(π(v)), π swapping some pairs (2m, 2m+1) */
+} mk_rows;
+
 typedef struct {
     char name[MK_NAME_MAX];
     char seed_name[MK_NAME_MAX];  /* whose PRNG stream (the main name for MTP repeats) */
     int ndim;                     /* 1 or 2; a 1-D tensor has rows == 1 */
     int64_t rows, cols;
     double a, b;                  /* value = b + a·u */
+    double diag;                  /* added where row == col (--mtp-agree's eh_proj), else 0 */
+    mk_rows rowmap;               /* --mtp-agree heads, else MK_ROWS_OWN */
+    const mk_agree *agree;        /* for rowmap */
     mk_class cls;
     uint64_t bytes;               /* data (+ scale_inv) bytes in the chosen dtype */
     int shard;                    /* 0-based */
@@ -114,6 +139,8 @@ typedef struct {
     double bias_shift;
     mk_tensor *t;
     int n, cap;
+    bool agree_on;                /* --mtp-agree */
+    mk_agree agree;
 } mk_plan;
 
 static int64_t mk_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -172,6 +199,32 @@ static ds3_status mk_add(mk_plan *p, const char *name, const char *seed_name, in
 static ds3_status mk_proj(mk_plan *p, const char *name, int64_t out, int64_t in) {
     return mk_add(p, name, name, 2, out, in, sqrt(3.0 / (double)in), 0.0, MK_PROJ);
 }
+
+/* --mtp-agree: how much the projections that write into the residual stream
+ * (o_proj, every down_proj, and eh_proj's random part) are scaled down, so
+ * that h stays close to the token's embedding through every layer. */
+#define MK_AGREE_RESIDUAL 0.05
+
+/* A projection that writes into the residual stream: o_proj, down_proj. */
+static ds3_status mk_proj_out(mk_plan *p, const char *name, int64_t out, int64_t in) {
+    ds3_status st = mk_proj(p, name, out, in);
+    if (st == DS3_OK && p->agree_on) p->t[p->n - 1].a *= MK_AGREE_RESIDUAL;
+    return st;
+}
+
+/* --mtp-agree's heads: row v repeats (times the head scale) the embedding row
+ * of the token whose successor v is, so logits = head · RMSNorm(e_t + small)
+ * peak at v = f(t) (the own row's dot product is about D/3 times the head
+ * scale, the others about sqrt(D)/3: a wide margin). */
+static ds3_status mk_agree_head(mk_plan *p, const char *name, mk_rows map) {
+    const int64_t D = p->c->hidden_size, V = p->c->vocab_size;
+    ds3_status st = mk_add(p, name, "model.embed_tokens.weight", 2, V, D, sqrt(3.0 / (double)D), 0.0, MK_PLAIN);
+    if (st == DS3_OK) {
+        p->t[p->n - 1].rowmap = map;
+        p->t[p->n - 1].agree = &p->agree;
+    }
+    return st;
+}
 static ds3_status mk_norm(mk_plan *p, const char *name, int64_t n) {
     return mk_add(p, name, name, 1, 1, n, 0.1, 1.0, MK_PLAIN);
 }
@@ -182,7 +235,7 @@ static ds3_status mk_ffn(mk_plan *p, const char *prefix, int64_t W, int64_t D) {
     ds3_status st;
     if ((st = mk_proj(p, mk_fmt(n, "%s.gate_proj.weight", prefix), W, D))) return st;
     if ((st = mk_proj(p, mk_fmt(n, "%s.up_proj.weight", prefix), W, D))) return st;
-    return mk_proj(p, mk_fmt(n, "%s.down_proj.weight", prefix), D, W);
+    return mk_proj_out(p, mk_fmt(n, "%s.down_proj.weight", prefix), D, W);
 }
 
 /* model.layers.{i}.*: norms, MLA, then a dense or MoE FFN (SPEC §1, ds3_layer). */
@@ -209,7 +262,7 @@ static ds3_status mk_layer(mk_plan *p, int i) {
     MK_TRY(mk_proj(p, MK_NAME("%s.self_attn.kv_a_proj_with_mqa.weight", pre), C + Dr, D));
     MK_TRY(mk_norm(p, MK_NAME("%s.self_attn.kv_a_layernorm.weight", pre), C));
     MK_TRY(mk_proj(p, MK_NAME("%s.self_attn.kv_b_proj.weight", pre), H * (Dn + Dv), C));
-    MK_TRY(mk_proj(p, MK_NAME("%s.self_attn.o_proj.weight", pre), D, H * Dv));
+    MK_TRY(mk_proj_out(p, MK_NAME("%s.self_attn.o_proj.weight", pre), D, H * Dv));
 
     if (!ds3_layer_is_moe(c, i)) {
         MK_TRY(mk_ffn(p, MK_NAME("%s.mlp", pre), c->intermediate_size, D));
@@ -247,8 +300,16 @@ static ds3_status mk_mtp(mk_plan *p, int k) {
     MK_TRY(mk_norm(p, MK_NAME("%s.hnorm.weight", pre), D));
     MK_NAME("%s.eh_proj.weight", pre);
     MK_TRY(mk_add(p, n, n, 2, D, 2 * D, sqrt(3.0 / (double)(2 * D)), 0.0, MK_PLAIN));
+    if (p->agree_on) {
+        /* [I | 0] plus a little noise: u ≈ enorm(Emb(t_{i+1})), so the MTP
+         * layer sees mostly the token it must find the successor of. */
+        p->t[p->n - 1].a *= MK_AGREE_RESIDUAL;
+        p->t[p->n - 1].diag = 1.0;
+    }
     MK_TRY(mk_norm(p, MK_NAME("%s.shared_head.norm.weight", pre), D));
-    if (c->tie_word_embeddings)
+    if (p->agree_on)
+        MK_TRY(mk_agree_head(p, MK_NAME("%s.shared_head.head.weight", pre), MK_ROWS_SUCC_PAIRS));
+    else if (c->tie_word_embeddings)
         MK_TRY(mk_add(p, MK_NAME("%s.shared_head.head.weight", pre), "model.embed_tokens.weight",
                       2, V, D, 1.0, 0.0, MK_PLAIN));
     else
@@ -269,7 +330,9 @@ static ds3_status mk_plan_all(mk_plan *p) {
     for (int i = 0; i < c->num_hidden_layers; i++) MK_TRY(mk_layer(p, i));
     MK_TRY(mk_norm(p, "model.norm.weight", D));
     /* Tied models store no lm_head (the Hugging Face convention). */
-    if (!c->tie_word_embeddings)
+    if (p->agree_on)
+        MK_TRY(mk_agree_head(p, "lm_head.weight", MK_ROWS_SUCC));
+    else if (!c->tie_word_embeddings)
         MK_TRY(mk_add(p, "lm_head.weight", "lm_head.weight", 2, V, D, sqrt(3.0 / (double)D), 0.0, MK_PLAIN));
     for (int k = 0; k < c->num_nextn_predict_layers; k++) MK_TRY(mk_mtp(p, k));
     return DS3_OK;
@@ -301,11 +364,33 @@ static uint64_t mk_stream(const mk_tensor *t, uint64_t seed) {
     return mk_fnv1a64(t->seed_name) ^ (seed * MK_GAMMA);
 }
 
+/* --mtp-agree: f⁻¹(v) = inv·(v − add) mod V. */
+static int64_t mk_succ_inv(const mk_agree *g, int64_t v) {
+    int64_t d = ((v - g->add) % g->V + g->V) % g->V;
+    return (int64_t)(((uint64_t)d * (uint64_t)g->inv) % (uint64_t)g->V);   /* < 2^62: V < 2^31 */
+}
+
+/* --mtp-agree: π swaps the pair (2m, 2m+1) unless the pair is among the
+ * `agree` share kept (decided by a hash of m); the last id of an odd V stays. */
+static int64_t mk_pair_swap(const mk_agree *g, int64_t v) {
+    int64_t m = v / 2;
+    if (2 * m + 1 >= g->V) return v;
+    double u = (double)(mk_splitmix_at(0x6d74702d61677265ull, (uint64_t)m) >> 11) * 0x1p-53;
+    return u < g->agree ? v : v ^ 1;
+}
+
 /* Element `idx` (row-major) of the tensor as a float. */
 static float mk_value(const mk_tensor *t, uint64_t state0, uint64_t idx) {
-    double u = mk_uniform(mk_splitmix_at(state0, idx));
+    uint64_t src = idx;
+    if (t->rowmap != MK_ROWS_OWN) {
+        int64_t r = (int64_t)(idx / (uint64_t)t->cols), c = (int64_t)(idx % (uint64_t)t->cols);
+        if (t->rowmap == MK_ROWS_SUCC_PAIRS) r = mk_pair_swap(t->agree, r);
+        src = (uint64_t)(mk_succ_inv(t->agree, r) * t->cols + c);
+    }
+    double u = mk_uniform(mk_splitmix_at(state0, src));
     double au = t->a * u;     /* rounded once here ... */
     double v = t->b + au;     /* ... and once here: no FMA */
+    if (t->diag != 0.0 && idx / (uint64_t)t->cols == idx % (uint64_t)t->cols) v = v + t->diag;
     return (float)v;
 }
 
@@ -590,6 +675,33 @@ done:
     return st;
 }
 
+/*
+ * --mtp-agree's successor permutation f(t) = (mul·t + add) mod V: mul is the
+ * first integer >= 0.618·V coprime with V (so f is a bijection that scatters
+ * neighbouring ids), add = V/3; inv = mul⁻¹ mod V by Euclid.
+ */
+static mk_agree mk_agree_perm(int64_t V, double agree) {
+    mk_agree g = {V, 0, V / 3, 1, agree};
+    int64_t mul = (int64_t)(0.6180339887498949 * (double)V);
+    if (mul < 1) mul = 1;
+    for (;; mul++) {
+        int64_t a = mul, b = V;
+        while (b) { int64_t t = a % b; a = b; b = t; }
+        if (a == 1) break;
+    }
+    g.mul = mul % V;
+    /* extended Euclid: inv·mul ≡ 1 (mod V) */
+    int64_t r0 = V, r1 = g.mul, s0 = 0, s1 = 1;
+    while (r1) {
+        int64_t q = r0 / r1, t;
+        t = r0 - q * r1; r0 = r1; r1 = t;
+        t = s0 - q * s1; s0 = s1; s1 = t;
+    }
+    g.inv = ((s0 % V) + V) % V;
+    if (V == 1) g.inv = 0;
+    return g;
+}
+
 ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
     if (!opts || !opts->config || !outdir)
         return ds3_fail(DS3_ERR_ARG, "mkmodel: config name and output directory are required");
@@ -602,8 +714,18 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
     st = builtin ? ds3_config_parse(builtin, opts->config, &cfg) : ds3_config_load(opts->config, &cfg);
     if (st != DS3_OK) return st;
 
-    mk_plan plan = {&cfg, opts->dtype, opts->bias_shift, NULL, 0, 0};
+    mk_plan plan = {&cfg, opts->dtype, opts->bias_shift, NULL, 0, 0, false, {0}};
     char *json = NULL;
+    if (opts->mtp_agree != 0.0) {
+        if (!(opts->mtp_agree > 0.0 && opts->mtp_agree <= 1.0))
+            return ds3_fail(DS3_ERR_ARG, "mkmodel: --mtp-agree %g is outside (0, 1]", opts->mtp_agree);
+        if (cfg.num_nextn_predict_layers < 1 || cfg.tie_word_embeddings)
+            return ds3_fail(DS3_ERR_ARG, "mkmodel: --mtp-agree needs a config with an MTP layer and an untied "
+                            "lm_head (%s has %d MTP layers%s)", opts->config, cfg.num_nextn_predict_layers,
+                            cfg.tie_word_embeddings ? ", tied embeddings" : "");
+        plan.agree_on = true;
+        plan.agree = mk_agree_perm(cfg.vocab_size, opts->mtp_agree);
+    }
     if ((st = mk_plan_all(&plan)) != DS3_OK) goto done;
     if ((st = mk_mkdir_p(outdir)) != DS3_OK) goto done;
 
@@ -627,9 +749,12 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
     char seed_s[32], shift_s[40];
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)opts->seed);
     snprintf(shift_s, sizeof shift_s, "%.17g", opts->bias_shift);
+    char agree_s[40];
+    snprintf(agree_s, sizeof agree_s, "%.17g", opts->mtp_agree);
     const char *meta[] = {"format", "pt", "generator", "ds3 mkmodel", "config", opts->config,
                           "dtype", mk_dtype_label(opts->dtype), "seed", seed_s,
-                          "bias_shift", shift_s, NULL};
+                          "bias_shift", shift_s,
+                          plan.agree_on ? "mtp_agree" : NULL, agree_s, NULL};
 
     int nshards = mk_assign_shards(&plan, mk_shard_limit());
     for (int s = 0, i = 0; s < nshards; s++) {

@@ -14,6 +14,12 @@
  * The state owns everything the pass writes: caches sized for max_seq
  * positions, and scratch sized once for max_T tokens from the sublayers'
  * own accounting (ds3_*_work_size). Nothing is allocated while running.
+ *
+ * The final-normed hidden states RMSNorm_final(h) of a chunk stay in the state
+ * (s->hfinal) after the call, with the row of the position before the chunk:
+ * the MTP module reads them (mtp.c, SPEC §6). When MTP runs with the forward
+ * pass (ds3_state_set_mtp, or while dumping), each chunk ends with the MTP
+ * depths on the rows whose next token the chunk supplies.
  */
 #include "internal.h"
 
@@ -62,6 +68,8 @@ ds3_status ds3_state_new(const ds3_model *m, int max_seq, ds3_attn_mode attn, ds
     size_t T = s->max_T;
     size_t wm = ds3_mla_work_size(c, (int)T, max_seq, attn), wf = ds3_ffn_work_size(c, (int)T);
     s->work_size = wm > wf ? wm : wf;
+    /* the MTP input [enorm(e) | hnorm(h)] is 2D per row (mtp.c) */
+    if (m->n_mtp > 0 && s->work_size < 2 * T * D) s->work_size = 2 * T * D;
     s->iwork_size = ds3_moe_iwork_size(c, (int)T);
     if (ok) {
         s->x = ds3_calloc(T * D, sizeof(ds3_real));
@@ -69,7 +77,14 @@ ds3_status ds3_state_new(const ds3_model *m, int max_seq, ds3_attn_mode attn, ds
         s->y = ds3_calloc(T * D, sizeof(ds3_real));
         s->work = ds3_calloc(s->work_size, sizeof(ds3_real));
         s->iwork = ds3_calloc(s->iwork_size, sizeof(int32_t));
-        ok = s->x && s->xn && s->y && s->work && s->iwork;
+        s->hfinal.rows = ds3_calloc((T + 1) * D, sizeof(ds3_real));
+        ok = s->x && s->xn && s->y && s->work && s->iwork && s->hfinal.rows;
+    }
+    if (ok && m->n_mtp > 0) {
+        s->hmtp = ds3_calloc((size_t)m->n_mtp, sizeof *s->hmtp);
+        ok = s->hmtp != NULL;
+        for (int k = 0; ok && k < m->n_mtp; k++)
+            ok = (s->hmtp[k].rows = ds3_calloc((T + 1) * D, sizeof(ds3_real))) != NULL;
     }
     if (!ok) {
         ds3_state_free(s);
@@ -94,6 +109,9 @@ void ds3_state_free(ds3_state *s) {
     free(s->y);
     free(s->work);
     free(s->iwork);
+    free(s->hfinal.rows);
+    for (int k = 0; s->hmtp && k < s->m->n_mtp; k++) free(s->hmtp[k].rows);
+    free(s->hmtp);
     free(s->dump_logits);
     ds3_dumper_free(s->dump);
     ds3_linear_release();
@@ -130,10 +148,10 @@ void ds3_dump_act(ds3_state *s, ds3_dtype dt, int ninner, const int64_t *inner, 
 
 /*
  * One decoder layer on the residual stream s->x [T][D], in place. `prefix`
- * names its dumps ("layers.3"); `kv` is its own cache.
+ * names its dumps ("layers.3", "mtp.0"); `kv` is its own cache.
  */
-static void layer_forward(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T, int start,
-                          const char *prefix) {
+void ds3_layer_forward(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T, int start,
+                       const char *prefix) {
     const ds3_config *c = &s->m->cfg;
     const int D = c->hidden_size;
 
@@ -167,19 +185,24 @@ static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start,
     char prefix[32];
     for (int i = 0; i < c->num_hidden_layers; i++) {
         snprintf(prefix, sizeof prefix, "layers.%d", i);
-        layer_forward(s, &m->layers[i], &s->cache[i], T, start, prefix);
+        ds3_layer_forward(s, &m->layers[i], &s->cache[i], T, start, prefix);
     }
 
+    /* RMSNorm_final(h) stays in the state: the MTP rows read it (SPEC §6). */
+    ds3_real *hn = ds3_hwin_begin(&s->hfinal, start, D);
     for (int t = 0; t < T; t++)
-        ds3_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, m->norm, D, c->rms_norm_eps);
-    DUMP_D(s, start, T, s->xn, "norm");
+        ds3_rmsnorm(hn + (size_t)t * D, s->x + (size_t)t * D, m->norm, D, c->rms_norm_eps);
+    s->hfinal.n += T;
+    DUMP_D(s, start, T, hn, "norm");
 
     if (!logits && s->dump) logits = s->dump_logits;
     if (logits) {
-        ds3_linear(logits, s->xn, &m->lm_head, T);
+        ds3_linear(logits, hn, &m->lm_head, T);
         int64_t v = c->vocab_size;
         ds3_dump_act(s, DS3_DT_REAL, 1, &v, start, T, logits, "logits");
     }
+
+    if (m->n_mtp > 0 && (s->mtp_on || s->dump)) ds3_mtp_chunk(s, tokens, T, start);
 }
 
 ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits) {
@@ -194,7 +217,7 @@ ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds
                             c->vocab_size);
     /* Dumps record logits even when the caller wants none: give them a buffer,
      * once, before the pass (not inside it). */
-    if (s->dump && !logits && !s->dump_logits) {
+    if (s->dump && (!logits || s->m->n_mtp > 0) && !s->dump_logits) {
         s->dump_logits = ds3_calloc((size_t)s->max_T * c->vocab_size, sizeof(ds3_real));
         if (!s->dump_logits) return DS3_ERR_NOMEM;
     }
@@ -203,5 +226,46 @@ ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds
         forward_chunk(s, tokens + off, T, start + off,
                       logits ? logits + (size_t)off * c->vocab_size : NULL);
     }
+    return DS3_OK;
+}
+
+/* ========================================================================== */
+/* Positions                                                                   */
+/* ========================================================================== */
+
+ds3_real *ds3_hwin_begin(ds3_hwin *w, int first, int D) {
+    int keep = first - 1;
+    if (w->n > 0 && keep >= w->pos && keep < w->pos + w->n) {
+        if (keep > w->pos)
+            memmove(w->rows, w->rows + (size_t)(keep - w->pos) * D, (size_t)D * sizeof(ds3_real));
+        w->pos = keep;
+        w->n = 1;
+        return w->rows + D;
+    }
+    w->pos = first;
+    w->n = 0;
+    return w->rows;
+}
+
+/* Keep only the rows of positions < end. */
+static void hwin_trim(ds3_hwin *w, int end) {
+    if (w->pos + w->n > end) w->n = end > w->pos ? end - w->pos : 0;
+}
+
+/*
+ * Rollback. The caches are positional: position p's entry is written by the
+ * forward call that runs p, and attention at p reads entries 0..p only, so the
+ * entries of forgotten positions are never read before they are overwritten.
+ * What must go are the hidden states the MTP would read: RMSNorm_final(h) of
+ * positions >= n, and MTP rows that used a token at a position >= n (row i of
+ * depth k used the token at i+1+k).
+ */
+ds3_status ds3_state_truncate(ds3_state *s, int n) {
+    if (!s) return ds3_fail(DS3_ERR_ARG, "ds3_state_truncate: state is NULL");
+    if (n < 0 || n > s->max_seq)
+        return ds3_fail(DS3_ERR_ARG, "ds3_state_truncate: %d positions, the state holds 0..%d", n, s->max_seq);
+    hwin_trim(&s->hfinal, n);
+    for (int k = 0; s->hmtp && k < s->m->n_mtp; k++) hwin_trim(&s->hmtp[k], n - 1 - k);
+    if (s->mtp_done > n - 1) s->mtp_done = n > 0 ? n - 1 : 0;
     return DS3_OK;
 }

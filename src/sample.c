@@ -162,3 +162,72 @@ int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
     }
     return tp[keep - 1].id;
 }
+
+/* ---- distributions, for speculative sampling (spec.c) ------------------------ */
+
+bool ds3_sampler_greedy(const ds3_sampler *s) { return s->temp <= 0.0f; }
+
+double ds3_sampler_uniform(ds3_sampler *s) { return next_unit(&s->state); }
+
+/*
+ * The distribution ds3_sample draws from, written out: steps 1-3 above, then
+ * each nucleus token's p divided by the nucleus mass (step 4 draws r = u·mass
+ * from the unnormalised masses, the same thing). Greedy: one-hot at the argmax.
+ */
+int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double *p) {
+    for (int i = 0; i < vocab; i++)
+        if (isnan(logits[i])) {
+            ds3_fail(DS3_ERR_ARG, "ds3_sampler_probs: logits[%d] is NaN", i);
+            return -1;
+        }
+    if (s->temp <= 0.0f) {
+        for (int i = 0; i < vocab; i++) p[i] = 0.0;
+        p[argmax(logits, vocab)] = 1.0;
+        return 0;
+    }
+    double mx = (double)logits[argmax(logits, vocab)];
+    double t = (double)s->temp, sum = 0.0;
+    for (int i = 0; i < vocab; i++) {
+        double x = (double)logits[i];
+        p[i] = (x == mx) ? 1.0 : isinf(mx) ? 0.0 : exp((x - mx) / t);
+        sum += p[i];
+    }
+    for (int i = 0; i < vocab; i++) p[i] /= sum;
+    if (s->top_p >= 1.0f) return 0;
+
+    /* The nucleus, chosen exactly as ds3_sample chooses it. */
+    if (!reserve(s, vocab)) return -1;
+    struct tok_prob *tp = s->tp;
+    for (int i = 0; i < vocab; i++) {
+        tp[i].p = p[i];
+        tp[i].id = i;
+    }
+    qsort(tp, (size_t)vocab, sizeof *tp, by_prob_desc);
+    int keep = vocab;
+    double mass = 0.0;
+    for (int k = 0; k < vocab; k++) {
+        mass += tp[k].p;
+        if (mass >= (double)s->top_p) {
+            keep = k + 1;
+            break;
+        }
+    }
+    for (int k = keep; k < vocab; k++) p[tp[k].id] = 0.0;
+    for (int k = 0; k < keep; k++) p[tp[k].id] = tp[k].p / mass;
+    return 0;
+}
+
+int ds3_sample_from(const double *p, int vocab, double u) {
+    double sum = 0.0;
+    int last = 0;
+    for (int i = 0; i < vocab; i++) {
+        sum += p[i];
+        if (p[i] > 0) last = i;
+    }
+    double r = u * sum, c = 0.0;
+    for (int i = 0; i < vocab; i++) {
+        c += p[i];
+        if (p[i] > 0 && c > r) return i;
+    }
+    return last;
+}

@@ -289,8 +289,11 @@ static ds3_st_file *open_dump(const char *path, int T, const char *what) {
         size_t len = strlen(e->name), sl = strlen(".moe.topk_idx");
         if (len < sl || strcmp(e->name + len - sl, ".moe.topk_idx") != 0) continue;
         n_moe++;
-        CHECK(e->dtype == DS3_DT_I32 && e->ndim == 2 && e->shape[0] == T, "%s: %s is not I32 [%d, K]", what,
-              e->name, T);
+        /* MTP depth k: row i predicts token i+2+k, so T-1-k rows (docs/DUMP_FORMAT.md) */
+        int k, rows = T;
+        if (sscanf(e->name, "mtp.%d.", &k) == 1) rows = T - 1 - k;
+        CHECK(e->dtype == DS3_DT_I32 && e->ndim == 2 && e->shape[0] == rows, "%s: %s is not I32 [%d, K]", what,
+              e->name, rows);
     }
     CHECK(n_moe > 0, "%s: no layers.N.moe.topk_idx in the dump of an MoE model", what);
     return f;

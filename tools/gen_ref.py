@@ -7,11 +7,16 @@ What it does (see tools/README.md and ref_data/README.md):
   1. reads a model directory in Hugging Face layout with the ORIGINAL DeepSeek
      tensor names (SPEC §1): config.json + model.safetensors (or index + shards);
   2. dequantises every weight to float64 (F8_E4M3 x `_scale_inv` 128x128 block
-     scales, BF16/F16/F32 upcast), drops the MTP layers (HF has no MTP forward),
-     fuses the per-expert weights into transformers v5's `gate_up_proj`/`down_proj`
-     and loads them into DeepseekV3ForCausalLM / DeepseekV2ForCausalLM built in
+     scales, BF16/F16/F32 upcast), sets the MTP layers aside, fuses the
+     per-expert weights into transformers v5's `gate_up_proj`/`down_proj` and
+     loads them into DeepseekV3ForCausalLM / DeepseekV2ForCausalLM built in
      float64 with eager attention, after filling every parameter with NaN so that
      nothing can stay randomly initialised;
+  2b. wires the MTP depths (SPEC §6) from transformers' own modules, since
+     transformers has no MTP forward: DeepseekV3DecoderLayer(config, layer_idx=L+k)
+     loaded with model.layers.L+k.*, DeepseekV3RMSNorm for enorm / hnorm /
+     shared_head.norm, nn.Linear for eh_proj / shared_head.head, nn.Embedding for
+     the layer's embed_tokens (see mtp_forward);
   3. removes every float32 step that transformers keeps inside a float64 model
      (RMSNorm, RoPE tables, attention softmax, router, V2 complex RoPE) by
      patching those functions with float64 copies of the same code, and proves
@@ -52,6 +57,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 from torch import nn
+from transformers.masking_utils import create_causal_mask
 from transformers.models.deepseek_v2 import modeling_deepseek_v2 as hf_v2
 from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf_v3
 
@@ -212,20 +218,23 @@ def self_check_fp8():
 
 
 def load_float64_state(model_dir, cfg):
-    """Checkpoint -> {original name: float64 tensor} for the main model (MTP layers dropped).
-    Returns the state and a summary of the stored dtypes."""
+    """Checkpoint -> {original name: float64 tensor} for the main model, and the same for the
+    MTP layers L..L+n-1 (SPEC §6), which transformers' model class does not hold.
+    Returns the main state, a summary of its stored dtypes, and the MTP state."""
     raw = read_tensors(model_dir)
     L = cfg["num_hidden_layers"]
-    state, dtypes = {}, {}
+    state, dtypes, mtp_state = {}, {}, {}
     for name, t in raw.items():
         if name.endswith("_scale_inv"):
             if name[: -len("_scale_inv")] not in raw:
                 raise ValueError(f"{name} has no weight {name[:-len('_scale_inv')]}")
             continue
         parts = name.split(".")
+        into = state
         if len(parts) > 2 and parts[0] == "model" and parts[1] == "layers" and int(parts[2]) >= L:
-            continue  # MTP layer L..L+n-1: transformers has no MTP forward (SPEC §6)
-        dtypes[str(t.dtype).replace("torch.", "")] = dtypes.get(str(t.dtype).replace("torch.", ""), 0) + 1
+            into = mtp_state  # MTP layer L..L+n-1: wired by hand below (mtp_forward)
+        else:
+            dtypes[str(t.dtype).replace("torch.", "")] = dtypes.get(str(t.dtype).replace("torch.", ""), 0) + 1
         if t.dtype == torch.float8_e4m3fn:
             si = raw.get(name + "_scale_inv")
             if si is None:
@@ -237,17 +246,17 @@ def load_float64_state(model_dir, cfg):
             raise ValueError(f"{name}: unexpected dtype {t.dtype}")
         if not torch.isfinite(w).all():
             raise ValueError(f"{name}: non-finite values after dequantisation")
-        state[name] = w
-    return state, dtypes
+        into[name] = w
+    return state, dtypes, mtp_state
 
 
-def to_hf_v5_names(state, cfg):
+def to_hf_v5_names(state, cfg, layers=None):
     """Fuse mlp.experts.J.{gate,up,down}_proj into transformers v5's
     mlp.experts.gate_up_proj [E, 2*Im, D] (gate rows first: forward does .chunk(2)) and
     mlp.experts.down_proj [E, D, Im]. Every other name is already HF's."""
     E = cfg.get("n_routed_experts") or 0
     out, used = {}, set()
-    for i in range(cfg["num_hidden_layers"]):
+    for i in (range(cfg["num_hidden_layers"]) if layers is None else layers):
         p = f"model.layers.{i}.mlp.experts."
         if p + "0.gate_proj.weight" not in state:
             continue
@@ -373,6 +382,127 @@ def cross_check_hf_loader(model_dir, model):
         if not torch.equal(mine[k].to(F64), theirs[k].to(F64)):
             raise AssertionError(f"from_pretrained differs on {k}")
     return "transformers from_pretrained gives identical weights (fused experts included)"
+
+# ============================================================================
+# MTP depths (SPEC §6) from transformers' own modules
+# ============================================================================
+# transformers has no MTP forward: DeepseekV3ForCausalLM drops layers >= L. The oracle wires
+# one from the same building blocks the main model uses, per SPEC §6 and nothing else:
+#   u      = eh_proj · concat(enorm(Emb(t_{i+1})), hnorm(h_i))      embedding first
+#   x      = DeepseekV3DecoderLayer(config, layer_idx=L+k)(u) at positions 0..n-1, causal,
+#            with its own (here: no) cache
+#   logits = shared_head.head · shared_head.norm(x)
+# h_i is RMSNorm_final(h_i), the main model's hidden state after model.norm. Depth k > 0 reads
+# depth k-1's output after its shared_head.norm (the choice of SPEC/ds3, as SGLang; vLLM passes
+# the pre-norm output) and the token t_{i+1+k}.
+
+MTP_NAMES = {"enorm.weight": "enorm.weight", "hnorm.weight": "hnorm.weight",
+             "eh_proj.weight": "eh_proj.weight", "shared_head.norm.weight": "shared_head_norm.weight",
+             "shared_head.head.weight": "shared_head_head.weight", "embed_tokens.weight": "embed_tokens.weight"}
+
+
+def build_mtp(cfg, model, mtp_state):
+    """nn.ModuleList of the MTP depths in float64 with exactly the checkpoint's weights (NaN
+    before loading, strict load, finite after), or (None, why not)."""
+    L = cfg["num_hidden_layers"]
+    present = sorted({int(k.split(".")[2]) for k in mtp_state})
+    if not present:
+        return None, "the checkpoint has no MTP layers"
+    if cfg["model_type"] not in ("deepseek_v3", "kimi_k2"):
+        return None, f"MTP layers of a {cfg['model_type']} checkpoint are not wired (only DeepSeek-V3's)"
+    n = cfg.get("num_nextn_predict_layers") or 0
+    if present != list(range(L, L + n)):
+        raise ValueError(f"MTP layers in the checkpoint {present}, config says {n} from {L}")
+    fused = to_hf_v5_names(mtp_state, cfg, layers=present)
+    D, V, eps = cfg["hidden_size"], cfg["vocab_size"], cfg["rms_norm_eps"]
+    depths = nn.ModuleList()
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        for i in present:
+            d = nn.Module()
+            d.block = hf_v3.DeepseekV3DecoderLayer(model.config, layer_idx=i)
+            d.enorm = hf_v3.DeepseekV3RMSNorm(D, eps=eps)
+            d.hnorm = hf_v3.DeepseekV3RMSNorm(D, eps=eps)
+            d.eh_proj = nn.Linear(2 * D, D, bias=False)
+            d.shared_head_norm = hf_v3.DeepseekV3RMSNorm(D, eps=eps)
+            d.shared_head_head = nn.Linear(D, V, bias=False)
+            d.embed_tokens = nn.Embedding(V, D)
+            depths.append(d)
+    finally:
+        torch.set_default_dtype(prev)
+    depths = depths.to(F64).eval()
+    for i, d in zip(present, depths):
+        with torch.no_grad():
+            for _, t in d.state_dict().items():
+                if t.is_floating_point():
+                    t.fill_(float("nan"))
+        pre = f"model.layers.{i}."
+        sd = {}
+        for k, v in fused.items():
+            if k.startswith(pre):
+                rest = k[len(pre):]
+                sd[MTP_NAMES.get(rest, "block." + rest)] = v
+        # the released checkpoint repeats the embedding and head under layer L; else the main ones
+        sd.setdefault("shared_head_head.weight", model.lm_head.weight.detach().clone())
+        sd.setdefault("embed_tokens.weight", model.model.embed_tokens.weight.detach().clone())
+        missing, unexpected = d.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"MTP layer {i}: state dict mismatch: missing {missing}, unexpected {unexpected}")
+        for name, t in d.state_dict().items():
+            if t.is_floating_point() and (t.dtype != F64 or not torch.isfinite(t).all()):
+                raise AssertionError(f"MTP layer {i}: {name} not assigned from the checkpoint or not float64")
+    return depths, (f"depths 0..{len(present) - 1} (layers {present}) wired from DeepseekV3DecoderLayer, "
+                    "DeepseekV3RMSNorm, nn.Linear and nn.Embedding of transformers/torch")
+
+
+def mtp_forward(model, mtp, tokens, h_norm, acts, notes, with_zero_fill=False, check_router=True, record=True):
+    """Every MTP depth on every row with a target: row i of depth k (i < T-1-k). Writes
+    mtp.k.{in, attn.out, ffn.out, out, norm, logits, moe.*} into acts; returns depth 0's logits."""
+    T = len(tokens)
+    h = h_norm
+    first = None
+    for k, d in enumerate(mtp):
+        n = T - 1 - k
+        if n <= 0:
+            break
+        ids = torch.tensor(tokens[1 + k: 1 + k + n])
+        e = d.embed_tokens(ids)
+        # SPEC §6: the embedding first in the concat
+        u = d.eh_proj(torch.cat([d.enorm(e), d.hnorm(h[:n])], dim=-1))[None]
+        pos = torch.arange(n)[None]
+        pe = model.model.rotary_emb(u, pos)
+        mask = create_causal_mask(config=model.config, inputs_embeds=u, attention_mask=None,
+                                  past_key_values=None, position_ids=pos)
+        pre = f"mtp.{k}"
+        hooks = []
+        if record:
+            def save(name):
+                def hook(_mod, _inp, out):
+                    t = out[0] if isinstance(out, (tuple, list)) else out
+                    acts[name] = t.detach()[0].clone()
+                return hook
+            hooks.append(d.block.self_attn.register_forward_hook(save(f"{pre}.attn.out")))
+            hooks.append(d.block.mlp.register_forward_hook(save(f"{pre}.ffn.out")))
+        try:
+            with torch.no_grad():
+                x = d.block(u, attention_mask=mask, position_ids=pos, position_embeddings=pe)
+                normed = d.shared_head_norm(x)[0]
+                logits = d.shared_head_head(normed)
+        finally:
+            for hk in hooks:
+                hk.remove()
+        if record:
+            acts[f"{pre}.in"] = u.detach()[0].clone()
+            acts[f"{pre}.out"] = x.detach()[0].clone()
+            acts[f"{pre}.norm"] = normed.detach().clone()
+            acts[f"{pre}.logits"] = logits.detach().clone()
+            if hasattr(d.block.mlp, "gate"):
+                capture_router(d.block.mlp.gate, pre, pre, acts, notes, with_zero_fill, check_router)
+        if first is None:
+            first = logits.detach().clone()
+        h = normed  # depth k+1 reads this depth's output after shared_head.norm
+    return first
 
 # ============================================================================
 # float64 patches: every float32 step of transformers 5.23 in a float64 model
@@ -681,12 +811,20 @@ class LowPrecisionAudit(torch.overrides.TorchFunctionMode):
         return out
 
 
-def audit(model, tokens):
-    """Run the model under LowPrecisionAudit; returns (the hits, the logits [T, V])."""
+def audit(model, tokens, mtp=None):
+    """Run the model (and the MTP depths) under LowPrecisionAudit; returns (the hits, the
+    logits [T, V], MTP depth 0's logits [T-1, V] or None)."""
     mode = LowPrecisionAudit()
-    with torch.no_grad(), mode:
-        out = model(input_ids=torch.tensor([tokens]), use_cache=False)
-    return sorted(mode.hits.items()), out.logits.detach()[0].to(F64)
+    hn = {}
+    hook = model.model.norm.register_forward_hook(lambda _m, _i, o: hn.__setitem__("h", o.detach()[0]))
+    try:
+        with torch.no_grad(), mode:
+            out = model(input_ids=torch.tensor([tokens]), use_cache=False)
+            mtp_logits = mtp_forward(model, mtp, tokens, hn["h"], {}, None, record=False) if mtp is not None else None
+    finally:
+        hook.remove()
+    return (sorted(mode.hits.items()), out.logits.detach()[0].to(F64),
+            None if mtp_logits is None else mtp_logits.to(F64))
 
 # ============================================================================
 # Capture: forward hooks on the HF modules
@@ -713,8 +851,43 @@ def zero_fill_topk(d, K):
     return order[:, :K]
 
 
-def capture(model, tokens, with_zero_fill=False, check_router=True):
-    """Run the model on tokens; return {name: tensor} (batch dim dropped) and notes."""
+def capture_router(gate, i, prefix, acts, notes, with_zero_fill, check_router):
+    """The router's choice of one MoE layer (from the patched router's record) as
+    <prefix>.moe.*, with its near-tie margins under notes["routing_margins"][i]."""
+    d = gate._ds3
+    K = d["idx"].shape[1]
+    idx, w = sort_topk(d["idx"], d["weight"], d["sel"])
+    acts[f"{prefix}.moe.topk_idx"] = idx.to(torch.int32)
+    acts[f"{prefix}.moe.topk_weight"] = w
+    acts[f"{prefix}.moe.scores"] = d["scores"].clone()
+    # near-ties: gap between the K-th and (K+1)-th masked selection score, and between the
+    # last kept and first dropped group
+    ms = torch.sort(d["masked_sel"], dim=-1, descending=True)[0]
+    margin = {"expert_gap_min": float((ms[:, K - 1] - ms[:, K]).min()) if ms.shape[1] > K else None}
+    if d["group_scores"] is not None and d["group_scores"].shape[1] > d["topk_group"]:
+        gs = torch.sort(d["group_scores"], dim=-1, descending=True)[0]
+        margin["group_gap_min"] = float((gs[:, d["topk_group"] - 1] - gs[:, d["topk_group"]]).min())
+    notes["routing_margins"][str(i)] = margin
+    if margin["expert_gap_min"] is not None and margin["expert_gap_min"] == 0.0:
+        raise AssertionError(f"layer {i}: exact tie at the top-K boundary; the expert set is ambiguous")
+    if d["denominator"] is not None:
+        den = d["denominator"]
+        if not torch.equal(den, den - 1e-20):
+            raise AssertionError("the router's +1e-20 in the normaliser changed a float64 value")
+    if check_router:
+        # the unpatched router (float32 casts and all) on the same input picks the same experts
+        orig = ORIGINAL["v3_router"] if isinstance(gate, hf_v3.DeepseekV3TopkRouter) else ORIGINAL["v2_router"]
+        _, w32, i32 = orig(gate, d["x"])
+        gate._ds3 = d
+        same = torch.sort(i32, dim=-1)[0].eq(torch.sort(d["idx"], dim=-1)[0]).all(dim=-1)
+        notes["router_f32_index_mismatch"] += int((~same).sum())
+    if with_zero_fill:
+        acts[f"{prefix}.moe.topk_idx_zero_fill"] = zero_fill_topk(d, K).to(torch.int32)
+
+
+def capture(model, tokens, with_zero_fill=False, check_router=True, mtp=None):
+    """Run the model on tokens, then the MTP depths (mtp_forward) if given; return
+    {name: tensor} (batch dim dropped) and notes."""
     acts, hooks, notes = {}, [], {"router_f32_index_mismatch": 0, "routing_margins": {}}
     m = model.model
 
@@ -742,47 +915,24 @@ def capture(model, tokens, with_zero_fill=False, check_router=True):
     acts["logits"] = out.logits.detach()[0].clone()
 
     for i in moe_layers:
-        gate = m.layers[i].mlp.gate
-        d = gate._ds3
-        K = d["idx"].shape[1]
-        idx, w = sort_topk(d["idx"], d["weight"], d["sel"])
-        acts[f"layers.{i}.moe.topk_idx"] = idx.to(torch.int32)
-        acts[f"layers.{i}.moe.topk_weight"] = w
-        acts[f"layers.{i}.moe.scores"] = d["scores"].clone()
-        # near-ties: gap between the K-th and (K+1)-th masked selection score, and between the
-        # last kept and first dropped group
-        ms = torch.sort(d["masked_sel"], dim=-1, descending=True)[0]
-        margin = {"expert_gap_min": float((ms[:, K - 1] - ms[:, K]).min()) if ms.shape[1] > K else None}
-        if d["group_scores"] is not None and d["group_scores"].shape[1] > d["topk_group"]:
-            gs = torch.sort(d["group_scores"], dim=-1, descending=True)[0]
-            margin["group_gap_min"] = float((gs[:, d["topk_group"] - 1] - gs[:, d["topk_group"]]).min())
-        notes["routing_margins"][str(i)] = margin
-        if margin["expert_gap_min"] is not None and margin["expert_gap_min"] == 0.0:
-            raise AssertionError(f"layer {i}: exact tie at the top-K boundary; the expert set is ambiguous")
-        if d["denominator"] is not None:
-            den = d["denominator"]
-            if not torch.equal(den, den - 1e-20):
-                raise AssertionError("the router's +1e-20 in the normaliser changed a float64 value")
-        if check_router:
-            # the unpatched router (float32 casts and all) on the same input picks the same experts
-            orig = ORIGINAL["v3_router"] if isinstance(gate, hf_v3.DeepseekV3TopkRouter) else ORIGINAL["v2_router"]
-            _, w32, i32 = orig(gate, d["x"])
-            gate._ds3 = d
-            same = torch.sort(i32, dim=-1)[0].eq(torch.sort(d["idx"], dim=-1)[0]).all(dim=-1)
-            notes["router_f32_index_mismatch"] += int((~same).sum())
-        if with_zero_fill:
-            acts[f"layers.{i}.moe.topk_idx_zero_fill"] = zero_fill_topk(d, K).to(torch.int32)
+        capture_router(m.layers[i].mlp.gate, i, f"layers.{i}", acts, notes, with_zero_fill, check_router)
+    if mtp is not None:
+        mtp_forward(model, mtp, tokens, acts["norm"], acts, notes, with_zero_fill, check_router)
     return acts, notes
 
 
-def f32_drift(model, tokens, acts64):
+def f32_drift(model, tokens, acts64, mtp=None):
     """Max |float32 run - float64 run| per tensor for the same patched model: a measured
     scale for the tolerance of ds3's float32 build."""
     m32 = model.float()
+    if mtp is not None:
+        mtp.float()
     try:
-        acts32, notes32 = capture(m32, tokens, check_router=False)
+        acts32, notes32 = capture(m32, tokens, check_router=False, mtp=mtp)
     finally:
         model.to(F64)
+        if mtp is not None:
+            mtp.to(F64)
     drift = {}
     for k, v in acts64.items():
         if k.endswith("zero_fill"):
@@ -810,16 +960,17 @@ def versions():
 def prepare(model_dir):
     cfg = read_config(model_dir)
     check_config_supported(cfg)
-    state, dtypes = load_float64_state(model_dir, cfg)
+    state, dtypes, mtp_state = load_float64_state(model_dir, cfg)
     set_patches(False)
     model = build_model(cfg, to_hf_v5_names(state, cfg))
-    return cfg, model, dtypes
+    mtp, mtp_note = build_mtp(cfg, model, mtp_state)
+    return cfg, model, dtypes, mtp, mtp_note
 
 
 def run_case(model_dir, out_path, case, tokens_spec, meta_extra, zero_fill=None):
     torch.set_num_threads(1)  # bit-reproducible float64 reductions
     self_check_fp8()
-    cfg, model, dtypes = prepare(model_dir)
+    cfg, model, dtypes, mtp, mtp_note = prepare(model_dir)
     vocab = cfg["vocab_size"]
     tokens = parse_tokens(tokens_spec, vocab)
     loader_check = "skipped (quantised checkpoint)"
@@ -829,18 +980,18 @@ def run_case(model_dir, out_path, case, tokens_spec, meta_extra, zero_fill=None)
     # float64 rope from transformers' own init, checked against SPEC; then the patches
     inv64, att = rope_inv_freq_f64(model)
     rope_checks = check_rope_and_scale(model, cfg, inv64, att)
-    unpatched_hits, unpatched_logits = audit(model, tokens)
+    unpatched_hits, unpatched_logits, unpatched_mtp = audit(model, tokens, mtp)
     patch_rotary(model, inv64, att)
     set_patches(True)
     try:
-        hits, _ = audit(model, tokens)
+        hits, _, _ = audit(model, tokens, mtp)
         if hits:
             raise AssertionError("float32 steps remain in the patched forward:\n" +
                                  "\n".join(f"  {w} {f} x{n}" for (w, f), n in hits))
         if zero_fill is None:
             zero_fill = cfg.get("model_type") != "deepseek_v2" and meta_extra.get("bias_shift", "0") not in ("0", "0.0")
-        acts, notes = capture(model, tokens, with_zero_fill=zero_fill)
-        drift = f32_drift(model, tokens, acts)
+        acts, notes = capture(model, tokens, with_zero_fill=zero_fill, mtp=mtp)
+        drift = f32_drift(model, tokens, acts, mtp)
     finally:
         set_patches(False)
 
@@ -866,6 +1017,11 @@ def run_case(model_dir, out_path, case, tokens_spec, meta_extra, zero_fill=None)
     unpatched_diff = float((unpatched_logits - acts["logits"]).abs().max())
     if unpatched_diff > 1e-3 * float(acts["logits"].abs().max()):
         raise AssertionError(f"patched and unpatched transformers differ by {unpatched_diff} on the logits")
+    unpatched_mtp_diff = None
+    if unpatched_mtp is not None:
+        unpatched_mtp_diff = float((unpatched_mtp - acts["mtp.0.logits"]).abs().max())
+        if unpatched_mtp_diff > 1e-3 * float(acts["mtp.0.logits"].abs().max()):
+            raise AssertionError(f"patched and unpatched transformers differ by {unpatched_mtp_diff} on mtp.0.logits")
 
     tensors = {"tokens": torch.tensor(tokens, dtype=torch.int32)}
     tensors.update({k: v.contiguous() for k, v in sorted(acts.items())})
@@ -894,7 +1050,14 @@ def run_case(model_dir, out_path, case, tokens_spec, meta_extra, zero_fill=None)
         "router_f32_vs_f64_index_rows_differing": str(notes["router_f32_index_mismatch"]),
         "routing_margins": json.dumps(notes["routing_margins"], sort_keys=True),
         "f32_drift": json.dumps(drift, sort_keys=True),
-        "mtp": "not included: transformers has no MTP forward; MTP layers of the checkpoint were ignored",
+        "mtp": ("not included: " + mtp_note) if mtp is None else (
+            "mtp.K.*: " + mtp_note + "; row i of depth K: u = eh_proj(cat(enorm(Emb(t[i+1+K])), "
+            "hnorm(H[i]))), H = the main model's output after model.norm (K = 0) or depth K-1's output "
+            "after its shared_head.norm (K > 0); x = DeepseekV3DecoderLayer(u) at positions 0..T-2-K with "
+            "a causal mask of its own (transformers' create_causal_mask); mtp.K.in = u, "
+            "mtp.K.attn.out / ffn.out (hooks), mtp.K.out = x, mtp.K.norm = shared_head.norm(x), "
+            "mtp.K.logits = shared_head.head(norm), mtp.K.moe.* from the (patched) router"),
+        "unpatched_hf_mtp_logits_max_abs_diff": repr(unpatched_mtp_diff),
     }
     if "zero_fill_rows_differing" in notes:
         meta["zero_fill"] = (
@@ -964,8 +1127,8 @@ def run_all(args):
         a, b = written["tiny-f32"], written["tiny-long"]
         T = a["tokens"].shape[0]
         assert torch.equal(a["tokens"], b["tokens"][:T])
-        worst = max(float((a[k] - b[k][:T]).abs().max()) for k in a if a[k].is_floating_point())
-        same_idx = all(torch.equal(a[k], b[k][:T]) for k in a if k.endswith("topk_idx"))
+        worst = max(float((a[k] - b[k][:a[k].shape[0]]).abs().max()) for k in a if a[k].is_floating_point())
+        same_idx = all(torch.equal(a[k], b[k][:a[k].shape[0]]) for k in a if k.endswith("topk_idx"))
         print(f"check: tiny-long rows 0..{T - 1} vs tiny-f32: max |diff| {worst:.3g}, "
               f"topk_idx equal: {same_idx}")
         if worst > 1e-10 or not same_idx:
@@ -999,17 +1162,17 @@ def main():
         ap.error("--model is required (or --all)")
     if args.audit:
         torch.set_num_threads(1)
-        cfg, model, _ = prepare(args.model)
+        cfg, model, _, mtp, _ = prepare(args.model)
         toks = parse_tokens(args.tokens, cfg["vocab_size"])
-        print("unpatched transformers, float64 model: calls with a float32/complex64 result")
-        hits0, logits0 = audit(model, toks)
+        print("unpatched transformers, float64 model (and MTP): calls with a float32/complex64 result")
+        hits0, logits0, _ = audit(model, toks, mtp)
         for (w, f), n in hits0:
             print(f"  {w:60s} {f} x{n}")
         inv64, att = rope_inv_freq_f64(model)
         patch_rotary(model, inv64, att)
         set_patches(True)
         try:
-            hits, logits1 = audit(model, toks)
+            hits, logits1, _ = audit(model, toks, mtp)
         finally:
             set_patches(False)
         print(f"patched: {len(hits)} such calls; max |logits unpatched - patched| = "
