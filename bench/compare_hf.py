@@ -2,15 +2,19 @@
 """bench/compare_hf.py — the same checkpoint in Hugging Face transformers on CPU, timed the
 way bench_ds3 times ds3, so `make bench` can print how many times faster ds3 is.
 
-    python bench/compare_hf.py --model DIR [--csv FILE] [--threads N] [--runs R] [--steps N]
+    python bench/compare_hf.py --model DIR [--csv FILE] [--dtype float32|bfloat16]
+                               [--threads N] [--runs R] [--steps N]
 
 What runs: transformers' DeepseekV3ForCausalLM built from the checkpoint's config.json with
 transformers' default kernels (attention "sdpa", experts "grouped_mm" where it dispatches,
-else "eager"; the JSON says which), weights in float32 (fp8 weights dequantised exactly
-with their 128x128 block scales, as tools/gen_ref.py does; MTP layers dropped, transformers
-has no MTP forward). float32 is the fair comparison: ds3 computes in float32 too. Only if the
-float32 model would not fit in the memory available does it fall back to bfloat16, and it
-says so in the JSON ("dtype").
+else "eager"; the JSON says which), MTP layers dropped (transformers has no MTP forward),
+fp8 weights dequantised exactly with their 128x128 block scales as tools/gen_ref.py does,
+then held in --dtype:
+    float32   (default) the fair comparison: ds3 computes in float32 too;
+    bfloat16  what from_pretrained(dtype="auto") gives a bf16 checkpoint, the way most
+              people would run it.
+If float32 would not fit in the memory available it falls back to bfloat16 and says so in
+the JSON ("dtype"); if bfloat16 would not fit either, it prints {"skipped": ...}.
 
 Measured, with torch.set_num_threads(N) (N = ds3's thread count), after one warm-up each:
     prefill   one forward over 64 tokens, logits for every position (median of R runs)
@@ -20,7 +24,8 @@ Measured, with torch.set_num_threads(N) (N = ds3's thread count), after one warm
 Token ids are the 64-bit LCG of tools/gen_ref.py (seed 1), the ones bench_ds3 feeds ds3.
 Prints one JSON object on stdout. With --csv, appends rows hf_prefill and hf_decode, and,
 for every ds3 row of the same measurement already in the CSV (metric prefill at 64 tokens
-or decode at context 16, same thread count), a row speedup_vs_hf_* = ds3 / transformers.
+or decode at context 16, same thread count), a row speedup_vs_hf_f32_* (or _hf_bf16_) =
+ds3 / transformers.
 """
 import argparse
 import csv
@@ -138,6 +143,8 @@ def main():
     ap.add_argument("--csv")
     ap.add_argument("--name", default="small")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="transformers' compute dtype (bfloat16: what dtype='auto' gives a bf16 checkpoint)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()
@@ -163,10 +170,13 @@ def main():
                     continue
                 n_params += math.prod(f.get_slice(name).get_shape())
     avail = mem_available()
-    dtype, note = torch.float32, "float32 (as ds3 computes)"
-    if avail is not None and 2.3 * 4 * n_params > avail:
+    if args.dtype == "bfloat16":
+        dtype, note = torch.bfloat16, "bfloat16 (asked for)"
+    else:
+        dtype, note = torch.float32, "float32 (as ds3 computes)"
+    if dtype == torch.float32 and avail is not None and 2.3 * 4 * n_params > avail:
         dtype, note = torch.bfloat16, "bfloat16: float32 would not fit in the memory available"
-        if 2.3 * 2 * n_params > avail:
+    if avail is not None and 2.3 * 2 * n_params > avail:
             print(json.dumps({"skipped": f"needs ~{2.3 * 2 * n_params / 1e9:.1f} GB, {avail / 1e9:.1f} GB available"}))
             return 0
 
@@ -241,13 +251,13 @@ def main():
                 continue
             if r["metric"] == "prefill" and r["tokens"] == "64":
                 ratio = float(r["value"]) / pre[0]
-                out_rows.append(["speedup_vs_hf_prefill", args.name, r["dtype"], th, 64, 0, 1, ratio, ratio, ratio,
+                out_rows.append([f"speedup_vs_{hf_dtype.replace('-', '_')}_prefill", args.name, r["dtype"], th, 64, 0, 1, ratio, ratio, ratio,
                                  "x", "", "", ""])
             if r["metric"] == "decode" and r["context"] == "16":
                 ratio = float(r["value"]) / dec[0]
-                out_rows.append(["speedup_vs_hf_decode", args.name, r["dtype"], th, r["tokens"], 16, 1, ratio, ratio,
+                out_rows.append([f"speedup_vs_{hf_dtype.replace('-', '_')}_decode", args.name, r["dtype"], th, r["tokens"], 16, 1, ratio, ratio,
                                  ratio, "x", "", "", ""])
-                print(f"compare_hf: ds3 {r['dtype']} decodes {ratio:.2f}x as fast as transformers "
+                print(f"compare_hf: ds3 {r['dtype']} decodes {ratio:.2f}x as fast as transformers in {hf_dtype[3:]} "
                       f"({float(r['value']):.2f} vs {dec[0]:.2f} tok/s, {th} threads)", file=sys.stderr)
         with open(args.csv, "a", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
