@@ -73,6 +73,7 @@ help:
 	@echo "make test-quick the fp32 build's tests only"
 	@echo "make test SAN=1 the same tests built with ASan + UBSan (build-san/, build-f64-san/)"
 	@echo "make fuzz       run each libFuzzer target FUZZ_SECONDS (60) with ASan + UBSan (build-fuzz/)"
+	@echo "make valgrind   every test under valgrind memcheck (NO_OMP=1 build in build-vg/)"
 	@echo "make deps       install missing build dependencies (scripts/install-deps.sh)"
 	@echo "make clean      remove every build directory"
 	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  SAN=1  CC=clang"
@@ -180,7 +181,12 @@ ifneq (,$(findstring x86_64,$(shell $(FUZZ_CC) -dumpmachine 2>/dev/null)))
 $(FUZZ_DIR)/obj/linear_avx2.o: FUZZ_CFLAGS += -mavx2
 endif
 
-$(FUZZ_DIR)/obj/%.o: src/%.c
+# clang and its libFuzzer runtime, installed when missing (once).
+$(FUZZ_DIR)/.deps-ok: scripts/install-deps.sh
+	@CC=$(FUZZ_CC) BLAS=none NO_OMP=1 FUZZ=1 sh scripts/install-deps.sh
+	@mkdir -p $(FUZZ_DIR) && touch $@
+
+$(FUZZ_DIR)/obj/%.o: src/%.c | $(FUZZ_DIR)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
@@ -189,14 +195,23 @@ $(FUZZ_DIR)/libds3.a: $(FUZZ_LIB_OBJ)
 
 # A target that #includes a library source defines that file's symbols
 # itself, so the archive's copy is never pulled in.
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DIR)/libds3.a cli/args.c
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DIR)/libds3.a cli/args.c | $(FUZZ_DIR)/.deps-ok
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(if $(filter fuzz_tokens,$(notdir $@)),cli/args.c) \
 	    $(FUZZ_DIR)/libds3.a $(filter-out -lopenblas%,$(LDLIBS))
 
 -include $(wildcard $(FUZZ_DIR)/*.d $(FUZZ_DIR)/obj/*.d)
 
+# ---- valgrind: every test program under memcheck (docs/ROBUSTNESS.md) ----
+VG_DIR := build-vg
+.PHONY: valgrind
+# Run every test under valgrind: a NO_OMP=1 build in build-vg/ (slow: minutes).
+valgrind:
+	@$(MAKE) --no-print-directory NO_OMP=1 BUILD=$(VG_DIR) all tests-bin-f64
+	@sh scripts/make-models.sh $(VG_DIR)/ds3 $(VG_DIR)/models
+	@sh tests/valgrind.sh $(VG_DIR) $(VG_DIR)/models
+
 # Remove all build outputs.
 clean:
-	rm -rf build build-f64 build-san build-f64-san build-fuzz
+	rm -rf build build-f64 build-san build-f64-san build-fuzz build-vg
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

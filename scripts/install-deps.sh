@@ -20,6 +20,7 @@
 #   BLAS=none   OpenBLAS is not needed
 #   NO_OMP=1    OpenMP is not needed
 #   GNUPLOT=1   gnuplot too (gnuplot-nox): optional, only for `make bench`'s plot
+#   FUZZ=1      libFuzzer too (libclang-rt-dev): only for `make fuzz`, with CC=clang
 # --check       report what is missing (exit 1 if anything), install nothing.
 #
 # POSIX sh: runs under dash, in CI (root, CI=true, no stdin).
@@ -30,7 +31,7 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -38,6 +39,7 @@ CC=${CC:-cc}
 BLAS=${BLAS:-openblas}
 NO_OMP=${NO_OMP:-}
 GNUPLOT=${GNUPLOT:-}
+FUZZ=${FUZZ:-}
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "install-deps: $*" >&2; }
@@ -92,6 +94,13 @@ int main(void) { float a = 1, b = 2; return (int)cblas_sdot(1, &a, 1, &b, 1) - 2
     try cjson '#include <cjson/cJSON.h>
 int main(void) { cJSON *j = cJSON_Parse("[1]"); int ok = j != 0; cJSON_Delete(j); return !ok; }' \
         -lcjson || { missing="$missing libcjson-dev"; what="$what cJSON"; }
+    # libFuzzer's runtime ships apart from clang on Debian (libclang-rt-N-dev).
+    if [ -n "$FUZZ" ]; then
+        try fuzz '#include <stddef.h>
+#include <stdint.h>
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }' \
+            -fsanitize=fuzzer,address,undefined || { missing="$missing libclang-rt-dev"; what="$what libFuzzer"; }
+    fi
     if [ -z "$NO_OMP" ]; then
         if ! try omp '#include <omp.h>
 int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }' -fopenmp; then
