@@ -270,6 +270,7 @@ static const char *const help_run =
 
 static const char *const help_dump =
     "usage: ds3 dump -m DIR --tokens IDS -o OUT.safetensors [--attn naive|absorb] [--decode-from K]\n"
+    "                [--emulate bf16|fp8[,OPTIONS]]\n"
     "\n"
     "Run the prompt and write the named activations of every position (embed,\n"
     "layers.N.*, norm, logits, and mtp.K.* for each MTP depth the checkpoint has;\n"
@@ -280,7 +281,10 @@ static const char *const help_dump =
     "  -o, --output FILE   output file (written via a temporary name)\n"
     "  --attn MODE         absorb (default) or naive\n"
     "  --decode-from K     forward the first K tokens in one call, then the rest one\n"
-    "                      at a time (0 < K <= number of tokens); default: one call\n";
+    "                      at a time (0 < K <= number of tokens); default: one call\n"
+    "  --emulate SPEC      round where a GPU build rounds: bf16, or fp8 (bf16 plus FP8\n"
+    "                      inputs of FP8 linears); options ue8m0, router-f32, point\n"
+    "                      names to keep only those (docs/COMPARING.md, Emulation)\n";
 
 static void help_exit(const char *text) {
     fputs(text, stdout);
@@ -524,8 +528,14 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
     const char *model = NULL, *tokstr = NULL, *out = NULL, *v;
     ds3_attn_mode attn = DS3_ATTN_ABSORB;
     long decode_from = 0;   /* 0: one call for all positions */
+    const char *emulate = NULL;
+    ds3_emulation emu = {DS3_EMULATE_NONE, 0, 0};
     for (int i = 0; i < argc; i++) {
         if (is_help(argv[i])) help_exit(help_dump);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--emulate"))) {
+            if (ds3_emulation_parse(v, &emu) != DS3_OK) usage_error("--emulate: %s", ds3_last_error());
+            emulate = v;
+        }
         else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
         else if ((v = opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
         else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
@@ -550,6 +560,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
 
     ds3_state *s = NULL;
     if ((st = ds3_state_new(m, T, attn, &s)) != DS3_OK) lib_die(st, "creating state");
+    if ((st = ds3_set_emulation(s, &emu)) != DS3_OK) lib_die(st, "--emulate");
     if ((st = ds3_dump_begin(s, T)) != DS3_OK) lib_die(st, "dump");
 
     /* Logits are captured by the forward pass itself while dumping; row i of
@@ -573,6 +584,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         "tokens", canon,
         "attn", attn == DS3_ATTN_NAIVE ? "naive" : "absorb",
         "decode_from", dfrom,
+        "emulate", emulate ? emulate : "none",
         NULL,
     };
     if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) lib_die(st, "dump");

@@ -196,6 +196,56 @@ typedef int (*ds3_token_fn)(void *user, int32_t token);
 ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const ds3_real *logits, int n_gen,
                              int n_draft, int32_t *out, ds3_token_fn on_token, void *user, ds3_spec_stats *stats);
 
+/* ---- emulation of GPU rounding ---------------------------------------------- */
+
+/*
+ * Round where a GPU build rounds (SPEC §7), so that ds3 can stand in for a
+ * bf16 or FP8 build, or show which rounding explains a difference
+ * (docs/COMPARING.md, "Emulation"). Off by default; when off, nothing changes
+ * in the forward pass.
+ *   DS3_EMULATE_BF16  bf16 activations at every point below, fp32 accumulation;
+ *   DS3_EMULATE_FP8   the same, plus the official w8a8 path's FP8 quantisation
+ *                     of the inputs of F8_E4M3 linears (per 128, amax/448).
+ * `points` selects the rounding points (0: all of the mode's). Not thread-safe
+ * against a forward pass running on the same state.
+ */
+typedef enum { DS3_EMULATE_NONE = 0, DS3_EMULATE_BF16, DS3_EMULATE_FP8 } ds3_emulate_mode;
+
+enum {
+    DS3_EMUL_RESIDUAL = 1u << 0,   /* embedding and residual stream after each add */
+    DS3_EMUL_NORM = 1u << 1,       /* RMSNorm outputs (normalised, rounded, times weight, rounded) */
+    DS3_EMUL_LINEAR = 1u << 2,     /* every projection's output, logits included */
+    DS3_EMUL_WEIGHTS = 1u << 3,    /* F32/F16 weights (and F8 in bf16 mode) held as bf16 */
+    DS3_EMUL_ROPE = 1u << 4,       /* q_pe, k_pe after the rotation */
+    DS3_EMUL_SCORES = 1u << 5,     /* attention scores before the softmax */
+    DS3_EMUL_PROBS = 1u << 6,      /* attention probabilities */
+    DS3_EMUL_ATTN = 1u << 7,       /* per-head attention outputs (absorbed: q_c, o_c too) */
+    DS3_EMUL_ACT = 1u << 8,        /* silu(gate) and silu(gate)·up */
+    DS3_EMUL_ROUTER = 1u << 9,     /* the router as the official code computes it in bf16 */
+    DS3_EMUL_COMBINE = 1u << 10,   /* MoE sum in bf16, ascending expert index, then + shared */
+    DS3_EMUL_ACTQUANT = 1u << 11,  /* fp8 only: FP8 inputs of F8_E4M3 linears */
+    DS3_EMUL_ALL = (1u << 12) - 1,
+    /* A flavour, not in ALL: RoPE as transformers computes it in bf16 (cos/sin
+     * rounded to bf16, each product and sum rounded) instead of the official
+     * code's fp32 rotation rounded once. */
+    DS3_EMUL_ROPE_BF16 = 1u << 12,
+};
+
+typedef struct {
+    ds3_emulate_mode mode;
+    int ue8m0;          /* fp8: activation scales rounded up to a power of two */
+    unsigned points;    /* DS3_EMUL_* bits; 0 = all of the mode's */
+} ds3_emulation;
+
+/* Set (or, with NULL or DS3_EMULATE_NONE, clear) the state's emulation. */
+ds3_status ds3_set_emulation(ds3_state *s, const ds3_emulation *e);
+/* Parse "none", "bf16", "fp8" followed by comma-separated options: "ue8m0"
+ * (fp8), "router-f32" (leave the router in fp32, as transformers does),
+ * "rope-bf16" (DS3_EMUL_ROPE_BF16), "hf" (both: transformers' flavour), point
+ * names (residual, norm, linear, weights, rope, scores, probs, attn, act,
+ * router, combine, actquant) to keep only those, "-NAME" to leave one out. */
+ds3_status ds3_emulation_parse(const char *spec, ds3_emulation *out);
+
 #ifdef __cplusplus
 }
 #endif

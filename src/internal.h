@@ -315,12 +315,18 @@ void ds3_rope(ds3_real *x, const double *freqs, double attn_factor, int Dr, int 
  * (s at idx, normalised if norm_topk_prob, times routed_scaling_factor). */
 void ds3_moe_route(int32_t *idx, ds3_real *weight, ds3_real *s, const ds3_real *logits,
                    const ds3_real *bias, const ds3_config *c, ds3_real *scratch);
+/* Its two halves (ds3_moe_route is scores then select): s[E] from the logits,
+ * then idx and weight from s; emulation rounds s in between. */
+void ds3_moe_scores(ds3_real *s, const ds3_real *logits, const ds3_config *c);
+void ds3_moe_select(int32_t *idx, ds3_real *weight, const ds3_real *s, const ds3_real *bias, const ds3_config *c,
+                    ds3_real *scratch);
 
 /* ========================================================================== */
 /* Inference state                                                             */
 /* ========================================================================== */
 
 typedef struct ds3_dumper ds3_dumper;
+typedef struct ds3_emul ds3_emul;
 
 /* Per-layer MLA cache. Absorbed: c [max_seq][C] and k_pe [max_seq][Dr].
  * Naive: k [max_seq][H][Dn+Dr] and v [max_seq][H][Dv]. */
@@ -367,6 +373,8 @@ struct ds3_state {
     ds3_hwin *hmtp;                      /* [n_mtp] depth k's outputs after its shared_head.norm */
     bool mtp_on;                         /* ds3_state_set_mtp: forward calls run the MTP depths too */
     int mtp_done;                        /* depth-0 rows 0..mtp_done-1 hold their true inputs */
+
+    ds3_emul *emul;                      /* ds3_set_emulation; NULL: off (emulate.c) */
 };
 
 /* Sublayers (mla.c, mlp.c, moe.c). Each carves its scratch from s->work; the
@@ -440,5 +448,46 @@ void ds3_dumper_free(ds3_dumper *d);
 void ds3_dump_rows(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, const int64_t *inner,
                    int row0, int nrows, const void *data);
 ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv);
+
+/* ========================================================================== */
+/* ---- emulation ---- (emulate.c): GPU rounding points, off unless set          */
+/* ========================================================================== */
+/* Each function is the plain one when the state's emulation is off (or the
+ * point is not selected), so call sites read the same either way. */
+
+/* Is rounding point `point` (DS3_EMUL_*) on for this state? */
+bool ds3_emul_has(const ds3_state *s, unsigned point);
+/* Round x[n] to bf16 in place if `point` is on. */
+void ds3_emul_round(const ds3_state *s, ds3_real *x, size_t n, unsigned point);
+/* Weights dequantised outside ds3_linear (absorbed MLA's kv_b_proj): to bf16
+ * unless stored as BF16. */
+void ds3_emul_weights(const ds3_state *s, ds3_real *w, size_t n, ds3_dtype stored);
+/* Attention scores with the scores point: the loop computes unscaled dot
+ * products times ds3_emul_score_scale (the scale itself when off, 1 when
+ * emulating), then ds3_emul_scores rounds q·k, scales and rounds again
+ * (nothing when off). The absorbed form sums its two dot products with
+ * ds3_emul_score2 when emulating. */
+ds3_real ds3_emul_score_scale(const ds3_state *s, ds3_real scale);
+void ds3_emul_scores(const ds3_state *s, ds3_real *sc, size_t n, ds3_real scale);
+ds3_real ds3_emul_score2(const ds3_state *s, ds3_real d1, ds3_real d2);
+/* ds3_rope, or with DS3_EMUL_ROPE_BF16 transformers' bf16 rotation. */
+void ds3_rope_em(const ds3_state *s, ds3_real *x, const double *freqs, double attn_factor, int Dr, int pos);
+/* ds3_rmsnorm with the norm point's two roundings. */
+void ds3_rmsnorm_em(const ds3_state *s, ds3_real *out, const ds3_real *x, const ds3_real *w, int n, double eps);
+/* ds3_linear with FP8 input quantisation, bf16 weights and a bf16 output. */
+void ds3_linear_em(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
+/* ds3_mlp through ds3_linear_em, with the act point (mlp.c). */
+void ds3_mlp_em(const ds3_state *s, ds3_real *out, const ds3_real *x, const ds3_ffn *f, int W, int T,
+                ds3_real *work);
+/* The router (moe.c calls these around ds3_moe_scores / ds3_moe_select). */
+void ds3_router_logits_em(const ds3_state *s, ds3_real *logits, const ds3_real *x, const ds3_tensor *gate, int T);
+void ds3_router_scores_em(const ds3_state *s, ds3_real *scores, int E);
+void ds3_router_weights_em(const ds3_state *s, ds3_real *w, const ds3_real *scores, const int32_t *idx);
+/* y = Σ_k w·expert_k in bf16, ascending expert index, + shared (may be NULL). */
+void ds3_combine_em(const ds3_state *s, ds3_real *out, const ds3_real *ye, const int32_t *slot, const int32_t *idx,
+                    const ds3_real *w, const ds3_real *shared, int T, int K, int D);
+void ds3_emul_free(ds3_emul *e);
+/* Free this thread's emulation scratch (regrown on the next call). */
+void ds3_emul_release(void);
 
 #endif /* DS3_INTERNAL_H */

@@ -59,6 +59,7 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
               Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, Rq = c->q_lora_rank, S = s->max_seq;
     const int Dq = Dn + Dr;  /* one head's query width */
     const ds3_real scale = (ds3_real)s->m->attn_scale;
+    const ds3_real smul = ds3_emul_score_scale(s, scale);  /* scale, or 1 when emulation scales later */
     const double *freqs = s->m->rope_freqs;
     const double afac = s->m->rope_attn_factor;
 
@@ -71,23 +72,25 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
     /* ---- queries: low-rank (q-LoRA) or one projection ---------------------- */
     if (Rq > 0) {
         ds3_real *qa = carve(&cur, (size_t)T * Rq);
-        ds3_linear(qa, x, &l->q_a_proj, T);
+        ds3_linear_em(s, qa, x, &l->q_a_proj, T);
         for (int t = 0; t < T; t++)
-            ds3_rmsnorm(qa + (size_t)t * Rq, qa + (size_t)t * Rq, l->q_a_layernorm, Rq, c->rms_norm_eps);
-        ds3_linear(q, qa, &l->q_b_proj, T);
+            ds3_rmsnorm_em(s, qa + (size_t)t * Rq, qa + (size_t)t * Rq, l->q_a_layernorm, Rq, c->rms_norm_eps);
+        ds3_linear_em(s, q, qa, &l->q_b_proj, T);
     } else {
-        ds3_linear(q, x, &l->q_proj, T);
+        ds3_linear_em(s, q, x, &l->q_proj, T);
     }
 
     /* ---- the latent and the shared rotary key, into the cache -------------- */
-    ds3_linear(kvx, x, &l->kv_a_proj_with_mqa, T);
+    ds3_linear_em(s, kvx, x, &l->kv_a_proj_with_mqa, T);
     for (int t = 0; t < T; t++) {
         int pos = start + t;
         ds3_real *row = kvx + (size_t)t * (C + Dr);
-        ds3_rmsnorm(row, row, l->kv_a_layernorm, C, c->rms_norm_eps);  /* c: latent */
-        ds3_rope(row + C, freqs, afac, Dr, pos);                       /* k_pe */
-        for (int h = 0; h < H; h++) ds3_rope(q + ((size_t)t * H + h) * Dq + Dn, freqs, afac, Dr, pos);
+        ds3_rmsnorm_em(s, row, row, l->kv_a_layernorm, C, c->rms_norm_eps);  /* c: latent */
+        ds3_rope_em(s, row + C, freqs, afac, Dr, pos);                 /* k_pe */
+        for (int h = 0; h < H; h++) ds3_rope_em(s, q + ((size_t)t * H + h) * Dq + Dn, freqs, afac, Dr, pos);
     }
+    ds3_emul_round(s, q, (size_t)T * H * Dq, DS3_EMUL_ROPE);       /* q_pe (q_nope is bf16 already) */
+    ds3_emul_round(s, kvx, (size_t)T * (C + Dr), DS3_EMUL_ROPE);   /* k_pe (c is bf16 already) */
 
     if (s->attn == DS3_ATTN_ABSORB) {
         for (int t = 0; t < T; t++) {
@@ -101,6 +104,7 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
         ds3_real *oc = carve(&cur, (size_t)T * H * C);
         DS3_ASSERT((size_t)(cur - s->work) <= s->work_size);
         ds3_tensor_rows(wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
+        ds3_emul_weights(s, wkvb, (size_t)H * (Dn + Dv) * C, l->kv_b_proj.dtype);
 
         /* Each (token, head) pair is independent and writes only its own rows. */
 #pragma omp parallel for schedule(static)
@@ -117,11 +121,19 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
             for (int k = 0; k < C; k++) qch[k] = 0;
             for (int d = 0; d < Dn; d++)
                 for (int k = 0; k < C; k++) qch[k] += qh[d] * wuk[(size_t)d * C + k];
+            ds3_emul_round(s, qch, (size_t)C, DS3_EMUL_ATTN);
 
             /* Causal: position pos sees keys 0..pos. */
-            for (int u = 0; u <= pos; u++)
-                sc[u] = (dot(qch, kv->c + (size_t)u * C, C) + dot(qh + Dn, kv->k_pe + (size_t)u * Dr, Dr)) * scale;
+            if (!s->emul)
+                for (int u = 0; u <= pos; u++)
+                    sc[u] = (dot(qch, kv->c + (size_t)u * C, C) + dot(qh + Dn, kv->k_pe + (size_t)u * Dr, Dr)) * scale;
+            else
+                for (int u = 0; u <= pos; u++)
+                    sc[u] = ds3_emul_score2(s, dot(qch, kv->c + (size_t)u * C, C),
+                                            dot(qh + Dn, kv->k_pe + (size_t)u * Dr, Dr));
+            ds3_emul_scores(s, sc, (size_t)pos + 1, scale);
             ds3_softmax(sc, pos + 1);
+            ds3_emul_round(s, sc, (size_t)pos + 1, DS3_EMUL_PROBS);
 
             /* Attend in latent space, then expand with W_UV. */
             for (int k = 0; k < C; k++) och[k] = 0;
@@ -129,7 +141,9 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
                 const ds3_real *cu = kv->c + (size_t)u * C;
                 for (int k = 0; k < C; k++) och[k] += sc[u] * cu[k];
             }
+            ds3_emul_round(s, och, (size_t)C, DS3_EMUL_ATTN);
             for (int e = 0; e < Dv; e++) o[(size_t)th * Dv + e] = dot(wuv + (size_t)e * C, och, C);
+            ds3_emul_round(s, o + (size_t)th * Dv, (size_t)Dv, DS3_EMUL_ATTN);
         }
     } else {
         /* Naive: expand the latent into per-head keys and values, cache those. */
@@ -144,7 +158,7 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
         /* Pack the latents c contiguously ([T][C]) as the GEMM's input. */
         for (int t = 0; t < T; t++)
             memmove(kvx + (size_t)t * C, kvx + (size_t)t * (C + Dr), C * sizeof(ds3_real));
-        ds3_linear(kvb, kvx, &l->kv_b_proj, T);
+        ds3_linear_em(s, kvb, kvx, &l->kv_b_proj, T);
         for (int t = 0; t < T; t++) {
             size_t pos = (size_t)(start + t);
             for (int h = 0; h < H; h++) {
@@ -160,17 +174,20 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
             int t = th / H, h = th % H, pos = start + t;
             const ds3_real *qh = q + (size_t)th * Dq;
             ds3_real *sc = scores + (size_t)th * S;
-            for (int u = 0; u <= pos; u++) sc[u] = dot(qh, kv->k + ((size_t)u * H + h) * Dq, Dq) * scale;
+            for (int u = 0; u <= pos; u++) sc[u] = dot(qh, kv->k + ((size_t)u * H + h) * Dq, Dq) * smul;
+            ds3_emul_scores(s, sc, (size_t)pos + 1, scale);
             ds3_softmax(sc, pos + 1);
+            ds3_emul_round(s, sc, (size_t)pos + 1, DS3_EMUL_PROBS);
             ds3_real *oh = o + (size_t)th * Dv;
             for (int e = 0; e < Dv; e++) oh[e] = 0;
             for (int u = 0; u <= pos; u++) {
                 const ds3_real *vu = kv->v + ((size_t)u * H + h) * Dv;
                 for (int e = 0; e < Dv; e++) oh[e] += sc[u] * vu[e];
             }
+            ds3_emul_round(s, oh, (size_t)Dv, DS3_EMUL_ATTN);
         }
     }
 
     /* out = o_proj · concat_h o[h] */
-    ds3_linear(out, o, &l->o_proj, T);
+    ds3_linear_em(s, out, o, &l->o_proj, T);
 }

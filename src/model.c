@@ -114,6 +114,8 @@ void ds3_state_free(ds3_state *s) {
     free(s->hmtp);
     free(s->dump_logits);
     ds3_dumper_free(s->dump);
+    ds3_emul_free(s->emul);
+    ds3_emul_release();
     ds3_linear_release();
     free(s);
 }
@@ -157,19 +159,21 @@ void ds3_layer_forward(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T
 
     /* attention sublayer */
     for (int t = 0; t < T; t++)
-        ds3_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, l->input_layernorm, D, c->rms_norm_eps);
+        ds3_rmsnorm_em(s, s->xn + (size_t)t * D, s->x + (size_t)t * D, l->input_layernorm, D, c->rms_norm_eps);
     ds3_mla(s, l, kv, s->y, s->xn, T, start);
     DUMP_D(s, start, T, s->y, "%s.attn.out", prefix);
     for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->y[i];
+    ds3_emul_round(s, s->x, (size_t)T * D, DS3_EMUL_RESIDUAL);
 
     /* feed-forward sublayer */
     for (int t = 0; t < T; t++)
-        ds3_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, l->post_attention_layernorm, D,
-                    c->rms_norm_eps);
+        ds3_rmsnorm_em(s, s->xn + (size_t)t * D, s->x + (size_t)t * D, l->post_attention_layernorm, D,
+                       c->rms_norm_eps);
     if (l->is_moe) ds3_moe(s, l, s->y, s->xn, T, start, prefix);
-    else ds3_mlp(s->y, s->xn, &l->mlp, c->intermediate_size, T, s->work);
+    else ds3_mlp_em(s, s->y, s->xn, &l->mlp, c->intermediate_size, T, s->work);
     DUMP_D(s, start, T, s->y, "%s.ffn.out", prefix);
     for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->y[i];
+    ds3_emul_round(s, s->x, (size_t)T * D, DS3_EMUL_RESIDUAL);
     DUMP_D(s, start, T, s->x, "%s.out", prefix);
 }
 
@@ -180,6 +184,7 @@ static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start,
     const int D = c->hidden_size;
 
     for (int t = 0; t < T; t++) ds3_tensor_rows(s->x + (size_t)t * D, &m->embed_tokens, tokens[t], 1);
+    ds3_emul_round(s, s->x, (size_t)T * D, DS3_EMUL_RESIDUAL);
     DUMP_D(s, start, T, s->x, "embed");
 
     char prefix[32];
@@ -191,13 +196,13 @@ static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start,
     /* RMSNorm_final(h) stays in the state: the MTP rows read it (SPEC §6). */
     ds3_real *hn = ds3_hwin_begin(&s->hfinal, start, D);
     for (int t = 0; t < T; t++)
-        ds3_rmsnorm(hn + (size_t)t * D, s->x + (size_t)t * D, m->norm, D, c->rms_norm_eps);
+        ds3_rmsnorm_em(s, hn + (size_t)t * D, s->x + (size_t)t * D, m->norm, D, c->rms_norm_eps);
     s->hfinal.n += T;
     DUMP_D(s, start, T, hn, "norm");
 
     if (!logits && s->dump) logits = s->dump_logits;
     if (logits) {
-        ds3_linear(logits, hn, &m->lm_head, T);
+        ds3_linear_em(s, logits, hn, &m->lm_head, T);
         int64_t v = c->vocab_size;
         ds3_dump_act(s, DS3_DT_REAL, 1, &v, start, T, logits, "logits");
     }

@@ -43,12 +43,12 @@ static int argmax_free(const ds3_real *v, const unsigned char *taken, int n) {
 
 void ds3_moe_route(int32_t *idx, ds3_real *weight, ds3_real *s, const ds3_real *logits,
                    const ds3_real *bias, const ds3_config *c, ds3_real *scratch) {
-    const int E = c->n_routed_experts, K = c->num_experts_per_tok;
-    const int G = c->n_group > 0 ? c->n_group : 1, per = E / G;
-    ds3_real *sel = scratch;         /* [E] selection scores */
-    ds3_real *gs = scratch + E;      /* [G] group scores */
-    unsigned char taken[DS3_MAX_EXPERTS];  /* E, G <= DS3_MAX_EXPERTS (checked at load) */
+    ds3_moe_scores(s, logits, c);
+    ds3_moe_select(idx, weight, s, bias, c, scratch);
+}
 
+void ds3_moe_scores(ds3_real *s, const ds3_real *logits, const ds3_config *c) {
+    const int E = c->n_routed_experts;
     /* Scores, computed in double and rounded once. */
     if (c->scoring_func == DS3_SCORE_SIGMOID) {
         for (int e = 0; e < E; e++) s[e] = (ds3_real)(1.0 / (1.0 + exp(-(double)logits[e])));
@@ -56,6 +56,16 @@ void ds3_moe_route(int32_t *idx, ds3_real *weight, ds3_real *s, const ds3_real *
         for (int e = 0; e < E; e++) s[e] = logits[e];
         ds3_softmax(s, E);
     }
+}
+
+void ds3_moe_select(int32_t *idx, ds3_real *weight, const ds3_real *s, const ds3_real *bias, const ds3_config *c,
+                    ds3_real *scratch) {
+    const int E = c->n_routed_experts, K = c->num_experts_per_tok;
+    const int G = c->n_group > 0 ? c->n_group : 1, per = E / G;
+    ds3_real *sel = scratch;         /* [E] selection scores */
+    ds3_real *gs = scratch + E;      /* [G] group scores */
+    unsigned char taken[DS3_MAX_EXPERTS];  /* E, G <= DS3_MAX_EXPERTS (checked at load) */
+
     /* The correction bias exists only for noaux_tc and only steers selection. */
     for (int e = 0; e < E; e++) sel[e] = s[e] + (bias ? bias[e] : 0);
 
@@ -148,10 +158,15 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
     int32_t *next = off + E + 1;                     /* [E] fill cursor */
 
     /* ---- route --------------------------------------------------------------- */
-    ds3_linear(logits, x, &l->gate, T);
-    for (int t = 0; t < T; t++)
-        ds3_moe_route(idx + (size_t)t * K, w + (size_t)t * K, scores + (size_t)t * E,
-                      logits + (size_t)t * E, l->e_score_correction_bias, c, rs);
+    ds3_router_logits_em(s, logits, x, &l->gate, T);
+    for (int t = 0; t < T; t++) {
+        ds3_real *st = scores + (size_t)t * E, *wt = w + (size_t)t * K;
+        int32_t *it = idx + (size_t)t * K;
+        ds3_moe_scores(st, logits + (size_t)t * E, c);
+        ds3_router_scores_em(s, st, E);
+        ds3_moe_select(it, wt, st, l->e_score_correction_bias, c, rs);
+        ds3_router_weights_em(s, wt, st, it);
+    }
     if (s->dump) {
         int64_t kk = K, ee = E;
         ds3_dump_act(s, DS3_DT_I32, 1, &kk, start, T, idx, "%s.moe.topk_idx", prefix);
@@ -181,12 +196,16 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
     for (int e = 0; e < E; e++) {
         int n = off[e + 1] - off[e];
         if (n == 0) continue;  /* only the routed experts' weights are touched */
-        ds3_mlp(ye + (size_t)off[e] * D, xe + (size_t)off[e] * D, &l->experts[e], Im, n,
-                hid + 2 * (size_t)off[e] * Im);
+        ds3_mlp_em(s, ye + (size_t)off[e] * D, xe + (size_t)off[e] * D, &l->experts[e], Im, n,
+                   hid + 2 * (size_t)off[e] * Im);
     }
 
     /* ---- combine in a fixed order: k = 0..K-1, then the shared experts ----- */
-    if (S > 0) ds3_mlp(shared, x, &l->shared_experts, S * Im, T, shid);
+    if (S > 0) ds3_mlp_em(s, shared, x, &l->shared_experts, S * Im, T, shid);
+    if (ds3_emul_has(s, DS3_EMUL_COMBINE)) {
+        ds3_combine_em(s, out, ye, slot, idx, w, S > 0 ? shared : NULL, T, K, D);
+        return;
+    }
     for (int t = 0; t < T; t++) {
         ds3_real *o = out + (size_t)t * D;
         for (int d = 0; d < D; d++) o[d] = 0;

@@ -73,10 +73,11 @@ void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, 
     for (int r = 0; r < n; r++) {
         ds3_real *row = cat + (size_t)r * 2 * D;
         ds3_tensor_rows(row, &t->embed_tokens, tok[r], 1);
-        ds3_rmsnorm(row, row, t->enorm, D, eps);
-        ds3_rmsnorm(row + D, in + (size_t)r * D, t->hnorm, D, eps);
+        ds3_emul_round(s, row, (size_t)D, DS3_EMUL_RESIDUAL);
+        ds3_rmsnorm_em(s, row, row, t->enorm, D, eps);
+        ds3_rmsnorm_em(s, row + D, in + (size_t)r * D, t->hnorm, D, eps);
     }
-    ds3_linear(s->x, cat, &t->eh_proj, n);
+    ds3_linear_em(s, s->x, cat, &t->eh_proj, n);
     if (s->dump) {
         int64_t d = D;
         ds3_dump_act(s, DS3_DT_REAL, 1, &d, r0, n, s->x, "%s.in", prefix);
@@ -86,7 +87,7 @@ void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, 
     ds3_layer_forward(s, &t->block, &s->cache[c->num_hidden_layers + k], n, r0, prefix);
 
     for (int r = 0; r < n; r++)
-        ds3_rmsnorm(out + (size_t)r * D, s->x + (size_t)r * D, t->shared_head_norm, D, eps);
+        ds3_rmsnorm_em(s, out + (size_t)r * D, s->x + (size_t)r * D, t->shared_head_norm, D, eps);
 
     if (s->dump) {
         int64_t d = D, v = V;
@@ -94,12 +95,12 @@ void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, 
         /* Dumps want every row's logits; the caller may want only the last. */
         ds3_real *lg = (logits && n_logits == n) ? logits : s->dump_logits;
         DS3_ASSERT(lg != NULL);
-        ds3_linear(lg, out, &t->shared_head_head, n);
+        ds3_linear_em(s, lg, out, &t->shared_head_head, n);
         ds3_dump_act(s, DS3_DT_REAL, 1, &v, r0, n, lg, "%s.logits", prefix);
         if (logits && lg != logits)
             memcpy(logits, lg + (size_t)(n - n_logits) * V, (size_t)n_logits * V * sizeof(ds3_real));
     } else if (logits && n_logits > 0) {
-        ds3_linear(logits, out + (size_t)(n - n_logits) * D, &t->shared_head_head, n_logits);
+        ds3_linear_em(s, logits, out + (size_t)(n - n_logits) * D, &t->shared_head_head, n_logits);
     }
     s->dump = saved;
 }

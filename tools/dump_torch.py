@@ -26,8 +26,13 @@ Captured with forward hooks (row i = position i, batch dimension dropped):
   mtp.K.* when tools/gen_ref.py can wire the checkpoint's MTP layers (transformers has
   no MTP forward of its own): mtp.K.in, .attn.out, .ffn.out, .out, .norm, .logits, .moe.*.
 
+--fp8-act adds the official w8a8 path (inference/model.py with gemm_impl "fp8") on
+top: inputs of the linears whose checkpoint weights are F8_E4M3 quantised to e4m3 per
+row in blocks of 128 (amax/448, --ue8m0 for power-of-two scales) and multiplied with
+the exact FP8 weights; the router and lm_head stay as they are (BF16 weights).
+
 Metadata: generator, command, versions, device, dtype, tokens, model_dir,
-checkpoint_sha256, attn_implementation.
+checkpoint_sha256, attn_implementation, fp8_act.
 """
 
 import argparse
@@ -52,15 +57,25 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # Loading
 # ============================================================================
 
-def load(model_dir, dtype, device, attn_impl):
+def load(model_dir, dtype, device, attn_impl, fp8_exact=False):
     """The model (and its MTP depths, or None) in `dtype` on `device`, held as
-    from_pretrained(dtype=...) would hold it."""
+    from_pretrained(dtype=...) would hold it. fp8_exact: also return
+    {id of a parameter that was F8_E4M3 in the checkpoint: its exact float64 value}."""
     got = gen_ref.prepare(model_dir)
     cfg, model, dtypes = got[0], got[1], got[2]
     mtp = got[3] if len(got) > 3 else None
     mtp_note = got[4] if len(got) > 4 else "this tools/gen_ref.py has no MTP wiring"
     if attn_impl != "eager":
         model.config._attn_implementation = attn_impl
+    exact = {}
+    if fp8_exact:
+        names = f8_param_names(model_dir, cfg)
+        for root, prefix in ((model, ""), (mtp, "mtp.")):
+            if root is None:
+                continue
+            for n, p in root.named_parameters():
+                if prefix + n in names:
+                    exact[id(p)] = p.detach().clone()
     keep32 = keep_float32(model, mtp)
     model.to(dtype)
     if mtp is not None:
@@ -69,7 +84,82 @@ def load(model_dir, dtype, device, attn_impl):
     model.to(device).eval()
     if mtp is not None:
         mtp.to(device).eval()
-    return cfg, model, dtypes, mtp, mtp_note
+    return cfg, model, dtypes, mtp, mtp_note, exact
+
+
+def f8_param_names(model_dir, cfg):
+    """Names of the parameters (the model's, and "mtp.K.…" for the MTP depths as
+    gen_ref.build_mtp names them) whose checkpoint weights are F8_E4M3."""
+    import json
+    import re
+    import struct
+    L = cfg["num_hidden_layers"]
+    out = set()
+    for f in gen_ref.checkpoint_files(model_dir):
+        with open(os.path.join(model_dir, f), "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+        for name, info in header.items():
+            if name == "__metadata__" or info["dtype"] != "F8_E4M3":
+                continue
+            hf = re.sub(r"mlp\.experts\.\d+\.(gate|up)_proj\.weight$", "mlp.experts.gate_up_proj", name)
+            hf = re.sub(r"mlp\.experts\.\d+\.down_proj\.weight$", "mlp.experts.down_proj", hf)
+            m = re.match(r"model\.layers\.(\d+)\.(.*)$", hf)
+            if m and int(m.group(1)) >= L:
+                rest = m.group(2)
+                out.add(f"mtp.{int(m.group(1)) - L}." + getattr(gen_ref, "MTP_NAMES", {}).get(rest, "block." + rest))
+            else:
+                out.add(hf)
+    return out
+
+
+def install_fp8_act(model, mtp, exact, ue8m0):
+    """The official w8a8 path (DeepSeek-V3 inference/model.py, gemm_impl "fp8") on top
+    of transformers: every linear whose weight was F8_E4M3 in the checkpoint quantises
+    its input per row in blocks of 128 columns (s = amax/448 in float32, ue8m0: the next
+    power of two; x -> float8_e4m3fn(x/s)·s) and multiplies it with the exact weight
+    (FP8 times its block scale, float64) — fp8_gemm's product — rounding the result to
+    the input's dtype. Written in torch, independently of ds3's C code. Returns a
+    function that removes the patch."""
+    by_storage = {}
+    for root in (model, mtp):
+        if root is None:
+            continue
+        for p in root.parameters():
+            if id(p) in exact:
+                by_storage[p.untyped_storage().data_ptr()] = exact[id(p)].to(p.device)
+    orig = torch.nn.functional.linear
+
+    def act_quant(x):
+        xf = x.float()
+        n = xf.shape[-1]
+        out = torch.empty_like(xf, dtype=torch.float64)
+        for c0 in range(0, n, 128):
+            blk = xf[..., c0:c0 + 128]
+            amax = blk.abs().amax(dim=-1, keepdim=True)
+            sc = amax / 448.0
+            if ue8m0:
+                sc = torch.where(sc > 0, torch.exp2(torch.ceil(torch.log2(sc))), sc)
+            safe = torch.where(sc > 0, sc, torch.ones_like(sc))
+            q = (blk / safe).to(torch.float8_e4m3fn).to(torch.float32)
+            out[..., c0:c0 + 128] = torch.where(sc > 0, q.double() * safe.double(), torch.zeros_like(blk).double())
+        return out
+
+    def linear(x, w, b=None):
+        full = by_storage.get(w.untyped_storage().data_ptr())
+        if full is None:
+            return orig(x, w, b)
+        we = torch.as_strided(full, w.shape, w.stride(), w.storage_offset())
+        y = orig(act_quant(x), we)
+        if b is not None:
+            y = y + b.double()
+        return y.to(x.dtype)
+
+    torch.nn.functional.linear = linear
+
+    def remove():
+        torch.nn.functional.linear = orig
+    return remove
 
 
 def keep_float32(model, mtp):
@@ -225,21 +315,36 @@ def main():
                     help="transformers attention implementation (default eager)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     ap.add_argument("--no-mtp", action="store_true", help="leave out the mtp.K.* tensors")
+    ap.add_argument("--fp8-act", action="store_true",
+                    help="the official w8a8 path: FP8 (e4m3, per-128 amax/448) inputs and exact weights for the "
+                         "linears whose checkpoint weights are F8_E4M3")
+    ap.add_argument("--ue8m0", action="store_true", help="with --fp8-act: power-of-two activation scales")
+    ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra metadata (repeatable), e.g. what a test should run against this dump")
     args = ap.parse_args()
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    cfg, model, dtypes, mtp, mtp_note = load(args.model, dtype, device, args.attn_impl)
+    if args.ue8m0 and not args.fp8_act:
+        ap.error("--ue8m0 needs --fp8-act")
+    cfg, model, dtypes, mtp, mtp_note, exact = load(args.model, dtype, device, args.attn_impl, args.fp8_act)
     if args.no_mtp:
         mtp, mtp_note = None, "left out (--no-mtp)"
+    if args.fp8_act and not exact:
+        sys.exit("--fp8-act: the checkpoint has no F8_E4M3 weights")
     loader_check = "skipped (quantised checkpoint)"
     if "float8_e4m3fn" not in dtypes and device.type == "cpu":
         loader_check = check_against_from_pretrained(args.model, model, dtype)
 
     tokens = gen_ref.parse_tokens(args.tokens, cfg["vocab_size"])
-    acts = run(model, mtp, tokens, device)
+    remove = install_fp8_act(model, mtp, exact, args.ue8m0) if args.fp8_act else None
+    try:
+        acts = run(model, mtp, tokens, device)
+    finally:
+        if remove:
+            remove()
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in acts.items()}
     files = [os.path.join(args.model, "config.json")] + [os.path.join(args.model, f)
@@ -256,10 +361,17 @@ def main():
         "hf_class": type(model).__name__,
         "attn_implementation": model.config._attn_implementation,
         "loader_check": loader_check,
+        "fp8_act": ("official w8a8: inputs of F8_E4M3 linears quantised per 128 (amax/448"
+                    + (", ue8m0" if args.ue8m0 else "") + "), exact FP8 weights") if args.fp8_act else "no",
         "mtp": mtp_note if mtp is not None else f"absent: {mtp_note}",
         "names": "docs/DUMP_FORMAT.md; topk sorted by descending selection score, weights permuted with them",
     }
     meta.update({f"version_{k}": v for k, v in gen_ref.versions().items()})
+    for kv in args.meta:
+        k, sep, v = kv.partition("=")
+        if not sep or not k or k.startswith("ds3_") or k in meta:
+            ap.error(f"--meta {kv!r}: want KEY=VALUE with a new key not starting with ds3_")
+        meta[k] = v
     if device.type == "cuda":
         meta["version_cuda"] = str(torch.version.cuda)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
