@@ -22,6 +22,7 @@
  */
 #include "harness.h"
 #include "internal.h"
+#include "fuzz/micro_model.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -493,6 +494,283 @@ static void test_output(void) {
     unsetenv("DS3_MKMODEL_SHARD_MB");
 }
 
+/* ========================================================================== */
+/* Every error class through the CLI                                           */
+/* ========================================================================== */
+
+/*
+ * One case per class of bad input (docs/ROBUSTNESS.md's table), end to end: a
+ * broken copy of the micro model (tests/fuzz/micro_model.h: fp8 with block
+ * scales, a few kB) or a bad command line, given to
+ *     ds3 dump -m DIR --tokens IDS -o OUT
+ * Each expects an exit status in 1..125 (1: runtime, 2: usage), stderr
+ * starting "ds3: " and naming the file (or option) and what is wrong, and no
+ * OUT and no OUT.tmp left behind.
+ */
+
+static const char *micro;   /* the intact micro model */
+
+static unsigned char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { perror(path); exit(1); }
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = malloc((size_t)len + 1);
+    if (!p || fread(p, 1, (size_t)len, f) != (size_t)len) { perror(path); exit(1); }
+    fclose(f);
+    p[len] = '\0';
+    *n = (size_t)len;
+    return p;
+}
+
+static void spill(const char *path, const void *p, size_t n) {
+    if (micro_write(path, p, n) != 0) { perror(path); exit(1); }
+}
+
+/* <tmp>/<name>: a copy of the micro model's config.json and a symlink to its
+ * weights, for the caller to break one of them. */
+static const char *micro_copy(const char *name) {
+    const char *d = new_dir(name, NULL);
+    char a[600], b[600];
+    size_t n;
+    snprintf(a, sizeof a, "%s/config.json", micro);
+    unsigned char *cfg = slurp(a, &n);
+    snprintf(b, sizeof b, "%s/config.json", d);
+    spill(b, cfg, n);
+    free(cfg);
+    snprintf(a, sizeof a, "%s/model.safetensors", micro);
+    snprintf(b, sizeof b, "%s/model.safetensors", d);
+    unlink(b);
+    if (symlink(a, b) != 0) { perror(b); exit(1); }
+    return d;
+}
+
+/* Rewrite d/model.safetensors from the micro model's with its header JSON
+ * edited (the data section unchanged): returns the header's root for `edit`. */
+typedef void (*header_fn)(cJSON *root);
+
+static void edit_header(const char *d, header_fn edit) {
+    char p[600];
+    size_t n;
+    snprintf(p, sizeof p, "%s/model.safetensors", micro);
+    unsigned char *f = slurp(p, &n);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | f[i];
+    cJSON *root = cJSON_ParseWithLength((const char *)f + 8, (size_t)hlen);
+    if (!root) { fprintf(stderr, "edit_header: %s: bad header\n", p); exit(1); }
+    edit(root);
+    char *js = cJSON_PrintUnformatted(root);
+    size_t jl = strlen(js);
+    unsigned char *o = malloc(8 + jl + (n - 8 - hlen));
+    for (int i = 0; i < 8; i++) o[i] = (unsigned char)((uint64_t)jl >> (8 * i));
+    memcpy(o + 8, js, jl);
+    memcpy(o + 8 + jl, f + 8 + hlen, n - 8 - hlen);
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    unlink(p);   /* the symlink */
+    spill(p, o, 8 + jl + (n - 8 - hlen));
+    cJSON_Delete(root);
+    cJSON_free(js);
+    free(o);
+    free(f);
+}
+
+/* Rewrite d/config.json with field set to the JSON value (NULL: removed). */
+static void edit_config(const char *d, const char *field, const char *value) {
+    char p[600];
+    size_t n;
+    snprintf(p, sizeof p, "%s/config.json", d);
+    unsigned char *f = slurp(p, &n);
+    cJSON *root = cJSON_Parse((const char *)f);
+    if (!root) { fprintf(stderr, "edit_config: %s: not JSON\n", p); exit(1); }
+    cJSON_DeleteItemFromObjectCaseSensitive(root, field);
+    if (value) cJSON_AddItemToObject(root, field, cJSON_Parse(value));
+    char *js = cJSON_Print(root);
+    spill(p, js, strlen(js));
+    cJSON_Delete(root);
+    cJSON_free(js);
+    free(f);
+}
+
+/* The two tensors of the same shape and dtype the offset cases play with. */
+#define TA "model.layers.0.input_layernorm.weight"
+#define TB "model.layers.0.post_attention_layernorm.weight"
+
+static cJSON *entry(cJSON *root, const char *name) {
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!e) { fprintf(stderr, "micro model has no %s\n", name); exit(1); }
+    return e;
+}
+
+static void set_offsets(cJSON *root, const char *name, double b, double e) {
+    cJSON *o = cJSON_CreateArray();
+    cJSON_AddItemToArray(o, cJSON_CreateNumber(b));
+    cJSON_AddItemToArray(o, cJSON_CreateNumber(e));
+    cJSON_ReplaceItemInObjectCaseSensitive(entry(root, name), "data_offsets", o);
+}
+
+static double offset(cJSON *root, const char *name, int i) {
+    return cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(entry(root, name), "data_offsets"), i)->valuedouble;
+}
+
+static void hdr_overlap(cJSON *r) {   /* TB's bytes start inside TA's */
+    double a0 = offset(r, TA, 0), b0 = offset(r, TB, 0), b1 = offset(r, TB, 1);
+    set_offsets(r, TB, a0 + 4, a0 + 4 + (b1 - b0));
+}
+static void hdr_reversed(cJSON *r) { set_offsets(r, TA, offset(r, TA, 1), offset(r, TA, 0)); }
+static void hdr_outside(cJSON *r) {   /* shifted 1 MB on: past the end of the file */
+    set_offsets(r, TA, offset(r, TA, 0) + 1048576, offset(r, TA, 1) + 1048576);
+}
+static void set_shape(cJSON *r, const char *shape) {
+    cJSON_ReplaceItemInObjectCaseSensitive(entry(r, TA), "shape", cJSON_Parse(shape));
+}
+static void hdr_shape_bytes(cJSON *r) { set_shape(r, "[9]"); }   /* 8 elements stored */
+static void hdr_shape_overflow(cJSON *r) { set_shape(r, "[4294967296, 4294967296, 16]"); }
+static void hdr_negative_dim(cJSON *r) { set_shape(r, "[-8]"); }
+static void hdr_unknown_dtype(cJSON *r) {
+    cJSON_ReplaceItemInObjectCaseSensitive(entry(r, TA), "dtype", cJSON_CreateString("Q4_K"));
+}
+
+static bool edit_nan_scale(const char *name, ds3_dtype *dt, int64_t *shape, unsigned char *d, uint64_t n) {
+    (void)dt, (void)shape;
+    if (strcmp(name, target) == 0 && n >= 4) {
+        float nan = NAN;
+        memcpy(d, &nan, 4);
+    }
+    return true;
+}
+
+/* Run `ds3 dump -m dir --tokens tokens -o out` (out NULL: dir/out.safetensors)
+ * and expect exit status want (1 or 2), "ds3: " with both needles, no output. */
+static void expect_class(const char *what, const char *dir, const char *tokens, const char *out, int want,
+                         const char *n1, const char *n2) {
+    char o[700];
+    if (!out) snprintf(o, sizeof o, "%s/out.safetensors", dir);
+    else snprintf(o, sizeof o, "%s", out);
+    cli_result r = CLI(0, "dump", "-m", dir, "--tokens", tokens, "-o", o);
+    CHECK(r.rc >= 1 && r.rc <= 125 && r.rc == want, "%s: exit %d, want %d: %s", what, r.rc, want, r.err);
+    CHECK(strncmp(r.err, "ds3: ", 5) == 0, "%s: stderr does not start 'ds3: ': %s", what, r.err);
+    CHECK(!n1 || strstr(r.err, n1), "%s: stderr lacks '%s': %s", what, n1, r.err);
+    CHECK(!n2 || strstr(r.err, n2), "%s: stderr lacks '%s': %s", what, n2, r.err);
+    char tmp[720];
+    snprintf(tmp, sizeof tmp, "%s.tmp", o);
+    CHECK(!exists(o) && !exists(tmp), "%s: left %s or its .tmp", what, o);
+    const char *nl = strchr(r.err, '\n');
+    fprintf(stderr, "   %-34s exit %d: %.*s\n", what, r.rc, nl ? (int)(nl - r.err) : (int)strlen(r.err), r.err);
+}
+
+static void test_classes(void) {
+    th_section("every error class through the CLI: exit 1..125, the file and the fault named, no output");
+    if (!cli || access(cli, X_OK) != 0) {
+        fprintf(stderr, "-- no CLI at DS3_CLI: skipping\n");
+        return;
+    }
+    micro = micro_model_make(DS3_WEIGHTS_FP8, 0);
+    char st[700], cfg[700], p[700];
+    const char *d;
+    size_t n;
+
+    /* The intact copy works: every failure below is the one thing broken. */
+    d = micro_copy("c-intact");
+    cli_result r = CLI(0, "dump", "-m", d, "--tokens", "1,2,3", "-o", "/dev/null/x");
+    CHECK(r.rc == 1 && strstr(r.err, "/dev/null"), "control: an unwritable path is refused: %s", r.err);
+    snprintf(p, sizeof p, "%s/ok.safetensors", d);
+    r = CLI(0, "dump", "-m", d, "--tokens", "1,2,3", "-o", p);
+    CHECK(r.rc == 0 && exists(p), "control: the intact micro model dumps: exit %d: %s", r.rc, r.err);
+    unlink(p);
+
+    /* Container (safetensors) classes. */
+    snprintf(p, sizeof p, "%s/model.safetensors", micro);
+    unsigned char *file = slurp(p, &n);
+
+    d = micro_copy("c-hlen");
+    snprintf(st, sizeof st, "%s/model.safetensors", d);
+    unlink(st);
+    unsigned char *bad = malloc(n);
+    memcpy(bad, file, n);
+    uint64_t big = (uint64_t)n + 1000;
+    for (int i = 0; i < 8; i++) bad[i] = (unsigned char)(big >> (8 * i));
+    spill(st, bad, n);
+    expect_class("header length beyond the file", d, "1,2", NULL, 1, st, "runs past the end of the file");
+
+    d = micro_copy("c-trunc");
+    snprintf(st, sizeof st, "%s/model.safetensors", d);
+    unlink(st);
+    spill(st, file, n - 40);   /* the last tensors' bytes cut off */
+    expect_class("truncated file", d, "1,2", NULL, 1, st, "file truncated?");
+    free(bad);
+    free(file);
+
+    static const struct {
+        const char *what, *name;
+        header_fn edit;
+        const char *needle;
+    } hdr[] = {
+        {"overlapping offsets", "c-overlap", hdr_overlap, "overlap"},
+        {"reversed offsets", "c-reversed", hdr_reversed, "are reversed"},
+        {"offsets beyond the file", "c-outside", hdr_outside, "run past the end of the data section"},
+        {"shape x dtype size mismatch", "c-shapebytes", hdr_shape_bytes, "hold 16 bytes, shape [9]"},
+        {"integer overflow in a shape", "c-overflow", hdr_shape_overflow, "byte size overflows 64 bits"},
+        {"negative dimension", "c-negdim", hdr_negative_dim, "dimension 0 is -8"},
+        {"unknown dtype", "c-dtype", hdr_unknown_dtype, "unknown dtype 'Q4_K'"},
+    };
+    for (size_t i = 0; i < sizeof hdr / sizeof hdr[0]; i++) {
+        d = micro_copy(hdr[i].name);
+        edit_header(d, hdr[i].edit);
+        snprintf(st, sizeof st, "%s/model.safetensors", d);
+        expect_class(hdr[i].what, d, "1,2", NULL, 1, st, hdr[i].needle);
+    }
+
+    /* Loader classes. */
+    d = micro_copy("c-nanscale");
+    snprintf(st, sizeof st, "%s/model.safetensors", d);
+    unlink(st);
+    target = "model.layers.1.mlp.experts.2.up_proj.weight_scale_inv";
+    rewrite(micro, d, "model.safetensors", edit_nan_scale, NULL);
+    expect_class("NaN in a block scale", d, "1,2", NULL, 1, target, "nan");
+
+    static const struct {
+        const char *what, *name, *field, *value, *needle;
+    } conf[] = {
+        {"wrong JSON type in config.json", "c-type", "hidden_size", "\"8\"", "hidden_size"},
+        {"missing field in config.json", "c-missing", "num_hidden_layers", NULL, "num_hidden_layers"},
+        {"absurd layer count", "c-layers", "num_hidden_layers", "1000000", "num_hidden_layers"},
+        {"top-k larger than the experts", "c-topk", "num_experts_per_tok", "5", "num_experts_per_tok"},
+    };
+    for (size_t i = 0; i < sizeof conf / sizeof conf[0]; i++) {
+        d = micro_copy(conf[i].name);
+        edit_config(d, conf[i].field, conf[i].value);
+        snprintf(cfg, sizeof cfg, "%s/config.json", d);
+        expect_class(conf[i].what, d, "1,2", NULL, 1, cfg, conf[i].needle);
+    }
+
+    d = micro_copy("c-vocab");
+    edit_config(d, "vocab_size", "24");
+    snprintf(st, sizeof st, "%s/model.safetensors", d);
+    expect_class("vocab_size vs the embedding", d, "1,2", NULL, 1, "model.embed_tokens.weight",
+                 "expected [24,8]");
+
+    /* An index naming a second shard that is not there. */
+    d = micro_copy("c-shard");
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    snprintf(st, sizeof st, "%s/model-00001-of-00002.safetensors", d);
+    if (rename(p, st) != 0) { perror(st); exit(1); }
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
+    write_text(p, "{\"weight_map\": {\"model.embed_tokens.weight\": \"model-00001-of-00002.safetensors\", "
+                  "\"lm_head.weight\": \"model-00002-of-00002.safetensors\"}}");
+    expect_class("index naming a missing shard", d, "1,2", NULL, 1, "model-00002-of-00002.safetensors", d);
+
+    /* Command-line classes, against the intact model. */
+    d = micro_copy("c-cli");
+    expect_class("token id out of range", d, "1,16", NULL, 1, "token 16", "out of range (vocab 16)");
+    expect_class("malformed token list", d, "1,,2", NULL, 2, "--tokens", "empty");
+    char many[200] = "0";
+    for (int i = 1; i < 33; i++) strcat(many, ",1");
+    expect_class("context beyond the cache", d, many, NULL, 1, "33 positions", "max_position_embeddings 32");
+    snprintf(p, sizeof p, "%s/no-such-dir/out.safetensors", d);
+    expect_class("unwritable output path", d, "1,2", p, 1, p, "does not exist");
+}
+
 int main(void) {
     models = getenv("DS3_MODELS");
     if (!models || !*models) models = "build/models";
@@ -510,6 +788,7 @@ int main(void) {
     test_config();
     test_runtime();
     test_output();
+    test_classes();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     CHECK(system(cmd) == 0, "cleanup");
