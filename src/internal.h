@@ -99,6 +99,10 @@ typedef struct {
 
 /* Dequantise rows [r0, r0+n) of w into out[n][w->cols]. */
 void ds3_tensor_rows(ds3_real *out, const ds3_tensor *w, int64_t r0, int64_t n);
+/* Whether ds3_tensor_rows uses its AVX2 loops for BF16/FP8 (CPU has AVX2, no
+ * DS3_NO_AVX2); tests switch them (false if AVX2 is asked for and missing). */
+bool ds3_rows_avx2_ok(void);
+bool ds3_rows_select_avx2(bool on);
 /* out[n] = w[r][c0 .. c0+n), dequantised; the segment must lie inside one
  * 128-column scale block. The unit the kernels decode at a time. */
 void ds3_tensor_block(ds3_real *out, const ds3_tensor *w, int64_t r, int64_t c0, int64_t n);
@@ -297,6 +301,12 @@ bool ds3_have_blas(void);
 void ds3_rmsnorm(ds3_real *out, const ds3_real *x, const ds3_real *w, int n, double eps);
 ds3_real ds3_silu(ds3_real a);
 void ds3_softmax(ds3_real *x, int n);                  /* in place, max-subtracted */
+/* a·b in a fixed SIMD-friendly order (same bits for any caller), or the plain
+ * sequential sum (ds3_dot_ref) in DS3_KERNELS_REF mode. */
+ds3_real ds3_dot(const ds3_real *a, const ds3_real *b, int n);
+ds3_real ds3_dot_ref(const ds3_real *a, const ds3_real *b, int n);
+/* y[i] += a·x[i], vectorised (elementwise: the bits of the plain loop). */
+void ds3_axpy(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
 
 /* rope.c: YaRN frequencies (SPEC §4), computed in double. */
 void ds3_yarn_freqs(double *freqs, const ds3_config *c);          /* [Dr/2] */

@@ -42,6 +42,58 @@ void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w,
 void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1) {
     lanes_rows_avx2(out, in, w, T, i0, i1);
 }
+
+#ifndef DS3_F64
+/*
+ * ds3_tensor_rows for BF16 and F8_E4M3 rows, eight elements per step: the
+ * dequantisation of a BLAS tile (linear.c) and of every other block of rows.
+ * Element-wise and exact up to the one rounding of value · scale that the
+ * scalar loop also does, so the values are bit-identical to dtype.c's
+ * (tests/test_dtype.c compares them). Returns false for other dtypes.
+ */
+bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n);
+bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n) {
+    const int64_t cols = w->cols;
+    if (w->dtype == DS3_DT_BF16) {
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 * cols) * 2;
+        const int64_t count = n * cols;
+        int64_t k = 0;
+        for (; k + 8 <= count; k += 8) {
+            __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * k));
+            __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);  /* bf16: the top half of an f32 */
+            _mm256_storeu_ps(out + k, _mm256_castsi256_ps(u));
+        }
+        for (; k < count; k++) {
+            uint32_t u = (uint32_t)((uint16_t)(p[2 * k] | p[2 * k + 1] << 8)) << 16;
+            memcpy(out + k, &u, 4);
+        }
+        return true;
+    }
+    if (w->dtype != DS3_DT_F8_E4M3) return false;
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 * cols);
+    const int64_t ncb = (cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
+    for (int64_t i = 0; i < n; i++) {
+        const unsigned char *q = p + i * cols;
+        float *o = out + i * cols;
+        const unsigned char *srow = (const unsigned char *)w->scale_inv + 4 * (size_t)(((r0 + i) / DS3_FP8_BLOCK) * ncb);
+        for (int64_t j0 = 0; j0 < cols; j0 += DS3_FP8_BLOCK) {
+            float sc = 1.0f;  /* unscaled e4m3 (tests, tools) */
+            if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
+            const __m256 sv = _mm256_set1_ps(sc);
+            const int64_t j1 = j0 + DS3_FP8_BLOCK < cols ? j0 + DS3_FP8_BLOCK : cols;
+            int64_t j = j0;
+            for (; j + 8 <= j1; j += 8) {
+                __m256 v;
+                fp8x8_avx2(&v, q + j);
+                _mm256_storeu_ps(o + j, _mm256_mul_ps(v, sv));
+            }
+            for (; j < j1; j++) o[j] = ds3_e4m3_table[q[j]] * sc;
+        }
+    }
+    return true;
+}
+#endif
+
 #else
 /* Not x86-64: nothing here; linear.c uses the portable copy. */
 typedef int ds3_linear_avx2_unused;

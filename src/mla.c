@@ -46,11 +46,8 @@ size_t ds3_mla_work_size(const ds3_config *c, int T, int max_seq, ds3_attn_mode 
     return n;
 }
 
-static ds3_real dot(const ds3_real *a, const ds3_real *b, int n) {
-    ds3_real s = 0;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
+/* ops.c's fixed-order SIMD dot product (the plain sum in DS3_KERNELS_REF mode). */
+static ds3_real dot(const ds3_real *a, const ds3_real *b, int n) { return ds3_dot(a, b, n); }
 
 void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, const ds3_real *x,
              int T, int start) {
@@ -106,44 +103,61 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
         ds3_tensor_rows(wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
         ds3_emul_weights(s, wkvb, (size_t)H * (Dn + Dv) * C, l->kv_b_proj.dtype);
 
-        /* Each (token, head) pair is independent and writes only its own rows. */
+        /*
+         * Each (token, head) pair is independent and writes only its own rows.
+         * A work item is one token and a group of G heads: all heads of a
+         * token read the same cached latents, so in prefill (G = H) each
+         * cache row is loaded once for the H heads instead of H times; a
+         * decode step (T = 1, G = 1) keeps the heads as its parallel items.
+         * Every head does the same operations in the same order either way,
+         * so G changes no bit.
+         */
+        const int G = T > 1 ? H : 1, groups = H / G;
 #pragma omp parallel for schedule(static)
-        for (int th = 0; th < T * H; th++) {
-            int t = th / H, h = th % H, pos = start + t;
-            const ds3_real *qh = q + (size_t)th * Dq;            /* [q_nope | q_pe] */
-            const ds3_real *wuk = wkvb + (size_t)h * (Dn + Dv) * C;  /* [Dn][C] */
-            const ds3_real *wuv = wuk + (size_t)Dn * C;               /* [Dv][C] */
-            ds3_real *qch = qc + (size_t)th * C;
-            ds3_real *och = oc + (size_t)th * C;
-            ds3_real *sc = scores + (size_t)th * S;
+        for (int tg = 0; tg < T * groups; tg++) {
+            const int t = tg / groups, h0 = (tg % groups) * G, pos = start + t;
+            const size_t th0 = (size_t)t * H + h0;  /* first (token, head) of the item */
 
             /* Absorb W_UK into the query: q_c = W_UKᵀ q_nope (length C). */
-            for (int k = 0; k < C; k++) qch[k] = 0;
-            for (int d = 0; d < Dn; d++)
-                for (int k = 0; k < C; k++) qch[k] += qh[d] * wuk[(size_t)d * C + k];
-            ds3_emul_round(s, qch, (size_t)C, DS3_EMUL_ATTN);
+            for (int g = 0; g < G; g++) {
+                const ds3_real *qh = q + (th0 + g) * Dq;                    /* [q_nope | q_pe] */
+                const ds3_real *wuk = wkvb + (size_t)(h0 + g) * (Dn + Dv) * C;  /* [Dn][C] */
+                ds3_real *qch = qc + (th0 + g) * C;
+                for (int k = 0; k < C; k++) qch[k] = 0;
+                for (int d = 0; d < Dn; d++) ds3_axpy(qch, qh[d], wuk + (size_t)d * C, C);
+                ds3_emul_round(s, qch, (size_t)C, DS3_EMUL_ATTN);
+            }
 
             /* Causal: position pos sees keys 0..pos. */
-            if (!s->emul)
-                for (int u = 0; u <= pos; u++)
-                    sc[u] = (dot(qch, kv->c + (size_t)u * C, C) + dot(qh + Dn, kv->k_pe + (size_t)u * Dr, Dr)) * scale;
-            else
-                for (int u = 0; u <= pos; u++)
-                    sc[u] = ds3_emul_score2(s, dot(qch, kv->c + (size_t)u * C, C),
-                                            dot(qh + Dn, kv->k_pe + (size_t)u * Dr, Dr));
-            ds3_emul_scores(s, sc, (size_t)pos + 1, scale);
-            ds3_softmax(sc, pos + 1);
-            ds3_emul_round(s, sc, (size_t)pos + 1, DS3_EMUL_PROBS);
+            for (int u = 0; u <= pos; u++) {
+                const ds3_real *cu = kv->c + (size_t)u * C, *ku = kv->k_pe + (size_t)u * Dr;
+                for (int g = 0; g < G; g++) {
+                    const ds3_real nope = dot(qc + (th0 + g) * C, cu, C);
+                    const ds3_real rope = dot(q + (th0 + g) * Dq + Dn, ku, Dr);
+                    scores[(th0 + g) * S + u] = s->emul ? ds3_emul_score2(s, nope, rope) : (nope + rope) * scale;
+                }
+            }
+            for (int g = 0; g < G; g++) {
+                ds3_real *sc = scores + (th0 + g) * S;
+                ds3_emul_scores(s, sc, (size_t)pos + 1, scale);
+                ds3_softmax(sc, pos + 1);
+                ds3_emul_round(s, sc, (size_t)pos + 1, DS3_EMUL_PROBS);
+            }
 
             /* Attend in latent space, then expand with W_UV. */
-            for (int k = 0; k < C; k++) och[k] = 0;
+            for (int g = 0; g < G; g++)
+                for (int k = 0; k < C; k++) oc[(th0 + g) * C + k] = 0;
             for (int u = 0; u <= pos; u++) {
                 const ds3_real *cu = kv->c + (size_t)u * C;
-                for (int k = 0; k < C; k++) och[k] += sc[u] * cu[k];
+                for (int g = 0; g < G; g++) ds3_axpy(oc + (th0 + g) * C, scores[(th0 + g) * S + u], cu, C);
             }
-            ds3_emul_round(s, och, (size_t)C, DS3_EMUL_ATTN);
-            for (int e = 0; e < Dv; e++) o[(size_t)th * Dv + e] = dot(wuv + (size_t)e * C, och, C);
-            ds3_emul_round(s, o + (size_t)th * Dv, (size_t)Dv, DS3_EMUL_ATTN);
+            for (int g = 0; g < G; g++) {
+                const ds3_real *wuv = wkvb + ((size_t)(h0 + g) * (Dn + Dv) + Dn) * C;  /* [Dv][C] */
+                ds3_real *och = oc + (th0 + g) * C, *oh = o + (th0 + g) * Dv;
+                ds3_emul_round(s, och, (size_t)C, DS3_EMUL_ATTN);
+                for (int e = 0; e < Dv; e++) oh[e] = dot(wuv + (size_t)e * C, och, C);
+                ds3_emul_round(s, oh, (size_t)Dv, DS3_EMUL_ATTN);
+            }
         }
     } else {
         /* Naive: expand the latent into per-head keys and values, cache those. */
@@ -180,10 +194,7 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
             ds3_emul_round(s, sc, (size_t)pos + 1, DS3_EMUL_PROBS);
             ds3_real *oh = o + (size_t)th * Dv;
             for (int e = 0; e < Dv; e++) oh[e] = 0;
-            for (int u = 0; u <= pos; u++) {
-                const ds3_real *vu = kv->v + ((size_t)u * H + h) * Dv;
-                for (int e = 0; e < Dv; e++) oh[e] += sc[u] * vu[e];
-            }
+            for (int u = 0; u <= pos; u++) ds3_axpy(oh, sc[u], kv->v + ((size_t)u * H + h) * Dv, Dv);
             ds3_emul_round(s, oh, (size_t)Dv, DS3_EMUL_ATTN);
         }
     }

@@ -356,6 +356,46 @@ static void test_other_rows(void) {
     CHECK(out[N - 1] == (ds3_real)vals[N - 1], "1-D tensor read as one row");
 }
 
+/*
+ * ds3_tensor_rows has AVX2 loops for BF16 and F8_E4M3 (linear_avx2.c) next to
+ * the scalar ones: every bit must agree, for all 256 e4m3 codes under
+ * arbitrary scales, ragged edge blocks and starts in the middle of a block.
+ */
+static void test_rows_avx2(void) {
+    th_section("ds3_tensor_rows: AVX2 loops vs scalar loops");
+    if (!ds3_rows_select_avx2(true)) {
+        fprintf(stderr, "   (no AVX2 on this CPU, or the f64 build: one copy only)\n");
+        return;
+    }
+    enum { R = 260, C = 300, RB = 3, CB = 3 };
+    unsigned char *q = malloc(R * C), *h = malloc(2 * R * C + 2);
+    float scales[RB * CB];
+    for (int k = 0; k < R * C; k++) q[k] = (uint8_t)(k < 256 ? (uint64_t)k : next_u64()); /* every code, NaNs too */
+    for (int k = 0; k < 2 * R * C + 2; k++) h[k] = (uint8_t)next_u64();
+    for (int k = 0; k < RB * CB; k++) scales[k] = (float)ldexp(0.5 + 0.5 * next_unit(), (int)(next_u64() % 40) - 20);
+    ds3_tensor w8 = {"t.fp8", DS3_DT_F8_E4M3, R, C, q, scales};
+    ds3_tensor w8u = {"t.fp8u", DS3_DT_F8_E4M3, R, C, q, NULL};
+    ds3_tensor wb = {"t.bf16", DS3_DT_BF16, R, C, h + 1, NULL}; /* unaligned */
+    const ds3_tensor *ws[] = {&w8, &w8u, &wb};
+    ds3_real *a = malloc(sizeof(ds3_real) * R * C), *b = malloc(sizeof(ds3_real) * R * C);
+    int64_t ranges[][2] = {{0, R}, {127, 3}, {255, 5}, {1, 1}};
+    for (int k = 0; k < 3; k++)
+        for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+            int64_t r0 = ranges[r][0], n = ranges[r][1];
+            ds3_rows_select_avx2(true);
+            ds3_tensor_rows(a, ws[k], r0, n);
+            ds3_rows_select_avx2(false);
+            ds3_tensor_rows(b, ws[k], r0, n);
+            long bad = 0;  /* bit-identical, or NaN on both sides (the NaN codes) */
+            for (int64_t e = 0; e < n * C; e++)
+                bad += isnan(a[e]) ? !isnan(b[e]) : memcmp(&a[e], &b[e], sizeof a[e]) != 0;
+            CHECK(bad == 0, "%s rows [%lld, +%lld): same bits (%ld differ)", ws[k]->name, (long long)r0,
+                  (long long)n, bad);
+        }
+    ds3_rows_select_avx2(true);
+    free(q); free(h); free(a); free(b);
+}
+
 int main(void) {
     test_names();
     test_e4m3_decode();
@@ -364,5 +404,6 @@ int main(void) {
     test_f16();
     test_fp8_rows();
     test_other_rows();
+    test_rows_avx2();
     return th_finish();
 }

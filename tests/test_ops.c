@@ -1,6 +1,7 @@
 /*
  * test_ops.c — RMSNorm, SiLU and softmax against their definitions computed
- * here in long double.
+ * here in long double; the attention dot product (fixed lane order) against
+ * the plain sum and against its own definition; axpy against the plain loop.
  */
 #include "harness.h"
 #include "internal.h"
@@ -40,5 +41,46 @@ int main(void) {
     double sr[5] = {e0 / z0, 1 / z0, exp(-2) / z0, 0, e0 / z0};
     for (int i = 0; i < 5; i++) got[i] = s[i];
     th_check_close("softmax large logits, -inf masked", got, sr, 5, 1e-12, 1e-6);
+
+    th_section("dot product (attention)");
+    /* Its order, written out: lane k sums the products i ≡ k (mod L) in
+     * order, L = 32 floats (16 doubles); vectors (L/4 lanes each) are
+     * combined as (v0+v2)+(v1+v3), then the lanes of that vector pairwise
+     * left to right. Every length from 0 to N, so each ragged end occurs. */
+    const int L = sizeof(ds3_real) == 4 ? 32 : 16, W = L / 4;
+    int order_bad = 0;
+    double worst = 0;
+    for (int n = 0; n <= N; n++) {
+        ds3_real lane[32] = {0};
+        for (int i = 0; i < n; i++) lane[i % L] += x[i] * w[i];
+        ds3_real v[8], tot = 0;
+        for (int k = 0; k < W; k++) v[k] = (lane[k] + lane[2 * W + k]) + (lane[W + k] + lane[3 * W + k]);
+        for (int k = 0; k < W; k += 2) tot += v[k] + v[k + 1];
+        if (ds3_dot(x, w, n) != tot) order_bad++;
+        long double exact = 0, mag = 0;
+        for (int i = 0; i < n; i++) { exact += (long double)x[i] * w[i]; mag += fabsl((long double)x[i] * w[i]); }
+        if (n && fabs((double)(ds3_dot(x, w, n) - exact)) / (double)mag > worst)
+            worst = fabs((double)(ds3_dot(x, w, n) - exact)) / (double)mag;
+        if (n && fabs((double)(ds3_dot_ref(x, w, n) - exact)) / (double)mag > worst)
+            worst = fabs((double)(ds3_dot_ref(x, w, n) - exact)) / (double)mag;
+    }
+    CHECK(order_bad == 0, "%d lengths differ from the lane order written out", order_bad);
+    /* both sums within n·u of the exact one, relative to Σ|products| */
+    CHECK(worst <= N * (sizeof(ds3_real) == 4 ? 0x1p-24 : 0x1p-53), "dot and plain sum vs exact: %.3g", worst);
+    ds3_kernels km = ds3_get_kernels();
+    ds3_set_kernels(DS3_KERNELS_REF);
+    int ref_bad = 0;
+    for (int n = 0; n <= N; n++) ref_bad += ds3_dot(x, w, n) != ds3_dot_ref(x, w, n);
+    ds3_set_kernels(km);
+    CHECK(ref_bad == 0, "DS3_KERNELS_REF: ds3_dot is the plain sequential sum (%d differ)", ref_bad);
+
+    th_section("axpy");
+    ds3_real ya[N], yb[N];
+    for (int n = 0; n <= N; n += 37) {
+        for (int i = 0; i < N; i++) ya[i] = yb[i] = (ds3_real)cos(i * 0.11);
+        ds3_axpy(ya, (ds3_real)0.7071, x, n);
+        for (int i = 0; i < n; i++) yb[i] += (ds3_real)0.7071 * x[i];
+        CHECK(memcmp(ya, yb, sizeof ya) == 0, "axpy n=%d: the plain loop's bits, nothing past n", n);
+    }
     return th_finish();
 }
