@@ -110,7 +110,7 @@ static int same_file(const char *da, const char *db, const char *file) {
 }
 
 static ds3_status mk(const char *config, ds3_weight_dtype dt, uint64_t seed, double shift, const char *dir) {
-    ds3_mkmodel_opts o = {config, dt, seed, shift};
+    ds3_mkmodel_opts o = {config, dt, seed, shift, 0.0};
     ds3_status st = ds3_mkmodel(&o, dir);
     if (st) fprintf(stderr, "mkmodel %s: %s\n", config, ds3_last_error());
     return st;
@@ -649,7 +649,7 @@ int main(void) {
     test_config_roundtrip(dir1[0], &c);
 
     /* Errors come back as statuses. */
-    ds3_mkmodel_opts bad = {"no-such-config", DS3_WEIGHTS_F32, 1, 0.0};
+    ds3_mkmodel_opts bad = {"no-such-config", DS3_WEIGHTS_F32, 1, 0.0, 0.0};
     CHECK(ds3_mkmodel(&bad, other) != DS3_OK, "unknown config rejected");
     CHECK(ds3_mkmodel(NULL, other) == DS3_ERR_ARG, "NULL opts rejected");
 

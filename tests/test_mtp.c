@@ -9,7 +9,10 @@
  *     70% of pairs right) cover accepted drafts, bonus tokens and rollbacks
  *     after partial acceptance;
  *   - the same through the CLI: `ds3 run --mtp --draft N` prints what `ds3 run`
- *     prints;
+ *     prints, and on stderr its decode speed and an "mtp:" line whose counts
+ *     add up (tokens after the first = rounds + accepted drafts) and, on an
+ *     --mtp-agree=1 checkpoint, report nearly every draft accepted;
+ *   - ds3 mkmodel --mtp-agree: its metadata, and the models it refuses;
  *   - what greedy equality rests on, bit for bit: a verification forward of
  *     several tokens in deterministic kernel mode gives each row the logits a
  *     one-token decode gives (FAST mode), in f32 and fp8;
@@ -393,6 +396,61 @@ static void cli(const char *dir) {
     free(ref);
 }
 
+/* `ds3 run --mtp --draft N` on stderr: "decode: K tokens in S s (R tok/s)" and
+ * "mtp: N drafts per step, A of D accepted (P%), R verification steps, X
+ * tokens per step", consistent with each other and with the -n given. The
+ * model is tiny --mtp-agree=1: the acceptance must be at least min_rate.
+ * Without --mtp there is no "mtp:" line. */
+static void cli_stats(const char *dir, const char *name, double min_rate) {
+    const char *bin = getenv("DS3_CLI");
+    if (!bin || access(bin, X_OK) != 0) return;
+    th_section("ds3 run --mtp: the speed and acceptance on stderr");
+    const int n_gen = 30;
+    for (int n = 0; n <= 3; n++) {
+        char err[700], cmd[2400], mtp[32] = "";
+        snprintf(err, sizeof err, "%s/run-%d.err", dir, n);
+        if (n) snprintf(mtp, sizeof mtp, " --mtp --draft %d", n);
+        snprintf(cmd, sizeof cmd, "%s run -m %s/%s --tokens 5,17,300,42 -n %d%s > /dev/null 2> %s", bin, dir, name,
+                 n_gen, mtp, err);
+        int rc = system(cmd);
+        CHECK(rc == 0, "%s: exit %d", cmd, rc);
+        FILE *f = fopen(err, "r");
+        CHECK(f != NULL, "stderr of %s", cmd);
+        if (!f) continue;
+        char line[512];
+        int got_decode = 0, got_mtp = 0;
+        while (fgets(line, sizeof line, f)) {
+            int k;
+            double secs, rate;
+            if (sscanf(line, "decode: %d tokens in %lf s (%lf tok/s)", &k, &secs, &rate) == 3) {
+                got_decode = 1;
+                /* seconds are printed to 0.001 and tok/s to 0.1 */
+                CHECK(k == n_gen - 1 && secs >= 0.001 && rate >= k / (secs + 0.0005) - 0.05 &&
+                          rate <= k / (secs - 0.0005) + 0.05,
+                      "--draft %d: %s  (want %d tokens, tok/s = tokens / seconds)", n, line, n_gen - 1);
+            }
+            long nd, a, d, r;
+            double pct, per;
+            if (sscanf(line, "mtp: %ld drafts per step, %ld of %ld accepted (%lf%%), %ld verification steps, %lf "
+                       "tokens per step", &nd, &a, &d, &pct, &r, &per) == 6) {
+                got_mtp = 1;
+                CHECK(nd == n && a >= 0 && a <= d && d <= nd * r && r >= 1, "--draft %d: counts in %s", n, line);
+                CHECK(n_gen - 1 == r + a, "--draft %d: %d tokens after the first = %ld rounds + %ld accepted (%s)", n,
+                      n_gen - 1, r, a, line);
+                CHECK(d > 0 && fabs(pct - 100.0 * (double)a / (double)d) <= 0.051 &&
+                          fabs(per - (double)(n_gen - 1) / (double)r) <= 0.0051,
+                      "--draft %d: the percentage and tokens per step follow from the counts: %s", n, line);
+                CHECK(d > 0 && (double)a / (double)d >= min_rate, "--draft %d: %ld of %ld drafts accepted, at least "
+                      "%.2f expected on %s", n, a, d, min_rate, name);
+            }
+        }
+        fclose(f);
+        unlink(err);
+        CHECK(got_decode, "--draft %d: stderr has the decode speed", n);
+        CHECK(got_mtp == (n > 0), "--draft %d: an \"mtp:\" line %s", n, n ? "is printed" : "only with --mtp");
+    }
+}
+
 /* An --mtp-agree checkpoint of tiny in tmp/name. */
 static bool make_agree(const char *tmp, const char *name, ds3_weight_dtype dt, double agree) {
     char path[512];
@@ -400,7 +458,35 @@ static bool make_agree(const char *tmp, const char *name, ds3_weight_dtype dt, d
     ds3_mkmodel_opts o = {"tiny", dt, 1, 0.0, agree};
     ds3_status st = ds3_mkmodel(&o, path);
     CHECK(st == DS3_OK, "mkmodel --mtp-agree=%g: %s", agree, ds3_last_error());
-    return st == DS3_OK;
+    if (st != DS3_OK) return false;
+    /* the share is in the metadata (docs/MKMODEL.md), enough to remake the files */
+    char file[600], want[40];
+    snprintf(file, sizeof file, "%s/model.safetensors", path);
+    snprintf(want, sizeof want, "%.17g", agree);
+    ds3_st_file *f = NULL;
+    CHECK(ds3_st_open(file, &f) == DS3_OK, "open %s: %s", file, ds3_last_error());
+    if (f) {
+        const char *v = ds3_st_meta(f, "mtp_agree");
+        CHECK(v && strcmp(v, want) == 0, "%s: metadata mtp_agree is %s, want %s", name, v ? v : "(absent)", want);
+        ds3_st_close(f);
+    }
+    return true;
+}
+
+/* --mtp-agree's refusals: a share outside (0, 1], a config without MTP. */
+static void agree_errors(const char *tmp) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/refused", tmp);
+    ds3_mkmodel_opts o = {"tiny", DS3_WEIGHTS_F32, 1, 0.0, 1.5};
+    CHECK(ds3_mkmodel(&o, path) == DS3_ERR_ARG && strstr(ds3_last_error(), "outside (0, 1]"),
+          "--mtp-agree 1.5 refused: %s", ds3_last_error());
+    o.mtp_agree = -0.5;
+    CHECK(ds3_mkmodel(&o, path) == DS3_ERR_ARG, "--mtp-agree -0.5 refused: %s", ds3_last_error());
+    o.config = "tiny-v2";
+    o.mtp_agree = 1.0;
+    CHECK(ds3_mkmodel(&o, path) == DS3_ERR_ARG && strstr(ds3_last_error(), "needs a config with an MTP layer"),
+          "--mtp-agree on tiny-v2 (no MTP layer) refused: %s", ds3_last_error());
+    CHECK(access(path, F_OK) != 0, "nothing written for a refused --mtp-agree");
 }
 
 static void rm_model(const char *tmp, const char *name) {
@@ -437,8 +523,11 @@ int main(void) {
             greedy_equality(tmp, "agree-fp8", DS3_ATTN_ABSORB, 5, 48, 0.4);
             greedy_equality(tmp, "agree-fp8", DS3_ATTN_ABSORB, 1, 32, 0.4);
         }
-        if (make_agree(tmp, "agree1-fp8", DS3_WEIGHTS_FP8, 1.0))
+        if (make_agree(tmp, "agree1-fp8", DS3_WEIGHTS_FP8, 1.0)) {
             greedy_equality(tmp, "agree1-fp8", DS3_ATTN_ABSORB, 4, 40, 0.95);
+            cli_stats(tmp, "agree1-fp8", 0.95);
+        }
+        agree_errors(tmp);
         rm_model(tmp, "agree-f32");
         rm_model(tmp, "agree-fp8");
         rm_model(tmp, "agree1-fp8");

@@ -13,7 +13,11 @@
  *     weights are compared after pairing them by expert;
  *   - tiny-negbias only: the oracle also stored the indices that the old
  *     transformers rule (fill masked groups with 0.0) gives; ds3 must equal
- *     the −inf rule of the official code and differ from the 0.0 rule.
+ *     the −inf rule of the official code and differ from the 0.0 rule;
+ *   - the MTP depths (mtp.K.*: input, attention, FFN, router, output, norm,
+ *     logits) with the same tolerances: a case whose model has MTP layers must
+ *     carry them for every depth, so a golden regenerated without them cannot
+ *     pass by comparing nothing.
  */
 #include "harness.h"
 #include "internal.h"
@@ -59,7 +63,7 @@ static long rows_differing(const double *a, const double *b, long rows, long K) 
 }
 
 /* Worst max|Δ|/max|ref| over the float tensors of one run, for the summary. */
-static double worst_logits, worst_act;
+static double worst_logits, worst_act, worst_mtp_logits;
 
 static void compare_dump(const char *label, const ds3_st_file *ref, const ds3_st_file *got) {
     for (int i = 0; i < ref->n; i++) {
@@ -102,7 +106,9 @@ static void compare_dump(const char *label, const ds3_st_file *ref, const ds3_st
         } else {
             th_cmp c = th_compare(g, r, n, 0, 0);
             double rel = c.max_ref > 0 ? c.max_abs / c.max_ref : c.max_abs;
-            double *worst = strcmp(name, "logits") == 0 ? &worst_logits : &worst_act;
+            double *worst = strcmp(name, "logits") == 0                                     ? &worst_logits
+                            : strncmp(name, "mtp.", 4) == 0 && strstr(name, ".logits") ? &worst_mtp_logits
+                                                                                        : &worst_act;
             if (rel > *worst) *worst = rel;
             th_check_close(what, g, r, n, TOL * c.max_ref, 0);
         }
@@ -216,14 +222,26 @@ int main(void) {
         ds3_model *m = NULL;
         CHECK(ds3_model_load(mdir, &m) == DS3_OK, "%s: load %s: %s", case_name, mdir, ds3_last_error());
         if (m) {
-            worst_logits = worst_act = 0;
+            worst_logits = worst_act = worst_mtp_logits = 0;
             int T = (int)ds3_st_find(ref, "tokens")->shape[0];
+            /* every MTP depth of the model is in the golden (tools/gen_ref.py writes them) */
+            for (int k = 0; k < ds3_model_num_mtp(m); k++) {
+                static const char *const parts[] = {"in", "attn.out", "ffn.out", "out", "norm", "logits"};
+                for (size_t j = 0; j < sizeof parts / sizeof *parts; j++) {
+                    char tn[64];
+                    snprintf(tn, sizeof tn, "mtp.%d.%s", k, parts[j]);
+                    const ds3_st_entry *e = ds3_st_find(ref, tn);
+                    CHECK(e != NULL && e->ndim == 2 && e->shape[0] == T - 1 - k,
+                          "%s: the golden holds %s with %d rows (its model has %d MTP depths)", case_name, tn,
+                          T - 1 - k, ds3_model_num_mtp(m));
+                }
+            }
             run_case(ref, m, case_name, DS3_ATTN_ABSORB, 0, tmp);
             run_case(ref, m, case_name, DS3_ATTN_NAIVE, 0, tmp);
             run_case(ref, m, case_name, DS3_ATTN_ABSORB, T / 2, tmp);
             run_case(ref, m, case_name, DS3_ATTN_NAIVE, T / 2, tmp);
-            fprintf(stderr, "%-14s max|dlogit|/max|logit| = %.3e   worst activation max|d|/max|ref| = %.3e\n",
-                    case_name, worst_logits, worst_act);
+            fprintf(stderr, "%-14s max|dlogit|/max|logit| = %.3e   MTP logits %.3e   worst activation "
+                    "max|d|/max|ref| = %.3e\n", case_name, worst_logits, worst_mtp_logits, worst_act);
             cases++;
             ds3_model_free(m);
         }
