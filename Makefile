@@ -13,7 +13,9 @@ PRECISION ?= f32
 
 CFLAGS ?= -O2
 CFLAGS += -std=c11 -Wall -Wextra -ffp-contract=off -MMD -MP -fPIC -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc
-LDLIBS := -lcjson -lm
+# PCRE2 runs the tokenizer's pre-tokenisation regexes (docs/TOKENIZER.md).
+CFLAGS += $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
+LDLIBS := -lcjson $(or $(shell pkg-config --libs libpcre2-8 2>/dev/null),-lpcre2-8) -lm
 
 # SAN=1: every build output goes to a -san twin of its directory, so the
 # normal builds are untouched; any sanitizer report aborts the program.

@@ -196,6 +196,89 @@ typedef int (*ds3_token_fn)(void *user, int32_t token);
 ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const ds3_real *logits, int n_gen,
                              int n_draft, int32_t *out, ds3_token_fn on_token, void *user, ds3_spec_stats *stats);
 
+/* ---- tokenizer ------------------------------------------------------------- */
+
+/*
+ * DeepSeek-V3's tokenizer: byte-level BPE read from a Hugging Face
+ * tokenizer.json, giving the same ids as the `tokenizers` library
+ * (docs/TOKENIZER.md). Text is UTF-8; ids are int32_t.
+ *
+ * A loaded tokenizer is read-only: encode and decode may run on many threads
+ * at once. Arrays and strings the library returns through `**out` parameters
+ * are malloc'd: release them with free().
+ */
+typedef struct ds3_tokenizer ds3_tokenizer;
+
+/* Load a tokenizer.json (path to the file, or to a directory holding one).
+ * tokenizer_config.json beside it, if present, names the BOS and EOS tokens.
+ * Features the DeepSeek-V3 kind does not use (other normalizers, Metaspace,
+ * byte fallback, …) are refused with DS3_ERR_FORMAT, never ignored. */
+ds3_status ds3_tokenizer_load(const char *path, ds3_tokenizer **out);
+/* The same from memory: json[0..len) is a tokenizer.json, config[0..config_len)
+ * a tokenizer_config.json (NULL: none). Neither needs a terminating NUL. Any
+ * bytes give either a tokenizer or DS3_ERR_FORMAT with a message. */
+ds3_status ds3_tokenizer_load_mem(const char *json, size_t len, const char *config, size_t config_len,
+                                  ds3_tokenizer **out);
+void ds3_tokenizer_free(ds3_tokenizer *t);
+
+/* Ids are 0 .. n_ids-1 (128815 for DeepSeek-V3; a model's vocab_size may be
+ * larger, padded with ids that have no token). */
+int ds3_tokenizer_n_ids(const ds3_tokenizer *t);
+int32_t ds3_tokenizer_bos(const ds3_tokenizer *t);     /* -1 if none */
+int32_t ds3_tokenizer_eos(const ds3_tokenizer *t);     /* -1 if none */
+/* The id whose token is exactly these bytes (an added token's content, or a
+ * vocabulary token's bytes), or -1. */
+int32_t ds3_tokenizer_token_id(const ds3_tokenizer *t, const char *text, size_t len);
+/* The bytes of one token (not NUL-terminated), or NULL if id is not a token. */
+const char *ds3_tokenizer_token(const ds3_tokenizer *t, int32_t id, size_t *len);
+/* 1 if id is an added token marked special (BOS, EOS, <｜place▁holder…｜>), else 0. */
+int ds3_tokenizer_is_special(const ds3_tokenizer *t, int32_t id);
+/* tokenizer_config.json's chat_template (a Jinja template), or NULL. */
+const char *ds3_tokenizer_chat_template(const ds3_tokenizer *t);
+/* The DeepSeek-V3 chat prompt for one user turn, as its chat_template renders
+ * it with add_generation_prompt: BOS, the system text (may be NULL), then
+ * "<｜User｜>" user "<｜Assistant｜>". *text is malloc'd and NUL-terminated;
+ * encode it to get the ids (the markers become their tokens). DS3_ERR_FORMAT
+ * when the tokenizer lacks those tokens or its chat_template is another
+ * model's (ds3 renders this one format, it does not run Jinja). */
+ds3_status ds3_tokenizer_chat_prompt(const ds3_tokenizer *t, const char *system, const char *user, char **text,
+                                     size_t *len);
+
+/* Flags for ds3_tokenizer_encode. */
+#define DS3_TOKENIZE_BOS             1u  /* put the BOS token first (DS3_ERR_ARG if none) */
+#define DS3_TOKENIZE_SPECIAL_AS_TEXT 2u  /* special tokens' strings in the text are plain text */
+
+/* Encode len bytes of text (need not be NUL-terminated) into *ids (malloc'd,
+ * *n_ids entries; NULL when there are none). Added tokens written in the text
+ * ("<｜User｜>") become their ids. Bytes that are not valid UTF-8 are read as
+ * U+FFFD, one per maximal ill-formed subsequence, as Python's
+ * bytes.decode("utf-8", "replace") does; ds3_utf8_valid_prefix finds them. */
+ds3_status ds3_tokenizer_encode(const ds3_tokenizer *t, const char *text, size_t len, unsigned flags,
+                                int32_t **ids, size_t *n_ids);
+
+/* Decode ids into their exact bytes (*text malloc'd, NUL-terminated, *len
+ * bytes without the NUL). DS3_ERR_ARG names the first id that is not a token.
+ * The bytes may be invalid UTF-8 when the ids are (a model can stop inside a
+ * character); they are returned as they are. */
+ds3_status ds3_tokenizer_decode(const ds3_tokenizer *t, const int32_t *ids, size_t n, char **text,
+                                size_t *len);
+
+/* Streaming decoding, one id at a time: each push gives the bytes that are
+ * now complete, holding back the start of a UTF-8 character whose remaining
+ * bytes have not arrived (a character may span tokens). Bytes that cannot
+ * become a valid character are given out at once, as they are. Everything
+ * pushed, then flushed, is exactly ds3_tokenizer_decode of the same ids.
+ * The returned pointer is valid until the next call on the same decoder. */
+typedef struct ds3_detokenizer ds3_detokenizer;
+ds3_status ds3_detokenizer_new(const ds3_tokenizer *t, ds3_detokenizer **out);
+ds3_status ds3_detokenizer_push(ds3_detokenizer *d, int32_t id, const char **text, size_t *len);
+/* End of stream: the held-back bytes (an unfinished character), as they are. */
+void ds3_detokenizer_flush(ds3_detokenizer *d, const char **text, size_t *len);
+void ds3_detokenizer_free(ds3_detokenizer *d);
+
+/* Length of the longest prefix of s[0..len) that is valid UTF-8 (len if all). */
+size_t ds3_utf8_valid_prefix(const char *s, size_t len);
+
 /* ---- emulation of GPU rounding ---------------------------------------------- */
 
 /*

@@ -2,8 +2,9 @@
 # scripts/install-deps.sh [--check] — make sure ds3 can be built here.
 #
 # What the build needs: a C11 compiler (${CC:-cc}), make, pkg-config, OpenBLAS
-# with the cblas header (libopenblas-dev), cJSON (libcjson-dev) and OpenMP
-# (part of gcc; libomp-dev for clang). Rather than asking the package manager
+# with the cblas header (libopenblas-dev), cJSON (libcjson-dev), PCRE2 for the
+# tokenizer's regexes (libpcre2-dev) and OpenMP (part of gcc; libomp-dev for
+# clang). Rather than asking the package manager
 # what is installed, we ask the compiler: each piece is checked by compiling
 # and linking a tiny program with the flags the Makefile uses, so a library
 # installed by hand (or from another distribution) counts too.
@@ -31,7 +32,7 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -94,6 +95,17 @@ int main(void) { float a = 1, b = 2; return (int)cblas_sdot(1, &a, 1, &b, 1) - 2
     try cjson '#include <cjson/cJSON.h>
 int main(void) { cJSON *j = cJSON_Parse("[1]"); int ok = j != 0; cJSON_Delete(j); return !ok; }' \
         -lcjson || { missing="$missing libcjson-dev"; what="$what cJSON"; }
+    pc_cflags=$(pkg-config --cflags libpcre2-8 2>/dev/null || true)
+    pc_libs=$(pkg-config --libs libpcre2-8 2>/dev/null || true)
+    [ -n "$pc_libs" ] || pc_libs=-lpcre2-8
+    # shellcheck disable=SC2086
+    try pcre2 '#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+int main(void) {
+    int e; PCRE2_SIZE o;
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)"\\p{L}+", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &e, &o, 0);
+    int ok = c != 0; pcre2_code_free(c); return !ok;
+}' $pc_cflags $pc_libs || { missing="$missing libpcre2-dev"; what="$what PCRE2"; }
     # libFuzzer's runtime ships apart from clang on Debian (libclang-rt-N-dev).
     if [ -n "$FUZZ" ]; then
         try fuzz '#include <stddef.h>
@@ -119,7 +131,7 @@ say "missing:$what"
 # ---- macOS: print, do not run (brew may want to update itself for minutes).
 if [ "$(uname -s)" = Darwin ]; then
     say "on macOS, install them with Homebrew:"
-    echo "  brew install openblas cjson libomp pkg-config" >&2
+    echo "  brew install openblas cjson pcre2 libomp pkg-config" >&2
     say "openblas and libomp are keg-only: pass their include/ and lib/ directories"
     say "(brew --prefix openblas, brew --prefix libomp) in CFLAGS and LDFLAGS, or build"
     say "without OpenMP: make NO_OMP=1"
