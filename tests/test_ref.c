@@ -240,8 +240,10 @@ int main(void) {
             run_case(ref, m, case_name, DS3_ATTN_NAIVE, 0, tmp);
             run_case(ref, m, case_name, DS3_ATTN_ABSORB, T / 2, tmp);
             run_case(ref, m, case_name, DS3_ATTN_NAIVE, T / 2, tmp);
-            fprintf(stderr, "%-14s max|dlogit|/max|logit| = %.3e   MTP logits %.3e   worst activation "
-                    "max|d|/max|ref| = %.3e\n", case_name, worst_logits, worst_mtp_logits, worst_act);
+            char mtp_s[32] = "(no MTP)";
+            if (ds3_model_num_mtp(m) > 0) snprintf(mtp_s, sizeof mtp_s, "%.3e", worst_mtp_logits);
+            fprintf(stderr, "%-14s max|dlogit|/max|logit| = %.3e   MTP logits %-9s   worst activation "
+                    "max|d|/max|ref| = %.3e\n", case_name, worst_logits, mtp_s, worst_act);
             cases++;
             ds3_model_free(m);
         }
