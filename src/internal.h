@@ -99,8 +99,9 @@ typedef struct {
 
 /* Dequantise rows [r0, r0+n) of w into out[n][w->cols]. */
 void ds3_tensor_rows(ds3_real *out, const ds3_tensor *w, int64_t r0, int64_t n);
-/* Whether ds3_tensor_rows uses its AVX2 loops for BF16/FP8 (CPU has AVX2, no
- * DS3_NO_AVX2); tests switch them (false if AVX2 is asked for and missing). */
+/* Whether the AVX2 copies of ds3_tensor_rows (BF16/FP8), ds3_dot and ds3_axpy
+ * run (CPU has AVX2, no DS3_NO_AVX2; same bits as the portable ones); tests
+ * switch them (false if AVX2 is asked for and missing). */
 bool ds3_rows_avx2_ok(void);
 bool ds3_rows_select_avx2(bool on);
 /* out[n] = w[r][c0 .. c0+n), dequantised; the segment must lie inside one

@@ -92,6 +92,16 @@ bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n
     }
     return true;
 }
+
+/* ops.c's attention dot product and axpy (vecops.h), AVX2 copy. */
+#define VEC_FN(name) name##_avx2
+#include "vecops.h"
+#undef VEC_FN
+
+ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n);
+ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n) { return dot_avx2(a, b, n); }
+void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
+void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n) { axpy_avx2(y, a, x, n); }
 #endif
 
 #else

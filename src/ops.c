@@ -10,7 +10,6 @@
 #include "internal.h"
 
 #include <math.h>
-#include <string.h>
 
 /*
  * RMSNorm(x) = w ⊙ x / sqrt(mean(x²) + eps)       out[n], x[n], w[n]
@@ -47,22 +46,32 @@ void ds3_softmax(ds3_real *x, int n) {
 }
 
 /*
- * a · b over n elements, for attention's scores and value mixing (mla.c).
+ * a · b over n elements and y += a·x, for attention (mla.c). The kernels are
+ * in vecops.h, which says their order.
  *
  * A plain `s += a[i]*b[i]` loop is one dependency chain: each add waits for
  * the previous one, and the compiler may not reorder it (no -ffast-math), so
- * it runs at one multiply-add per add latency. Here the sum is split into
- * DOT_LANES partial sums — partial k adds the products i ≡ k (mod DOT_LANES)
- * in order — held in DOT_VECS independent vectors, then combined by a fixed
- * tree. The order is fixed by n alone, never by the caller's T, position or
- * thread, so prefill, decode and every thread count give the same bits. In
- * DS3_KERNELS_REF mode the plain sequential sum is used instead, as the
- * slow twin the tests hold this one to.
+ * it runs at one multiply-add per add latency. ds3_dot's fixed lane order
+ * lets SIMD run it; the order depends on n alone, never on the caller's T,
+ * position or thread, so prefill, decode and every thread count give the
+ * same bits. In DS3_KERNELS_REF mode the plain sequential sum is used
+ * instead, as the slow twin the tests hold this one to. axpy is element-wise,
+ * hence exact in every mode.
  */
-typedef ds3_real dotvec __attribute__((vector_size(32)));
-#define DOT_W ((int)(sizeof(dotvec) / sizeof(ds3_real)))  /* 8 floats or 4 doubles */
-#define DOT_VECS 4
-#define DOT_LANES (DOT_W * DOT_VECS)
+#define VEC_FN(name) name##_portable
+#include "vecops.h"
+#undef VEC_FN
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_F64)
+/* linear_avx2.c: the same kernels built with -mavx2 */
+ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n);
+void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
+#define AVX2_OK() ds3_rows_avx2_ok()
+#else
+#define ds3_dot_avx2 dot_portable
+#define ds3_axpy_avx2 axpy_portable
+#define AVX2_OK() false
+#endif
 
 ds3_real ds3_dot_ref(const ds3_real *a, const ds3_real *b, int n) {
     ds3_real s = 0;
@@ -72,48 +81,10 @@ ds3_real ds3_dot_ref(const ds3_real *a, const ds3_real *b, int n) {
 
 ds3_real ds3_dot(const ds3_real *a, const ds3_real *b, int n) {
     if (ds3_kernel_mode == DS3_KERNELS_REF) return ds3_dot_ref(a, b, n);
-    dotvec acc[DOT_VECS] = {{0}};
-    int i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (int v = 0; v < DOT_VECS; v++) {
-            dotvec x, y;
-            memcpy(&x, a + i + v * DOT_W, sizeof x);
-            memcpy(&y, b + i + v * DOT_W, sizeof y);
-            acc[v] += x * y;
-        }
-    if (i < n) {  /* the ragged end, zero-padded: adds exact zeros to the other lanes */
-        ds3_real x[DOT_LANES] = {0}, y[DOT_LANES] = {0};
-        memcpy(x, a + i, (size_t)(n - i) * sizeof(ds3_real));
-        memcpy(y, b + i, (size_t)(n - i) * sizeof(ds3_real));
-        for (int v = 0; v < DOT_VECS; v++) {
-            dotvec xv, yv;
-            memcpy(&xv, x + v * DOT_W, sizeof xv);
-            memcpy(&yv, y + v * DOT_W, sizeof yv);
-            acc[v] += xv * yv;
-        }
-    }
-    dotvec t = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-    ds3_real l[DOT_W];
-    memcpy(l, &t, sizeof l);
-    ds3_real s = 0;
-    for (int w = 0; w < DOT_W; w += 2) s += l[w] + l[w + 1];
-    return s;
+    return AVX2_OK() ? ds3_dot_avx2(a, b, n) : dot_portable(a, b, n);
 }
 
-/*
- * y[i] += a · x[i] (y and x must not overlap). Each element is one multiply
- * and one add, rounded as written, so vectorising changes no bit; the
- * explicit vectors only make sure the compiler does.
- */
 void ds3_axpy(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n) {
-    const dotvec av = (dotvec){0} + a;
-    int i = 0;
-    for (; i + DOT_W <= n; i += DOT_W) {
-        dotvec xv, yv;
-        memcpy(&xv, x + i, sizeof xv);
-        memcpy(&yv, y + i, sizeof yv);
-        yv += av * xv;
-        memcpy(y + i, &yv, sizeof yv);
-    }
-    for (; i < n; i++) y[i] += a * x[i];
+    if (AVX2_OK()) ds3_axpy_avx2(y, a, x, n);
+    else axpy_portable(y, a, x, n);
 }
