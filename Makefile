@@ -88,7 +88,7 @@ $(DEPS_STAMP): scripts/install-deps.sh
 
 # The lane kernel's AVX2 copy (chosen at run time, same bits as the portable one).
 ifneq (,$(findstring x86_64,$(shell $(CC) -dumpmachine)))
-$(BUILD)/obj/linear_avx2.o: CFLAGS += -mavx2
+$(BUILD)/obj/linear_avx2.o: CFLAGS += -mavx2 -mf16c
 endif
 
 $(BUILD)/obj/%.o: src/%.c | $(DEPS_STAMP)
@@ -180,7 +180,7 @@ fuzz: fuzz-build
 
 # The lane kernel's AVX2 copy needs its flag here too.
 ifneq (,$(findstring x86_64,$(shell $(FUZZ_CC) -dumpmachine 2>/dev/null)))
-$(FUZZ_DIR)/obj/linear_avx2.o: FUZZ_CFLAGS += -mavx2
+$(FUZZ_DIR)/obj/linear_avx2.o: FUZZ_CFLAGS += -mavx2 -mf16c
 endif
 
 # clang and its libFuzzer runtime, installed when missing (once).

@@ -219,7 +219,8 @@ void ds3_tensor_block(ds3_real *out, const ds3_tensor *w, int64_t r, int64_t c0,
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_F64)
 bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n);  /* linear_avx2.c */
 
-/* -1 until asked; then whether the CPU has AVX2 and DS3_NO_AVX2 is unset.
+/* -1 until asked; then whether the CPU has AVX2 and F16C (linear_avx2.c is
+ * built with both) and DS3_NO_AVX2 is unset.
  * Tests flip it with ds3_rows_select_avx2 to compare the two loops. */
 static int rows_avx2 = -1;
 
@@ -228,7 +229,7 @@ bool ds3_rows_avx2_ok(void) {
 #pragma omp atomic read
     v = rows_avx2;
     if (v < 0) {
-        v = __builtin_cpu_supports("avx2") && !getenv("DS3_NO_AVX2");
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && !getenv("DS3_NO_AVX2");
 #pragma omp atomic write
         rows_avx2 = v;
     }
@@ -236,7 +237,7 @@ bool ds3_rows_avx2_ok(void) {
 }
 
 bool ds3_rows_select_avx2(bool on) {
-    if (on && !__builtin_cpu_supports("avx2")) return false;
+    if (on && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))) return false;
     rows_avx2 = on;
     return true;
 }

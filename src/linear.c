@@ -113,7 +113,7 @@ lanes_fn ds3_lanes_rows_avx2;  /* linear_avx2.c */
 
 static bool have_avx2(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx2");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");  /* linear_avx2.c uses both */
 #else
     return false;
 #endif

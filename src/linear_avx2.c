@@ -1,7 +1,7 @@
 /*
- * linear_avx2.c — the lane kernel of src/lanes.h built with -mavx2 (the
- * Makefile adds the flag for this file on x86-64). linear.c calls it when the
- * CPU has AVX2; the arithmetic, hence every bit, is that of the portable copy
+ * linear_avx2.c — the lane kernel of src/lanes.h built with -mavx2 -mf16c
+ * (the Makefile adds the flags for this file on x86-64). linear.c calls it when
+ * the CPU has AVX2 and F16C; the arithmetic, hence every bit, is that of the portable copy
  * (tests/test_linear.c compares the two).
  */
 #include "internal.h"
@@ -13,17 +13,20 @@
 #define LANES_FN(name) name##_avx2
 
 /*
- * Eight e4m3 codes to their exact f32 values with AVX2, no table: normals
- * (e > 0) put their 7 exponent+mantissa bits where f32 keeps them (<< 20) and
- * rebias the exponent by 127 − 7 with an integer add; subnormals (e = 0) are
- * m · 2^-9 from an exact int→float conversion; 0x7f and 0xff become NaN; the
- * sign bit moves to bit 31. Every step is exact, so the values equal
- * ds3_e4m3_table's (tests/test_linear.c checks all 256 codes through both
+ * Eight e4m3 codes to their exact f32 values with AVX2 and F16C, no table.
+ * An e4m3 code s|eeee|mmm, shifted left by 7 in a 16-bit lane, is the IEEE
+ * half s|0eeee|mmm0000000 once the sign moves from bit 14 to bit 15: its
+ * value is the e4m3 value times 2^-8 exactly, because half's exponent bias is
+ * 15 where e4m3's is 7, and half's subnormals (exponent field 0) line up with
+ * e4m3's. vcvtph2ps widens it exactly and the product by 2^8 is exact. Only
+ * the NaN codes (0x7f, 0xff: all seven low bits set) would come out as
+ * finite halves; they are detected on the eight bytes with integer
+ * arithmetic and decoded by the bit-by-bit path above. (This file is built
+ * with -mavx2 -mf16c; it runs only where the CPU has both.) Every step is
+ * exact, so the values equal ds3_e4m3_table's (tests/test_linear.c checks all 256 codes through both
  * copies of the kernel).
  */
-static inline void fp8x8_avx2(__m256 *out, const unsigned char *q) {
-    long long raw;
-    memcpy(&raw, q, 8);
+static inline void fp8x8_bits(__m256 *out, long long raw) {
     __m256i b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(raw));
     __m256i em = _mm256_and_si256(b, _mm256_set1_epi32(0x7f));
     __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(em, 20), _mm256_set1_epi32(120 << 23));
@@ -34,6 +37,20 @@ static inline void fp8x8_avx2(__m256 *out, const unsigned char *q) {
     bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), is_nan);
     bits = _mm256_or_si256(bits, _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24));
     *out = _mm256_castsi256_ps(bits);
+}
+
+static inline void fp8x8_avx2(__m256 *out, const unsigned char *q) {
+    long long raw;
+    memcpy(&raw, q, 8);
+    /* a byte whose low seven bits are all set carries into its top bit */
+    const unsigned long long low7 = (unsigned long long)raw & 0x7f7f7f7f7f7f7f7full;
+    if (__builtin_expect(((low7 + 0x0101010101010101ull) & 0x8080808080808080ull) != 0, 0)) {
+        fp8x8_bits(out, raw);
+        return;
+    }
+    __m128i u = _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(raw)), 7);
+    u = _mm_add_epi16(u, _mm_and_si128(u, _mm_set1_epi16(0x4000)));  /* sign: bit 14 -> 15 */
+    *out = _mm256_mul_ps(_mm256_cvtph_ps(u), _mm256_set1_ps(256.0f));
 }
 
 #include "lanes.h"
