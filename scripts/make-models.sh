@@ -10,8 +10,12 @@
 #   tiny-fp8      ds3 mkmodel --config tiny    --dtype fp8  --seed 1
 #   tiny-v2       ds3 mkmodel --config tiny-v2 --dtype f32  --seed 1
 #   tiny-negbias  ds3 mkmodel --config tiny    --dtype f32  --seed 2 --bias-shift -4
+#   tiny-mtp2     ds3 mkmodel --config ref_data/configs/tiny-mtp2.json --dtype f32 --seed 1
 #
-# each followed by `-o OUTDIR/NAME`. With no NAMES, all of them.
+# each followed by `-o OUTDIR/NAME`. With no NAMES, all of them. tiny-mtp2 is
+# tiny with two MTP depths (no released checkpoint has more than one), its
+# config read from the repository, so run this from the repository root (make
+# does).
 #
 # Caching: OUTDIR/NAME is kept when it has config.json and its weights
 # (model.safetensors or model.safetensors.index.json) and its stamp file
@@ -31,7 +35,7 @@
 
 set -eu
 
-ALL_MODELS="tiny-f32 tiny-bf16 tiny-fp8 tiny-v2 tiny-negbias"
+ALL_MODELS="tiny-f32 tiny-bf16 tiny-fp8 tiny-v2 tiny-negbias tiny-mtp2"
 
 # The mkmodel arguments of each model. Keep in sync with the header above.
 model_args() {
@@ -41,6 +45,7 @@ model_args() {
         tiny-fp8)     echo "--config tiny --dtype fp8 --seed 1" ;;
         tiny-v2)      echo "--config tiny-v2 --dtype f32 --seed 1" ;;
         tiny-negbias) echo "--config tiny --dtype f32 --seed 2 --bias-shift -4" ;;
+        tiny-mtp2)    echo "--config ref_data/configs/tiny-mtp2.json --dtype f32 --seed 1" ;;
         *) return 1 ;;
     esac
 }
@@ -53,7 +58,7 @@ case "${1:-}" in
     --args) [ $# -eq 2 ] || usage
             model_args "$2" || die "unknown model '$2' (known: $ALL_MODELS)"
             exit 0 ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 [ $# -ge 2 ] || usage
 

@@ -87,6 +87,10 @@ CASES = [
               "s + bias is negative: -inf group masking (official, transformers 5.x) and the old "
               "0.0 fill (transformers 4.x) choose different experts; the 0.0-fill choice is stored "
               "as layers.N.moe.topk_idx_zero_fill"),
+    dict(case="tiny-mtp2", model="tiny-mtp2", tokens="lcg:1:12",
+         desc="tiny with two MTP depths (ref_data/configs/tiny-mtp2.json; the main model is tiny-f32's): "
+              "depth 1 reads depth 0's output after its shared_head.norm and the token t[i+2], and "
+              "predicts t[i+3]"),
 ]
 
 # The mkmodel arguments of each model. scripts/make-models.sh is the one place the project
@@ -98,6 +102,7 @@ MODEL_ARGS = {
     "tiny-fp8": "--config tiny --dtype fp8 --seed 1",
     "tiny-v2": "--config tiny-v2 --dtype f32 --seed 1",
     "tiny-negbias": "--config tiny --dtype f32 --seed 2 --bias-shift -4",
+    "tiny-mtp2": "--config ref_data/configs/tiny-mtp2.json --dtype f32 --seed 1",
 }
 
 TOLERANCE_NOTES = (
