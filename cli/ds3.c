@@ -7,8 +7,9 @@
  *   ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] [--mtp-agree[=P]] -o DIR
  *   ds3 info    -m DIR | --config NAME|PATH | --list
  *   ds3 run     -m DIR --tokens 1,2,3 [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]
- *               [--mtp [--draft N]]
+ *               [--mtp [--draft N]] [--kernels fast|deterministic|ref]
  *   ds3 dump    -m DIR --tokens 1,2,3 -o OUT.safetensors [--attn naive|absorb] [--decode-from K]
+ *               [--emulate bf16|fp8[,OPTIONS]] [--kernels fast|deterministic|ref]
  *
  * Output contract, relied on by scripts and tests/test_cli.c:
  *   - `run` prints the generated ids as ONE comma-separated line on stdout
@@ -134,6 +135,13 @@ static ds3_attn_mode parse_attn(const char *s) {
     usage_error("--attn: '%s' is not one of naive, absorb", s);
 }
 
+/* --kernels: which implementation of the products runs (ds3_set_kernels). */
+static void set_kernels(const char *s) {
+    ds3_kernels k;
+    if (ds3_kernels_parse(s, &k) != DS3_OK) usage_error("--kernels: '%s' is not one of fast, deterministic, ref", s);
+    ds3_set_kernels(k);
+}
+
 /* --tokens (cli/args.c): a malformed list is a usage error naming the entry. */
 static int32_t *parse_tokens(const char *s, int *n_out) {
     char err[160];
@@ -249,9 +257,14 @@ static const char *const help_info =
     "  --config NAME|PATH  a built-in config or a config.json, no weights needed\n"
     "  --list              list the built-in configs\n";
 
+#define KERNELS_HELP                                                                      \
+    "  --kernels K         fast (default: OpenBLAS for several tokens), deterministic\n" \
+    "                      (a prefill has the bits of token-by-token decoding) or ref\n"  \
+    "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
+
 static const char *const help_run =
     "usage: ds3 run -m DIR --tokens IDS [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]\n"
-    "               [--mtp [--draft N]]\n"
+    "               [--mtp [--draft N]] [--kernels fast|deterministic|ref]\n"
     "\n"
     "Prefill the prompt in one forward call, then decode N tokens one at a time.\n"
     "The generated ids go to stdout as one comma-separated line; timings to stderr.\n"
@@ -266,11 +279,12 @@ static const char *const help_run =
     "  --mtp               speculative decoding: the checkpoint's MTP layer drafts tokens,\n"
     "                      one main forward verifies them; greedy output is identical,\n"
     "                      sampled output has the same distribution. Acceptance on stderr\n"
-    "  --draft N           tokens drafted per step with --mtp, 1..16 (default 1)\n";
+    "  --draft N           tokens drafted per step with --mtp, 1..16 (default 1)\n"
+    KERNELS_HELP;
 
 static const char *const help_dump =
     "usage: ds3 dump -m DIR --tokens IDS -o OUT.safetensors [--attn naive|absorb] [--decode-from K]\n"
-    "                [--emulate bf16|fp8[,OPTIONS]]\n"
+    "                [--emulate bf16|fp8[,OPTIONS]] [--kernels fast|deterministic|ref]\n"
     "\n"
     "Run the prompt and write the named activations of every position (embed,\n"
     "layers.N.*, norm, logits, and mtp.K.* for each MTP depth the checkpoint has;\n"
@@ -284,7 +298,8 @@ static const char *const help_dump =
     "                      at a time (0 < K <= number of tokens); default: one call\n"
     "  --emulate SPEC      round where a GPU build rounds: bf16, or fp8 (bf16 plus FP8\n"
     "                      inputs of FP8 linears); options ue8m0, router-f32, point\n"
-    "                      names to keep only those (docs/COMPARING.md, Emulation)\n";
+    "                      names to keep only those (docs/COMPARING.md, Emulation)\n"
+    KERNELS_HELP;
 
 static void help_exit(const char *text) {
     fputs(text, stdout);
@@ -398,6 +413,7 @@ static int cmd_run(int argc, char **argv) {
             if (!(top_p > 0 && top_p <= 1)) usage_error("--top-p: %s is outside (0, 1]", v);
         } else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) seed = parse_u64("--seed", v);
         else if ((v = opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
         else if (strcmp(argv[i], "--mtp") == 0) mtp = true;
         else if ((v = opt_value(argc, argv, &i, NULL, "--draft"))) n_draft = parse_long("--draft", v, 1, 16);
         else unknown_arg(argv[i]);
@@ -540,6 +556,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         else if ((v = opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
         else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
         else if ((v = opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
         else if ((v = opt_value(argc, argv, &i, NULL, "--decode-from")))
             decode_from = parse_long("--decode-from", v, 1, MAX_TOKENS);
         else unknown_arg(argv[i]);
@@ -585,6 +602,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         "attn", attn == DS3_ATTN_NAIVE ? "naive" : "absorb",
         "decode_from", dfrom,
         "emulate", emulate ? emulate : "none",
+        "kernels", (const char *[]){"fast", "deterministic", "ref"}[ds3_get_kernels()],
         NULL,
     };
     if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) lib_die(st, "dump");

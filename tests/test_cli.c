@@ -441,6 +441,50 @@ static void test_with_model(const char *models) {
     ds3_st_close(fd);
     ds3_st_close(fd1);
 
+    th_section("--kernels");
+    {
+        /* deterministic: a prefill and a token-by-token run write the same
+         * logits bytes; ref (the plain loops) stays close to the default. */
+        char kd_full[256], kd_dec[256], kref[256];
+        snprintf(kd_full, sizeof kd_full, "%s/kd_full.safetensors", tmpdir);
+        snprintf(kd_dec, sizeof kd_dec, "%s/kd_dec.safetensors", tmpdir);
+        snprintf(kref, sizeof kref, "%s/kref.safetensors", tmpdir);
+        r = RUN("dump", "-m", model, "--tokens", toks, "-o", kd_full, "--kernels", "deterministic");
+        CHECK(r.rc == 0, "dump --kernels deterministic: exit %d: %s", r.rc, r.err);
+        done(&r);
+        r = RUN("dump", "-m", model, "--tokens", toks, "-o", kd_dec, "--kernels", "deterministic", "--decode-from", "1");
+        CHECK(r.rc == 0, "dump --kernels deterministic --decode-from 1: exit %d: %s", r.rc, r.err);
+        done(&r);
+        r = RUN("dump", "-m", model, "--tokens", toks, "-o", kref, "--kernels", "ref");
+        CHECK(r.rc == 0, "dump --kernels ref: exit %d: %s", r.rc, r.err);
+        done(&r);
+        ds3_st_file *a = open_dump(kd_full, T, "deterministic"), *b = open_dump(kd_dec, T, "deterministic decode"),
+                    *c = open_dump(kref, T, "ref"), *f0 = open_dump(full, T, "full");
+        if (a && b) {
+            const ds3_st_entry *la = ds3_st_find(a, "logits"), *lb = ds3_st_find(b, "logits");
+            CHECK(la && lb && la->nbytes == lb->nbytes && memcmp(la->data, lb->data, la->nbytes) == 0,
+                  "deterministic kernels: prefill and decode-from 1 logits are not byte-identical");
+            const char *m = ds3_st_meta(a, "kernels");
+            CHECK(m && strcmp(m, "deterministic") == 0, "kernels metadata '%s'", m ? m : "(none)");
+        }
+        if (c && f0) compare_dumps(f0, c, "logits", "fast vs ref kernels");
+        ds3_st_close(a);
+        ds3_st_close(b);
+        ds3_st_close(c);
+        ds3_st_close(f0);
+        expect_usage("--kernels: 'quick' is not one of fast, deterministic, ref",
+                     RUN("run", "-m", model, "--tokens", "1", "--kernels", "quick"), "--kernels quick");
+        /* the same greedy tokens from every kernel set */
+        result k0 = RUN("run", "-m", model, "--tokens", toks, "-n", "6");
+        result k1 = RUN("run", "-m", model, "--tokens", toks, "-n", "6", "--kernels", "ref");
+        char ids0[256];
+        snprintf(ids0, sizeof ids0, "%s", last_line(k0.out));  /* last_line's buffer is static */
+        CHECK(k0.rc == 0 && k1.rc == 0 && ids0[0] && strcmp(ids0, last_line(k1.out)) == 0,
+              "run --kernels ref: '%s' vs fast '%s'", last_line(k1.out), ids0);
+        done(&k0);
+        done(&k1);
+    }
+
     th_section("dump failures leave no file");
     r = RUN("dump", "-m", model, "--tokens", "1,2", "-o", "/nonexistent/dir/x.safetensors");
     CHECK(r.rc == 1, "dump to a missing directory: exit %d, want 1", r.rc);

@@ -17,7 +17,8 @@
  *     more than bf16, the bits do not depend on the thread count;
  *   - against transformers run in bfloat16 (ref_data/emulate/, written by
  *     tools/dump_torch.py): --emulate with the reference's flavour is closer
- *     than the plain fp32 forward, by the factor recorded in the README there.
+ *     than the plain fp32 forward in every kernel mode, by at least a third
+ *     of the smallest factor measured (vs_transformers).
  */
 #include "compare.h"
 #include "harness.h"
@@ -479,73 +480,107 @@ static void model_tests(const char *models) {
 /* Against transformers in bfloat16                                            */
 /* ========================================================================== */
 
-/* NMSE of every float tensor, all rows (a routing flip counts with its full
- * effect): summed over the dump, and tensor by tensor before the first MoE
- * routing (layer 0 and layer 1's attention), where no flip can intervene. */
+/*
+ * Distance to transformers in bf16, plain and emulated, as NMSE per float
+ * tensor (ds3_cmp_files, as `ds3 compare` computes it):
+ *   early  the smallest per-tensor ratio plain/emulated among the tensors
+ *          upstream of the first MoE routing (layer 0 and layer 1's
+ *          attention), where no routing flip can intervene, every row (inf:
+ *          the emulated run has the reference's bits there);
+ *   all    plain/emulated of the NMSE summed over every float tensor of the
+ *          dump, on the rows whose experts agree upstream (the compare
+ *          default: a routing flip is a discrete event that either run may
+ *          hit, and is counted by the routing check, not here).
+ * Measured for each kernel mode: their fp32 summation orders differ, and so
+ * do the rare bf16 roundings that tip the other way because of it; a tip then
+ * spreads through the next RMSNorm to its whole row. The smallest ratios
+ * measured over the fp32 build (OpenBLAS and BLAS=none) and the f64 build, in
+ * the three kernel modes (docs/COMPARING.md, "Emulation against
+ * transformers"):
+ *   tiny-bf16 vs transformers bf16:           early 16.5, all 9.12
+ *   tiny-fp8 vs transformers bf16 + fp8-act:  early 6.9e7, all 57.3
+ * The bounds are those divided by 3; for fp8's early ratio no tip was seen in
+ * any configuration, and the bound is bf16's, what one tip gave there.
+ */
+typedef struct {
+    const char *file, *model, *spec;
+    double min_early, min_all;
+} hf_case;
+
 static void vs_transformers(const char *models, const char *refdir) {
-    char dir[512], path[700];
-    snprintf(dir, sizeof dir, "%s/emulate", refdir);
-    static const char *const cases[] = {"tiny-bf16-hf-bf16", "tiny-fp8-hf-fp8act"};
+    static const hf_case cases[] = {
+        {"tiny-bf16-hf-bf16", "tiny-bf16", "bf16,hf", 16.5 / 3, 9.12 / 3},
+        {"tiny-fp8-hf-fp8act", "tiny-fp8", "fp8,hf", 16.5 / 3, 57.3 / 3},
+    };
+    static const char *const kname[] = {"fast", "deterministic", "ref"};
+    const ds3_kernels saved = ds3_get_kernels();
+    char path[700];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        snprintf(path, sizeof path, "%s/%s.safetensors", dir, cases[c]);
+        const hf_case *hc = &cases[c];
+        snprintf(path, sizeof path, "%s/emulate/%s.safetensors", refdir, hc->file);
+        th_section("%s: --emulate %s vs plain, distance to transformers", hc->file, hc->spec);
         ds3_st_file *ref = NULL;
-        if (access(path, R_OK) != 0 || ds3_st_open(path, &ref) != DS3_OK) {
-            fprintf(stderr, "-- %s: not present, skipped\n", path);
-            continue;
-        }
-        th_section("%s: --emulate vs plain, distance to transformers", cases[c]);
+        CHECK(ds3_st_open(path, &ref) == DS3_OK, "open %s: %s", path, ds3_last_error());
+        if (!ref) continue;
         const char *model = ds3_st_meta(ref, "check_model"), *spec = ds3_st_meta(ref, "check_emulate"),
-                   *tokens = ds3_st_meta(ref, "tokens"), *early_s = ds3_st_meta(ref, "check_min_ratio_early"),
-                   *all_s = ds3_st_meta(ref, "check_min_ratio_all");
-        CHECK(model && spec && tokens && early_s && all_s,
-              "%s: metadata check_model, check_emulate, tokens, check_min_ratio_early, check_min_ratio_all", path);
+                   *tokens = ds3_st_meta(ref, "tokens");
+        CHECK(model && spec && tokens && strcmp(model, hc->model) == 0 && strcmp(spec, hc->spec) == 0,
+              "%s: metadata check_model %s, check_emulate %s, tokens", path, model ? model : "-", spec ? spec : "-");
         char mdir[600];
         ds3_model *m = NULL;
-        if (model) snprintf(mdir, sizeof mdir, "%s/%s", models, model);
-        if (!model || ds3_model_load(mdir, &m) != DS3_OK) {
+        snprintf(mdir, sizeof mdir, "%s/%s", models, hc->model);
+        if (!tokens || ds3_model_load(mdir, &m) != DS3_OK) {
+            CHECK(false, "%s: %s", mdir, ds3_last_error());
             ds3_st_close(ref);
             continue;
         }
         int32_t tok[512];
         int T = 0;
-        for (const char *p = tokens; p && *p && T < 512;) {
+        for (const char *p = tokens; *p && T < 512;) {
             tok[T++] = (int32_t)strtol(p, (char **)&p, 10);
             if (*p == ',') p++;
         }
-        ds3_st_file *pl = dump_with(m, tok, T, DS3_ATTN_NAIVE, NULL, "hf-plain");
-        ds3_st_file *em = dump_with(m, tok, T, DS3_ATTN_NAIVE, spec, "hf-emul");
-        if (pl && em) {
-            ds3_cmp_opts o = {ds3_cmp_profile_find("fp8"), false, 0, 0, "*", true};
-            ds3_cmp_report rp, re;
-            ds3_cmp_files(ref, pl, &o, &rp);
-            ds3_cmp_files(ref, em, &o, &re);
-            double sum_p = 0, sum_e = 0, worst_ratio = INFINITY;
-            const char *worst = "";
-            for (int i = 0; i < rp.n && i < re.n; i++) {
-                const ds3_cmp_result *a = &rp.r[i], *b = &re.r[i];
-                if (a->kind != DS3_CMP_FLOAT || a->nmse == 0) continue;
-                sum_p += a->nmse;
-                sum_e += b->nmse;
-                /* tensors upstream of any routing flip: embed, layer 0, layer 1's attention */
-                if (strncmp(a->name, "layers.0.", 9) == 0 || strcmp(a->name, "layers.1.attn.out") == 0) {
-                    double r = b->nmse > 0 ? a->nmse / b->nmse : INFINITY;
-                    if (r < worst_ratio) { worst_ratio = r; worst = a->name; }
+        for (int k = 0; k < 3; k++) {
+            ds3_set_kernels((ds3_kernels)k);
+            /* transformers' attention is the naive form (per-head keys and values) */
+            ds3_st_file *pl = dump_with(m, tok, T, DS3_ATTN_NAIVE, NULL, "hf-plain");
+            ds3_st_file *em = dump_with(m, tok, T, DS3_ATTN_NAIVE, hc->spec, "hf-emul");
+            if (pl && em) {
+                double early = INFINITY, sum[2] = {0, 0};
+                const char *worst = "-";
+                for (int kept = 0; kept < 2; kept++) {
+                    ds3_cmp_opts o = {ds3_cmp_profile_find("bf16"), false, 0, 0, "*", !kept};
+                    ds3_cmp_report rp, re;
+                    ds3_cmp_files(ref, pl, &o, &rp);
+                    ds3_cmp_files(ref, em, &o, &re);
+                    CHECK(rp.n == re.n && rp.n_missing == 0 && re.n_missing == 0 && !re.tokens_differ,
+                          "the same tensors in the reference and both dumps");
+                    for (int i = 0; i < rp.n && i < re.n; i++) {
+                        const ds3_cmp_result *a = &rp.r[i], *b = &re.r[i];
+                        if (a->kind != DS3_CMP_FLOAT) continue;
+                        sum[0] += kept ? a->nmse : 0;
+                        sum[1] += kept ? b->nmse : 0;
+                        if (!kept && a->nmse > 0 &&
+                            (strncmp(a->name, "layers.0.", 9) == 0 || strcmp(a->name, "layers.1.attn.out") == 0)) {
+                            double r = b->nmse > 0 ? a->nmse / b->nmse : INFINITY;
+                            if (r < early) { early = r; worst = a->name; }
+                        }
+                    }
+                    ds3_cmp_report_free(&rp);
+                    ds3_cmp_report_free(&re);
                 }
+                double all = sum[1] > 0 ? sum[0] / sum[1] : INFINITY;
+                fprintf(stderr, "   %-13s upstream of routing: smallest ratio %.3g (%s); NMSE summed over the "
+                        "dump: plain %.3g, emulated %.3g, ratio %.3g\n", kname[k], early, worst, sum[0], sum[1], all);
+                CHECK(early >= hc->min_early, "%s, %s kernels: %s only %.3gx closer (bound: measured minimum/3 = %.3g)",
+                      hc->file, kname[k], worst, early, hc->min_early);
+                CHECK(all >= hc->min_all, "%s, %s kernels: emulated only %.3gx closer than plain over the dump "
+                      "(bound: measured minimum/3 = %.3g)", hc->file, kname[k], all, hc->min_all);
             }
-            /* the factors are the measured ones divided by 3 (ref_data/emulate/README.md) */
-            double min_early = early_s ? atof(early_s) : 10, min_all = all_s ? atof(all_s) : 10;
-            fprintf(stderr, "   NMSE summed over %d tensors: plain %.3g, --emulate %s %.3g (ratio %.3g); "
-                    "before any routing flip the smallest ratio is %.3g (%s)\n", rp.n, sum_p, spec, sum_e,
-                    sum_e > 0 ? sum_p / sum_e : INFINITY, worst_ratio, worst);
-            CHECK(sum_e * min_all <= sum_p, "%s: emulated NMSE sum %.3g is not %gx below plain %.3g", cases[c], sum_e,
-                  min_all, sum_p);
-            CHECK(worst_ratio >= min_early, "%s: %s only %.3gx closer (want >= %g)", cases[c], worst, worst_ratio,
-                  min_early);
-            ds3_cmp_report_free(&rp);
-            ds3_cmp_report_free(&re);
+            if (pl) ds3_st_close(pl);
+            if (em) ds3_st_close(em);
         }
-        if (pl) ds3_st_close(pl);
-        if (em) ds3_st_close(em);
+        ds3_set_kernels(saved);
         ds3_model_free(m);
         ds3_st_close(ref);
     }
