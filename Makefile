@@ -105,6 +105,9 @@ $(BUILD)/cli/%.o: cli/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# Where the CLI finds data/tokenizers/ (the source tree; $$DS3_DATA_DIR overrides it).
+$(BUILD)/cli/text.o: CFLAGS += -DDS3_DATA_DIR='"$(abspath data)"'
+
 $(BUILD)/ds3: $(CLI_OBJ) $(BUILD)/libds3.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

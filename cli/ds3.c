@@ -4,16 +4,22 @@
  * public API, so it doubles as the example of how a program drives the
  * library (load → state → forward → sample).
  *
- *   ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] [--mtp-agree[=P]] -o DIR
+ *   ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] [--mtp-agree[=P]]
+ *               [--tokenizer PATH] -o DIR
  *   ds3 info    -m DIR | --config NAME|PATH | --list
- *   ds3 run     -m DIR --tokens 1,2,3 [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]
- *               [--mtp [--draft N]] [--kernels fast|deterministic|ref]
+ *   ds3 run     -m DIR (--tokens 1,2,3 | -p TEXT [--chat [--system TEXT]]) [--tokenizer PATH] [-n N]
+ *               [--temp T] [--top-p P] [--seed S] [--attn naive|absorb] [--mtp [--draft N]]
+ *               [--kernels fast|deterministic|ref] [--ignore-eos] [--quiet] [--json]
  *   ds3 dump    -m DIR --tokens 1,2,3 -o OUT.safetensors [--attn naive|absorb] [--decode-from K]
  *               [--emulate bf16|fp8[,OPTIONS]] [--kernels fast|deterministic|ref]
  *
- * Output contract, relied on by scripts and tests/test_cli.c:
- *   - `run` prints the generated ids as ONE comma-separated line on stdout
- *     (its last line); timings go to stderr;
+ *   ds3 tokenize / detokenize   (cli/text.c)
+ *
+ * Output contract, relied on by scripts and tests/test_cli.c, test_text.c:
+ *   - `run --tokens` prints the generated ids as ONE comma-separated line on
+ *     stdout (its last line); `run -p` streams the generated text, then a
+ *     newline; `--json` prints one JSON object instead; timings go to stderr
+ *     (none with --quiet);
  *   - every error is one line on stderr starting "ds3: ";
  *   - exit status 0 success, 1 runtime error (a file, the model, a token out
  *     of the model's vocabulary), 2 usage error (the command line itself).
@@ -25,6 +31,7 @@
  */
 #include "ds3.h"
 #include "args.h"
+#include "text.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -35,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -218,9 +226,12 @@ static const char *const help_main =
     "commands:\n"
     "  mkmodel   write a deterministic synthetic checkpoint\n"
     "  info      describe a model directory or a config (parameters, KV cache)\n"
-    "  run       generate tokens from a prompt of token ids\n"
+    "  run       generate tokens from a prompt of token ids or text\n"
     "  dump      run a prompt and write named activations to a safetensors file\n"
     "  compare   compare two dumps tensor by tensor (docs/COMPARING.md)\n"
+    "  tokenize  text on stdin to token ids (docs/TOKENIZER.md)\n"
+    "  detokenize\n"
+    "            token ids on stdin to the exact text\n"
     "  help      this text, or 'ds3 help COMMAND'\n"
     "\n"
     "options:\n"
@@ -231,10 +242,11 @@ static const char *const help_main =
 
 static const char *const help_mkmodel =
     "usage: ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X]\n"
-    "                   [--mtp-agree[=P]] -o DIR\n"
+    "                   [--mtp-agree[=P]] [--tokenizer PATH] -o DIR\n"
     "\n"
     "Write a deterministic synthetic checkpoint (config.json + safetensors, Hugging\n"
-    "Face layout) to DIR.\n"
+    "Face layout) to DIR. A model with DeepSeek-V3's vocabulary (vocab_size 129280,\n"
+    "e.g. --config small) gets DeepSeek-V3's tokenizer.json and tokenizer_config.json.\n"
     "\n"
     "  --config NAME|PATH  a built-in config (ds3 info --list) or a config.json\n"
     "  --dtype D           projection weights: f32 (default), bf16 or fp8 (e4m3 with\n"
@@ -245,6 +257,8 @@ static const char *const help_mkmodel =
     "                      follows a fixed next-token function and the MTP layer predicts\n"
     "                      it, for a share P in (0, 1] of the tokens (default 1);\n"
     "                      docs/MKMODEL.md\n"
+    "  --tokenizer PATH    copy this tokenizer (a tokenizer.json or its directory) into\n"
+    "                      DIR instead; its ids must fit the vocabulary\n"
     "  -o, --output DIR    output directory (created if missing)\n";
 
 static const char *const help_info =
@@ -263,14 +277,29 @@ static const char *const help_info =
     "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
 
 static const char *const help_run =
-    "usage: ds3 run -m DIR --tokens IDS [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]\n"
-    "               [--mtp [--draft N]] [--kernels fast|deterministic|ref]\n"
+    "usage: ds3 run -m DIR (--tokens IDS | -p TEXT [--chat [--system TEXT]]) [--tokenizer PATH]\n"
+    "               [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]\n"
+    "               [--mtp [--draft N]] [--kernels fast|deterministic|ref] [--ignore-eos]\n"
+    "               [--quiet] [--json]\n"
     "\n"
     "Prefill the prompt in one forward call, then decode N tokens one at a time.\n"
-    "The generated ids go to stdout as one comma-separated line; timings to stderr.\n"
+    "With --tokens the generated ids go to stdout as one comma-separated line; with\n"
+    "-p the generated text is streamed to stdout as it is decoded, then a newline.\n"
+    "Timings (prefill and decode tok/s, peak memory) go to stderr.\n"
     "\n"
     "  -m, --model DIR     model directory\n"
     "  --tokens IDS        prompt token ids, comma-separated (e.g. 1,2,3)\n"
+    "  -p, --prompt TEXT   prompt text, encoded with the tokenizer after BOS; generation\n"
+    "                      stops at EOS (docs/TOKENIZER.md)\n"
+    "  --chat              wrap -p in DeepSeek-V3's chat format: BOS, <｜User｜>, TEXT,\n"
+    "                      <｜Assistant｜> (tokenizer_config.json's chat_template)\n"
+    "  --system TEXT       with --chat: a system prompt, after BOS\n"
+    "  --tokenizer PATH    tokenizer.json (or its directory) for a model without one;\n"
+    "                      default DIR/tokenizer.json\n"
+    "  --ignore-eos        with -p, do not stop at EOS\n"
+    "  --quiet             nothing on stderr but errors\n"
+    "  --json              one JSON object on stdout at the end instead: prompt and\n"
+    "                      generated ids, text, stop reason, timings, peak memory\n"
     "  -n N                tokens to generate (default 16)\n"
     "  --temp T            temperature; 0 = greedy (default 0)\n"
     "  --top-p P           nucleus mass in (0, 1] (default 1)\n"
@@ -312,12 +341,13 @@ static void help_exit(const char *text) {
 
 static int cmd_mkmodel(int argc, char **argv) {
     ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0, 0.0};
-    const char *out = NULL, *v;
+    const char *out = NULL, *tokenizer = NULL, *v;
     for (int i = 0; i < argc; i++) {
         if (is_help(argv[i])) help_exit(help_mkmodel);
         else if ((v = opt_value(argc, argv, &i, NULL, "--config"))) o.config = v;
         else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
         else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = parse_u64("--seed", v);
+        else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokenizer = v;
         else if ((v = opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = parse_real("--bias-shift", v);
         else if (strcmp(argv[i], "--mtp-agree") == 0) o.mtp_agree = 1.0;
         else if (strncmp(argv[i], "--mtp-agree=", 12) == 0) {
@@ -335,7 +365,11 @@ static int cmd_mkmodel(int argc, char **argv) {
     if (!out) usage_error("missing -o DIR");
     ds3_status st = ds3_mkmodel(&o, out);
     if (st != DS3_OK) lib_die(st, "mkmodel");
-    fprintf(stderr, "mkmodel: wrote %s\n", out);
+    /* The tokenizer (cli/text.c): DeepSeek-V3's for its vocabulary, or --tokenizer. */
+    char err[512];
+    bool copied = false;
+    if (cli_mkmodel_tokenizer(out, tokenizer, &copied, err, sizeof err) != 0) die("mkmodel: %s", err);
+    fprintf(stderr, "mkmodel: wrote %s%s\n", out, copied ? " (with tokenizer.json)" : "");
     return 0;
 }
 
@@ -384,17 +418,103 @@ static void check_positions(const ds3_model *m, long long need, const char *what
     if (need > INT_MAX) die("%s needs %lld positions, more than this build can index", what, need);
 }
 
-/* ds3_generate_spec's callback: print each token as soon as it is final. */
-static int print_token(void *user, int32_t tok) {
-    long *k = user;
-    printf((*k)++ ? ",%d" : "%d", (int)tok);
-    fflush(stdout);
+/* Where each generated token goes: the ids line (--tokens), the decoded text
+ * streamed as it becomes whole characters (-p), or, with --json, collected
+ * for the object printed at the end. Called from the decode loop and as
+ * ds3_generate_spec's callback (--mtp), so both stream the same way. */
+typedef struct {
+    const ds3_tokenizer *tok;    /* NULL: no text */
+    ds3_detokenizer *detok;
+    bool text;                   /* -p: text on stdout, not ids */
+    bool json;                   /* collect; print nothing until the end */
+    int32_t stop_id;             /* EOS ends generation (text mode), -1: never */
+    int32_t *ids;                /* [cap] the generated ids */
+    long n, cap;
+    char *out;                   /* --json: the generated text */
+    size_t out_n, out_cap;
+    long no_token;               /* ids without a token (a padded vocabulary) */
+    bool stopped;                /* stop_id was sampled */
+} sink;
+
+static void sink_text(sink *k, const char *s, size_t len) {
+    if (!len) return;
+    if (!k->json) {
+        fwrite(s, 1, len, stdout);
+        fflush(stdout);
+        return;
+    }
+    if (k->out_n + len + 1 > k->out_cap) {
+        size_t cap = 2 * (k->out_n + len + 1);
+        char *o = realloc(k->out, cap);
+        if (!o) die("out of memory for the generated text");
+        k->out = o;
+        k->out_cap = cap;
+    }
+    memcpy(k->out + k->out_n, s, len);
+    k->out_n += len;
+}
+
+static int sink_token(void *user, int32_t tok) {
+    sink *k = user;
+    if (tok == k->stop_id) {
+        k->stopped = true;
+        return 1;
+    }
+    if (k->n == k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 256;
+        int32_t *ni = realloc(k->ids, (size_t)k->cap * sizeof *ni);
+        if (!ni) die("out of memory for the generated ids");
+        k->ids = ni;
+    }
+    k->ids[k->n++] = tok;
+    if (!k->text) {
+        if (!k->json) {
+            printf(k->n > 1 ? ",%d" : "%d", (int)tok);
+            fflush(stdout);
+        }
+        if (!k->tok) return 0;
+    }
+    /* A model's vocabulary may be padded past the tokenizer's ids (V3: 129280
+     * vs 128815); such an id has no text. */
+    if (!ds3_tokenizer_token(k->tok, tok, NULL)) {
+        k->no_token++;
+        return 0;
+    }
+    const char *s;
+    size_t len;
+    if (ds3_detokenizer_push(k->detok, tok, &s, &len) != DS3_OK) lib_die(DS3_ERR_ARG, "decoding");
+    if (k->text || k->json) sink_text(k, s, len);
     return 0;
 }
 
+/* The end of the stream: an unfinished character, as it is. */
+static void sink_flush(sink *k) {
+    if (!k->detok) return;
+    const char *s;
+    size_t len;
+    ds3_detokenizer_flush(k->detok, &s, &len);
+    sink_text(k, s, len);
+}
+
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+#ifdef __APPLE__
+    return (double)ru.ru_maxrss / 1048576.0;   /* bytes */
+#else
+    return (double)ru.ru_maxrss / 1024.0;      /* kilobytes */
+#endif
+}
+
+static void json_ids(const char *key, const int32_t *ids, long n) {
+    printf("\"%s\":[", key);
+    for (long i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)ids[i]);
+    printf("]");
+}
+
 static int cmd_run(int argc, char **argv) {
-    const char *model = NULL, *tokstr = NULL, *v;
-    bool mtp = false;
+    const char *model = NULL, *tokstr = NULL, *prompt = NULL, *system = NULL, *tokpath = NULL, *v;
+    bool mtp = false, chat = false, quiet = false, json = false, ignore_eos = false;
     long n_draft = 0;   /* 0: not given */
     long n_gen = 16;
     double temp = 0.0, top_p = 1.0;
@@ -404,6 +524,13 @@ static int cmd_run(int argc, char **argv) {
         if (is_help(argv[i])) help_exit(help_run);
         else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
         else if ((v = opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
+        else if ((v = opt_value(argc, argv, &i, "-p", "--prompt"))) prompt = v;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--system"))) system = v;
+        else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokpath = v;
+        else if (strcmp(argv[i], "--chat") == 0) chat = true;
+        else if (strcmp(argv[i], "--quiet") == 0) quiet = true;
+        else if (strcmp(argv[i], "--json") == 0) json = true;
+        else if (strcmp(argv[i], "--ignore-eos") == 0) ignore_eos = true;
         else if ((v = opt_value(argc, argv, &i, "-n", NULL))) n_gen = parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
         else if ((v = opt_value(argc, argv, &i, NULL, "--temp"))) {
             temp = parse_real("--temp", v);
@@ -419,19 +546,53 @@ static int cmd_run(int argc, char **argv) {
         else unknown_arg(argv[i]);
     }
     if (!model) usage_error("missing -m DIR");
-    if (!tokstr) usage_error("missing --tokens IDS");
+    if (tokstr && prompt) usage_error("give --tokens IDS or -p TEXT, not both");
+    if (!tokstr && !prompt) usage_error("missing --tokens IDS or -p TEXT");
+    if (chat && !prompt) usage_error("--chat needs -p TEXT");
+    if (system && !chat) usage_error("--system needs --chat");
+    if (ignore_eos && !prompt) usage_error("--ignore-eos needs -p TEXT (--tokens never stops at EOS)");
     if (n_draft && !mtp) usage_error("--draft needs --mtp");
     if (!n_draft) n_draft = 1;
+
+    /* The tokenizer: needed for -p; for --tokens, used by --json's text when
+     * there is one (--tokenizer, or the model's own). */
+    ds3_tokenizer *tok = NULL;
+    char err[512];
+    int rc = 0;
+    if (prompt || tokpath || json) rc = cli_load_tokenizer(tokpath, model, prompt != NULL, &tok, err, sizeof err);
+    if (rc == CLI_ARGS_USAGE) usage_error("%s", err);
+    if (rc != 0) die("%s", err);
+
     int T;
-    int32_t *tokens = parse_tokens(tokstr, &T);
+    int32_t *tokens;
+    ds3_status st;
+    if (prompt) {
+        char *text = NULL;
+        size_t len = strlen(prompt);
+        unsigned flags = 0;
+        if (chat) {
+            if ((st = ds3_tokenizer_chat_prompt(tok, system, prompt, &text, &len)) != DS3_OK) lib_die(st, "--chat");
+        } else if (ds3_tokenizer_bos(tok) >= 0) flags = DS3_TOKENIZE_BOS;
+        size_t n = 0;
+        if ((st = ds3_tokenizer_encode(tok, text ? text : prompt, len, flags, &tokens, &n)) != DS3_OK)
+            lib_die(st, "encoding the prompt");
+        free(text);
+        if (n == 0) die("-p: the prompt has no tokens");
+        if (n > MAX_TOKENS) die("-p: the prompt has %zu tokens, more than %d", n, MAX_TOKENS);
+        T = (int)n;
+    } else tokens = parse_tokens(tokstr, &T);
 
     ds3_sampler *smp = NULL;
-    ds3_status st = ds3_sampler_new((float)temp, (float)top_p, seed, &smp);
+    st = ds3_sampler_new((float)temp, (float)top_p, seed, &smp);
     if (st != DS3_OK) lib_die(st, "sampler");
 
     ds3_model *m = NULL;
     if ((st = ds3_model_load(model, &m)) != DS3_OK) lib_die(st, "loading model");
     const int V = ds3_model_vocab_size(m);
+    for (int i = 0; i < T && prompt; i++)
+        if (tokens[i] >= V)
+            die("token %d at index %d of the encoded prompt is out of range (vocab %d): is the tokenizer the model's?",
+                (int)tokens[i], i, V);
     check_vocab(tokens, T, V);
     long long max_seq = (long long)T + n_gen;
     check_positions(m, max_seq, "the prompt plus -n");
@@ -441,6 +602,10 @@ static int cmd_run(int argc, char **argv) {
     /* --mtp: the prefill also runs the MTP layer over the prompt, filling its cache. */
     if (mtp && ds3_model_num_mtp(m) == 0) die("--mtp: the model in %s has no MTP layers", model);
     if (mtp && (st = ds3_state_set_mtp(s, 1)) != DS3_OK) lib_die(st, "--mtp");
+
+    sink out = {tok, NULL, prompt != NULL, json, -1, NULL, 0, 0, NULL, 0, 0, 0, false};
+    if (prompt && !ignore_eos) out.stop_id = ds3_tokenizer_eos(tok);
+    if (tok && (st = ds3_detokenizer_new(tok, &out.detok)) != DS3_OK) lib_die(st, "decoding");
 
     /* Prefill: one call for the whole prompt when its logits fit comfortably;
      * otherwise the first T-1 positions without logits, then the last. */
@@ -457,54 +622,87 @@ static int cmd_run(int argc, char **argv) {
         if ((st = ds3_forward(s, tokens + T - 1, 1, T - 1, logits)) != DS3_OK) lib_die(st, "prefill");
         last = logits;
     }
-    double t1 = now_s();
+    double t1 = now_s(), tp = t1 - t0;
+    /* Progress: the prefill line as soon as the prefill is done. */
+    if (!quiet) fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", T, tp, tp > 0 ? T / tp : 0.0);
 
-    /* Decode: each id is printed as soon as it exists (the line is closed at
-     * the end) and fed back at the next position, except the last, which
+    /* Decode: each token goes to the sink as soon as it exists (which may stop
+     * at EOS) and is fed back at the next position, except the last, which
      * nothing reads. With --mtp, ds3_generate_spec does the same in rounds of
-     * draft + verify. */
+     * draft + verify, calling the sink for each token it makes final. */
     ds3_spec_stats sst = {0};
+    long sampled = 0;   /* tokens sampled, EOS included */
     if (mtp) {
-        long printed = 0;
-        st = ds3_generate_spec(s, smp, T, last, (int)n_gen, (int)n_draft, NULL, print_token, &printed, &sst);
+        st = ds3_generate_spec(s, smp, T, last, (int)n_gen, (int)n_draft, NULL, sink_token, &out, &sst);
         if (st != DS3_OK) {
-            printf("\n");
+            if (!json) printf("\n");
             lib_die(st, "decode");
         }
+        sampled = out.n + out.stopped;
     }
     for (long k = 0; k < n_gen && !mtp; k++) {
-        int tok = ds3_sample(smp, last, V);
-        if (tok < 0) {
-            printf("\n");
+        int tok_id = ds3_sample(smp, last, V);
+        if (tok_id < 0) {
+            if (!json) printf("\n");
             lib_die(DS3_ERR_ARG, "sampling");
         }
-        printf(k ? ",%d" : "%d", tok);
-        fflush(stdout);
+        sampled++;
+        if (sink_token(&out, tok_id)) break;
         if (k + 1 < n_gen) {
-            int32_t t32 = tok;
+            int32_t t32 = tok_id;
             if ((st = ds3_forward(s, &t32, 1, T + (int)k, logits)) != DS3_OK) {
-                printf("\n");
+                if (!json) printf("\n");
                 lib_die(st, "decode");
             }
             last = logits;
         }
     }
-    printf("\n");
-    fflush(stdout);
-    double t2 = now_s();
+    sink_flush(&out);
+    double t2 = now_s(), td = t2 - t1;
+    long n_dec = sampled > 1 ? sampled - 1 : 0;   /* the first token came from the prefill's logits */
+    double mem = peak_rss_mb();
 
-    double tp = t1 - t0, td = t2 - t1;
-    fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", T, tp, tp > 0 ? T / tp : 0.0);
-    if (n_gen > 1)
-        fprintf(stderr, "decode: %ld tokens in %.3f s (%.1f tok/s)\n", n_gen - 1, td,
-                td > 0 ? (double)(n_gen - 1) / td : 0.0);
-    if (mtp)
-        fprintf(stderr, "mtp: %ld drafts per step, %ld of %ld accepted (%.1f%%), %ld verification steps, "
-                "%.2f tokens per step\n", n_draft, sst.accepted, sst.drafted,
-                sst.drafted ? 100.0 * (double)sst.accepted / (double)sst.drafted : 0.0, sst.rounds,
-                sst.rounds ? (double)(sst.generated - 1) / (double)sst.rounds : 0.0);
+    if (json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, model, strlen(model));
+        printf(",");
+        json_ids("prompt_ids", tokens, T);
+        printf(",");
+        json_ids("ids", out.ids, out.n);
+        printf(",\"text\":");
+        if (tok) cli_json_string(stdout, out.out ? out.out : "", out.out_n);
+        else printf("null");
+        printf(",\"stop\":\"%s\",\"n_prompt\":%d,\"n_generated\":%ld,\"ids_without_token\":%ld", out.stopped ? "eos" : "length",
+               T, out.n, out.no_token);
+        printf(",\"prefill_s\":%.6f,\"prefill_tok_s\":%.3f,\"decode_s\":%.6f,\"decode_tokens\":%ld,\"decode_tok_s\":%.3f",
+               tp, tp > 0 ? T / tp : 0.0, td, n_dec, td > 0 && n_dec ? (double)n_dec / td : 0.0);
+        printf(",\"peak_rss_mb\":%.1f", mem);
+        if (mtp)
+            printf(",\"mtp\":{\"draft\":%ld,\"drafted\":%ld,\"accepted\":%ld,\"rounds\":%ld}", n_draft, sst.drafted,
+                   sst.accepted, sst.rounds);
+        printf("}\n");
+    } else printf("\n");
+    fflush(stdout);
+
+    if (!quiet) {
+        if (n_dec > 0)
+            fprintf(stderr, "decode: %ld tokens in %.3f s (%.1f tok/s)\n", n_dec, td, td > 0 ? (double)n_dec / td : 0.0);
+        if (mtp)
+            fprintf(stderr, "mtp: %ld drafts per step, %ld of %ld accepted (%.1f%%), %ld verification steps, "
+                    "%.2f tokens per step\n", n_draft, sst.accepted, sst.drafted,
+                    sst.drafted ? 100.0 * (double)sst.accepted / (double)sst.drafted : 0.0, sst.rounds,
+                    sst.rounds ? (double)(sst.generated - 1) / (double)sst.rounds : 0.0);
+        fprintf(stderr, "memory: peak RSS %.1f MB\n", mem);
+        if (out.stopped) fprintf(stderr, "stop: EOS after %ld tokens\n", out.n);
+        if (out.no_token)
+            fprintf(stderr, "note: %ld generated ids have no token in the tokenizer (vocabulary padding)\n", out.no_token);
+    }
 
     free(logits);
+    free(out.ids);
+    free(out.out);
+    ds3_detokenizer_free(out.detok);
+    ds3_tokenizer_free(tok);
     ds3_state_free(s);
     ds3_model_free(m);
     ds3_sampler_free(smp);
@@ -625,6 +823,8 @@ static const char *help_for(const char *cmd) {
     if (strcmp(cmd, "info") == 0) return help_info;
     if (strcmp(cmd, "run") == 0) return help_run;
     if (strcmp(cmd, "dump") == 0) return help_dump;
+    if (strcmp(cmd, "tokenize") == 0) return cli_help_tokenize;
+    if (strcmp(cmd, "detokenize") == 0) return cli_help_detokenize;
     return NULL;
 }
 
@@ -655,5 +855,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "mkmodel") == 0) return cmd_mkmodel(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "tokenize") == 0) return cli_tokenize(argc - 2, argv + 2);
+    if (strcmp(cmd, "detokenize") == 0) return cli_detokenize(argc - 2, argv + 2);
     return cmd_dump(argc - 2, argv + 2, argc, argv);
 }

@@ -1,0 +1,435 @@
+/*
+ * text.c — text in, text out on the command line (docs/TOKENIZER.md):
+ *
+ *   ds3 tokenize   (--tokenizer PATH | -m DIR) [--bos] [--special-as-text]  < text
+ *   ds3 detokenize (--tokenizer PATH | -m DIR)                              < ids
+ *
+ * `tokenize` reads all of stdin as bytes and prints the ids comma-separated
+ * on one line; `detokenize` reads comma-separated ids (blanks and newlines
+ * around them allowed) and writes the exact bytes, with no newline added, so
+ * that `ds3 tokenize … | ds3 detokenize …` gives back its input byte for byte
+ * (invalid UTF-8 excepted: it is read as U+FFFD, as Hugging Face reads it).
+ *
+ * Also here: finding a model's tokenizer (-m DIR looks for DIR/tokenizer.json),
+ * copying DeepSeek-V3's tokenizer into the models `ds3 mkmodel` writes with
+ * its vocabulary, and the JSON string writer of `ds3 run --json`.
+ */
+#include "text.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef DS3_DATA_DIR
+#define DS3_DATA_DIR "data"   /* the Makefile bakes in the source tree's absolute path */
+#endif
+
+/* DeepSeek-V3's vocab_size: a model with it gets DeepSeek-V3's tokenizer. */
+#define V3_VOCAB 129280
+
+enum { TEXT_OK = 0, TEXT_RUNTIME = 1, TEXT_USAGE = 2 };
+
+const char *const cli_help_tokenize =
+    "usage: ds3 tokenize (--tokenizer PATH | -m DIR) [--bos] [--special-as-text]\n"
+    "\n"
+    "Read text from stdin (all of it, as bytes) and print its token ids on one\n"
+    "line, comma-separated (an empty line for empty input).\n"
+    "\n"
+    "  --tokenizer PATH   a tokenizer.json, or a directory holding one\n"
+    "  -m, --model DIR    a model directory with a tokenizer.json\n"
+    "  --bos              put the BOS token first (none by default)\n"
+    "  --special-as-text  special tokens written in the text (\"<｜end▁of▁sentence｜>\")\n"
+    "                     are plain text, not their ids\n"
+    "\n"
+    "Bytes that are not UTF-8 are read as U+FFFD, as Hugging Face tokenizers reads\n"
+    "Python's bytes.decode(\"utf-8\", \"replace\"). docs/TOKENIZER.md\n";
+
+const char *const cli_help_detokenize =
+    "usage: ds3 detokenize (--tokenizer PATH | -m DIR)\n"
+    "\n"
+    "Read comma-separated token ids from stdin (blanks and newlines around them\n"
+    "allowed) and write the exact bytes they stand for to stdout, with no newline\n"
+    "added. An id that is not a token is an error (exit 1).\n"
+    "\n"
+    "  --tokenizer PATH   a tokenizer.json, or a directory holding one\n"
+    "  -m, --model DIR    a model directory with a tokenizer.json\n";
+
+static const char *command = "tokenize";
+
+static void __attribute__((noreturn, format(printf, 1, 2))) usage(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ds3: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nds3: see 'ds3 %s --help'\n", command);
+    va_end(ap);
+    exit(TEXT_USAGE);
+}
+
+static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ds3: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(TEXT_RUNTIME);
+}
+
+/* ========================================================================== */
+/* Files                                                                       */
+/* ========================================================================== */
+
+/* All of f, NUL-terminated (*len without it); NULL on a read error or no memory. */
+static char *read_stream(FILE *f, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *s = malloc(cap + 1);
+    while (s) {
+        n += fread(s + n, 1, cap - n, f);
+        if (n < cap) break;
+        char *ns = realloc(s, 2 * cap + 1);
+        if (!ns) {
+            free(s);
+            return NULL;
+        }
+        s = ns;
+        cap *= 2;
+    }
+    if (!s || ferror(f)) {
+        free(s);
+        return NULL;
+    }
+    s[n] = '\0';
+    *len = n;
+    return s;
+}
+
+static bool is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static bool is_file(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* dir + "/" + name, malloc'd. */
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s", dir, name);
+    return s;
+}
+
+/* Copy src to dst through dst.tmp, so a failure leaves no half file. */
+static int copy_file(const char *src, const char *dst, char *err, size_t errsize) {
+    FILE *in = fopen(src, "rb");
+    if (!in) {
+        snprintf(err, errsize, "cannot read %s: %s", src, strerror(errno));
+        return TEXT_RUNTIME;
+    }
+    size_t n = 0;
+    char *data = read_stream(in, &n);
+    fclose(in);
+    if (!data) {
+        snprintf(err, errsize, "cannot read %s", src);
+        return TEXT_RUNTIME;
+    }
+    size_t tl = strlen(dst) + 5;
+    char *tmp = malloc(tl);
+    if (!tmp) {
+        free(data);
+        snprintf(err, errsize, "out of memory");
+        return TEXT_RUNTIME;
+    }
+    snprintf(tmp, tl, "%s.tmp", dst);
+    FILE *out = fopen(tmp, "wb");
+    bool ok = out && fwrite(data, 1, n, out) == n;
+    if (out && fclose(out) != 0) ok = false;
+    if (ok && rename(tmp, dst) != 0) ok = false;
+    if (!ok) {
+        snprintf(err, errsize, "cannot write %s: %s", dst, strerror(errno));
+        remove(tmp);
+    }
+    free(tmp);
+    free(data);
+    return ok ? TEXT_OK : TEXT_RUNTIME;
+}
+
+/* ========================================================================== */
+/* Finding and loading a tokenizer                                             */
+/* ========================================================================== */
+
+const char *cli_data_dir(void) {
+    const char *d = getenv("DS3_DATA_DIR");
+    return d && d[0] ? d : DS3_DATA_DIR;
+}
+
+int cli_load_tokenizer(const char *path, const char *model_dir, bool required, ds3_tokenizer **t, char *err,
+                       size_t errsize) {
+    *t = NULL;
+    char *own = NULL;
+    if (!path) {
+        if (!model_dir) {
+            snprintf(err, errsize, "no tokenizer: give --tokenizer PATH or -m DIR");
+            return TEXT_USAGE;
+        }
+        own = join(model_dir, "tokenizer.json");
+        if (!own) {
+            snprintf(err, errsize, "out of memory");
+            return TEXT_RUNTIME;
+        }
+        if (!is_file(own)) {
+            free(own);
+            if (!required) return TEXT_OK;
+            snprintf(err, errsize, "%s has no tokenizer.json; give --tokenizer PATH (e.g. %s/tokenizers/deepseek-v3)",
+                     model_dir, cli_data_dir());
+            return TEXT_RUNTIME;
+        }
+        path = own;
+    }
+    ds3_status st = ds3_tokenizer_load(path, t);
+    free(own);
+    if (st != DS3_OK) {
+        snprintf(err, errsize, "loading tokenizer: %s", ds3_last_error());
+        return TEXT_RUNTIME;
+    }
+    return TEXT_OK;
+}
+
+/* config.json's vocab_size, or -1 with a message. */
+static long model_vocab(const char *dir, char *err, size_t errsize) {
+    char *p = join(dir, "config.json");
+    FILE *f = p ? fopen(p, "rb") : NULL;
+    size_t n = 0;
+    char *text = f ? read_stream(f, &n) : NULL;
+    if (f) fclose(f);
+    cJSON *root = text ? cJSON_ParseWithLength(text, n) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "vocab_size");
+    long vocab = cJSON_IsNumber(v) ? (long)v->valuedouble : -1;
+    if (vocab < 0) snprintf(err, errsize, "%s: no vocab_size", p ? p : dir);
+    cJSON_Delete(root);
+    free(text);
+    free(p);
+    return vocab;
+}
+
+int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, bool *copied, char *err, size_t errsize) {
+    *copied = false;
+    long vocab = model_vocab(dir, err, errsize);
+    if (vocab < 0) return TEXT_RUNTIME;
+    char *v3 = NULL;
+    if (!tokenizer) {
+        if (vocab != V3_VOCAB) return TEXT_OK;   /* not DeepSeek-V3's vocabulary: nothing to copy */
+        v3 = join(cli_data_dir(), "tokenizers/deepseek-v3");
+        if (!v3) {
+            snprintf(err, errsize, "out of memory");
+            return TEXT_RUNTIME;
+        }
+        tokenizer = v3;
+    }
+    /* Load it: a broken tokenizer is refused here, not at the first run. */
+    ds3_tokenizer *t = NULL;
+    int rc = cli_load_tokenizer(tokenizer, NULL, true, &t, err, errsize);
+    if (rc != TEXT_OK && v3) {
+        size_t l = strlen(err);
+        snprintf(err + l, errsize - l, " (DeepSeek-V3's tokenizer for vocab_size %d; set DS3_DATA_DIR to ds3's data/)",
+                 V3_VOCAB);
+    }
+    if (rc == TEXT_OK && ds3_tokenizer_n_ids(t) > vocab) {
+        snprintf(err, errsize, "tokenizer %s has %d ids, more than the model's vocab_size %ld", tokenizer,
+                 ds3_tokenizer_n_ids(t), vocab);
+        rc = TEXT_RUNTIME;
+    }
+    ds3_tokenizer_free(t);
+    /* tokenizer.json, and tokenizer_config.json when it has one beside it. */
+    char *src_json = NULL, *src_cfg = NULL, *dst_json = join(dir, "tokenizer.json"),
+         *dst_cfg = join(dir, "tokenizer_config.json");
+    if (rc == TEXT_OK) {
+        if (is_dir(tokenizer)) {
+            src_json = join(tokenizer, "tokenizer.json");
+            src_cfg = join(tokenizer, "tokenizer_config.json");
+        } else {
+            src_json = strdup(tokenizer);
+            const char *slash = strrchr(tokenizer, '/');
+            if (slash) {
+                src_cfg = malloc((size_t)(slash - tokenizer) + sizeof "/tokenizer_config.json");
+                if (src_cfg)
+                    sprintf(src_cfg, "%.*s/tokenizer_config.json", (int)(slash - tokenizer), tokenizer);
+            } else src_cfg = strdup("tokenizer_config.json");
+        }
+        if (!src_json || !src_cfg || !dst_json || !dst_cfg) {
+            snprintf(err, errsize, "out of memory");
+            rc = TEXT_RUNTIME;
+        }
+    }
+    if (rc == TEXT_OK) rc = copy_file(src_json, dst_json, err, errsize);
+    if (rc == TEXT_OK && is_file(src_cfg)) rc = copy_file(src_cfg, dst_cfg, err, errsize);
+    if (rc == TEXT_OK) *copied = true;
+    free(src_json);
+    free(src_cfg);
+    free(dst_json);
+    free(dst_cfg);
+    free(v3);
+    return rc;
+}
+
+/* ========================================================================== */
+/* JSON                                                                        */
+/* ========================================================================== */
+
+void cli_json_string(FILE *f, const char *s, size_t n) {
+    fputc('"', f);
+    size_t i = 0;
+    while (i < n) {
+        size_t ok = ds3_utf8_valid_prefix(s + i, n - i);
+        for (size_t k = i; k < i + ok; k++) {
+            unsigned char c = (unsigned char)s[k];
+            if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+            else if (c == '\n') fputs("\\n", f);
+            else if (c == '\r') fputs("\\r", f);
+            else if (c == '\t') fputs("\\t", f);
+            else if (c < 0x20 || c == 0x7F) fprintf(f, "\\u%04x", c);
+            else fputc(c, f);
+        }
+        i += ok;
+        if (i < n) {   /* a byte that does not start a valid character */
+            fputs("\\ufffd", f);
+            i++;
+        }
+    }
+    fputc('"', f);
+}
+
+/* ========================================================================== */
+/* tokenize, detokenize                                                        */
+/* ========================================================================== */
+
+/* The options both commands share; returns the tokenizer. */
+static ds3_tokenizer *open_tokenizer(const char *path, const char *model) {
+    if (path && model) usage("give --tokenizer PATH or -m DIR, not both");
+    if (!path && !model) usage("missing --tokenizer PATH (or -m DIR)");
+    char err[512];
+    ds3_tokenizer *t = NULL;
+    int rc = cli_load_tokenizer(path, model, true, &t, err, sizeof err);
+    if (rc == TEXT_USAGE) usage("%s", err);
+    if (rc != TEXT_OK) die("%s", err);
+    return t;
+}
+
+/* "--x V", "--x=V" or "-x V" (as ds3.c's opt_value). */
+static const char *opt_value(int argc, char **argv, int *i, const char *shrt, const char *lng) {
+    const char *a = argv[*i];
+    size_t ll = lng ? strlen(lng) : 0;
+    if (lng && strncmp(a, lng, ll) == 0 && a[ll] == '=') return a + ll + 1;
+    if ((shrt && strcmp(a, shrt) == 0) || (lng && strcmp(a, lng) == 0)) {
+        if (*i + 1 >= argc) usage("option '%s' needs a value", a);
+        return argv[++*i];
+    }
+    return NULL;
+}
+
+static bool is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
+int cli_tokenize(int argc, char **argv) {
+    command = "tokenize";
+    const char *path = NULL, *model = NULL, *v;
+    unsigned flags = 0;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(cli_help_tokenize, stdout);
+            return 0;
+        } else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) path = v;
+        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if (strcmp(argv[i], "--bos") == 0) flags |= DS3_TOKENIZE_BOS;
+        else if (strcmp(argv[i], "--special-as-text") == 0) flags |= DS3_TOKENIZE_SPECIAL_AS_TEXT;
+        else if (argv[i][0] == '-') usage("unknown option '%s'", argv[i]);
+        else usage("unexpected argument '%s' (the text is read from stdin)", argv[i]);
+    }
+    ds3_tokenizer *t = open_tokenizer(path, model);
+    size_t len = 0;
+    char *text = read_stream(stdin, &len);
+    if (!text) die("cannot read stdin");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    ds3_status st = ds3_tokenizer_encode(t, text, len, flags, &ids, &n);
+    if (st != DS3_OK) die("tokenize: %s", ds3_last_error());
+    for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)ids[i]);
+    printf("\n");
+    free(ids);
+    free(text);
+    ds3_tokenizer_free(t);
+    if (fflush(stdout) != 0) die("writing stdout: %s", strerror(errno));
+    return 0;
+}
+
+static bool blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Length of the entry at p for a message: up to a comma or blank, at most 20. */
+static int entry_len(const char *p, const char *end) {
+    int n = 0;
+    while (p + n < end && n < 20 && p[n] != ',' && !blank(p[n])) n++;
+    return n ? n : 1;
+}
+
+int cli_detokenize(int argc, char **argv) {
+    command = "detokenize";
+    const char *path = NULL, *model = NULL, *v;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(cli_help_detokenize, stdout);
+            return 0;
+        } else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) path = v;
+        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if (argv[i][0] == '-') usage("unknown option '%s'", argv[i]);
+        else usage("unexpected argument '%s' (the ids are read from stdin)", argv[i]);
+    }
+    ds3_tokenizer *t = open_tokenizer(path, model);
+    size_t len = 0;
+    char *in = read_stream(stdin, &len);
+    if (!in) die("cannot read stdin");
+
+    /* id (, id)*, blanks around each; nothing at all is no ids. Strict like
+     * --tokens: "1,,2" or "12abc" is an error, not something else. */
+    size_t cap = 256, n = 0;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) die("out of memory");
+    const char *p = in, *end = in + len;
+    while (p < end && blank(*p)) p++;
+    while (p < end) {
+        if (*p < '0' || *p > '9') die("detokenize: '%.*s' at index %zu is not a token id", entry_len(p, end), p, n);
+        long long id = 0;
+        while (p < end && *p >= '0' && *p <= '9') {
+            id = id * 10 + (*p++ - '0');
+            if (id > INT32_MAX) die("detokenize: the id at index %zu is too large", n);
+        }
+        if (n == cap) {
+            int32_t *ni = realloc(ids, 2 * cap * sizeof *ids);
+            if (!ni) die("out of memory");
+            ids = ni;
+            cap *= 2;
+        }
+        ids[n++] = (int32_t)id;
+        while (p < end && blank(*p)) p++;
+        if (p == end) break;
+        if (*p != ',') die("detokenize: '%.*s' after index %zu is not a comma", entry_len(p, end), p, n - 1);
+        p++;
+        while (p < end && blank(*p)) p++;
+        if (p == end) die("detokenize: the list ends with a comma");
+    }
+    char *text = NULL;
+    size_t tl = 0;
+    ds3_status st = ds3_tokenizer_decode(t, ids, n, &text, &tl);
+    if (st != DS3_OK) die("detokenize: %s", ds3_last_error());
+    if (fwrite(text, 1, tl, stdout) != tl || fflush(stdout) != 0) die("writing stdout: %s", strerror(errno));
+    free(text);
+    free(ids);
+    free(in);
+    ds3_tokenizer_free(t);
+    return 0;
+}
