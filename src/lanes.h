@@ -151,7 +151,88 @@ static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float
 }
 #endif
 
-/* Weight rows [i0, i1) for all T tokens: the fused loop for one token. */
+#ifndef DS3_F64
+/*
+ * A few tokens (nt <= 4), one weight row, decoding fused: each group of 8
+ * weights is decoded once and multiplied into every token's lanes. For each
+ * token the operations are dot_row_fused's, in its order, so every output has
+ * the bits of a one-token decode; the weights are read once for the nt tokens
+ * (speculative verification, spec.c, runs a few tokens through here). The
+ * accumulators are four named variables, so they stay in registers: kept in an
+ * array, their store-to-load chain rather than the arithmetic sets the speed.
+ */
+static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_tensor *w, int64_t i,
+                                      const float *x, int nt) {
+    const int64_t cols = w->cols;
+    const int64_t nfull = cols / 8 * 8;
+    const float *x0 = x, *x1 = x + cols, *x2 = x + 2 * cols, *x3 = x + 3 * cols;
+    vreal a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, xv, wv;
+    float wt[8] __attribute__((aligned(32)));
+    /* the products of one decoded group into every token's lanes */
+#define LANES_TOKENS(j)                                      \
+    do {                                                     \
+        VLOAD(xv, x0 + (j));                                 \
+        a0 += xv * wv;                                       \
+        if (nt > 1) { VLOAD(xv, x1 + (j)); a1 += xv * wv; }  \
+        if (nt > 2) { VLOAD(xv, x2 + (j)); a2 += xv * wv; }  \
+        if (nt > 3) { VLOAD(xv, x3 + (j)); a3 += xv * wv; }  \
+    } while (0)
+    switch (w->dtype) {
+    case DS3_DT_BF16: {
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
+        for (int64_t j = 0; j < nfull; j += 8) {
+            v8u16 h;
+            memcpy(&h, p + 2 * j, sizeof h);
+            v8u32 u = __builtin_convertvector(h, v8u32) << 16;
+            memcpy(&wv, &u, sizeof wv);
+            LANES_TOKENS(j);
+        }
+        break;
+    }
+    case DS3_DT_F8_E4M3: {
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols);
+        const int64_t scols = (cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
+        const unsigned char *srow = (const unsigned char *)w->scale_inv + 4 * (size_t)((i / DS3_FP8_BLOCK) * scols);
+        for (int64_t j0 = 0; j0 < nfull; j0 += DS3_FP8_BLOCK) {
+            float sc = 1.0f;
+            if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
+            int64_t j1 = j0 + DS3_FP8_BLOCK < nfull ? j0 + DS3_FP8_BLOCK : nfull;
+            for (int64_t j = j0; j < j1; j += 8) {
+                LANES_FN(fp8x8)(&wv, p + j);
+                wv *= sc;
+                LANES_TOKENS(j);
+            }
+        }
+        break;
+    }
+    default: {
+        for (int64_t j = 0; j < nfull; j += 8) {
+            ds3_tensor_block(wt, w, i, j, 8);
+            VLOAD(wv, wt);
+            LANES_TOKENS(j);
+        }
+        break;
+    }
+    }
+    if (nfull < cols) {  /* ragged end, zero-padded as in dot_row_fused */
+        memset(wt, 0, sizeof wt);
+        ds3_tensor_block(wt, w, i, nfull, cols - nfull);
+        VLOAD(wv, wt);
+        float xt[4][8];
+        memset(xt, 0, sizeof xt);
+        for (int t = 0; t < nt; t++) memcpy(xt[t], x + (int64_t)t * cols + nfull, (size_t)(cols - nfull) * sizeof(float));
+        x0 = xt[0], x1 = xt[1], x2 = xt[2], x3 = xt[3];
+        LANES_TOKENS(0);
+    }
+#undef LANES_TOKENS
+    out[0] = LANES_FN(lanes_sum)(&a0);
+    if (nt > 1) out[ostride] = LANES_FN(lanes_sum)(&a1);
+    if (nt > 2) out[2 * ostride] = LANES_FN(lanes_sum)(&a2);
+    if (nt > 3) out[3 * ostride] = LANES_FN(lanes_sum)(&a3);
+}
+#endif
+
+/* Weight rows [i0, i1) for all T tokens: the fused loops in float builds. */
 static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0,
                                  int64_t i1) {
 #ifndef DS3_F64
@@ -159,6 +240,11 @@ static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_te
         for (int64_t i = i0; i < i1; i++) out[i] = LANES_FN(dot_row_fused)(w, i, in);
         return;
     }
+    for (int64_t i = i0; i < i1; i++)
+        for (int t0 = 0; t0 < T; t0 += 4)
+            LANES_FN(dot_rows4_fused)(out + (int64_t)t0 * w->rows + i, w->rows, w, i, in + (int64_t)t0 * w->cols,
+                                      T - t0 < 4 ? T - t0 : 4);
+    return;
 #endif
     LANES_FN(lanes_block)(out, in, w, T, i0, i1);
 }

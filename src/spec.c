@@ -141,6 +141,7 @@ ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const d
 
     /* The sampler sees the forward pass's own choices: we drive the MTP here. */
     const bool saved_on = s->mtp_on;
+    const ds3_kernels kmode = ds3_kernel_mode;
     s->mtp_on = false;
     emitter em = {on_token, user, out, 0};
 
@@ -152,6 +153,11 @@ ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const d
     int npend = 1;                /* its tokens: positions r0+1 .. P */
     pend[0] = first;
     if (emit(&em, first)) goto restore;
+
+    /* Rounds run a few tokens at a time, with the deterministic kernels: every
+     * verified row then has a one-token decode's bits (greedy equality), and
+     * the weights are read once for all of a call's tokens (linear.c). */
+    if (kmode == DS3_KERNELS_FAST) ds3_kernel_mode = DS3_KERNELS_DETERMINISTIC;
 
     while (st.generated < n_gen) {
         const int left = n_gen - (int)st.generated;
@@ -175,10 +181,7 @@ ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const d
         }
 
         /* ---- verify: every row with a one-token decode's bits ---------------- */
-        ds3_kernels kmode = ds3_kernel_mode;
-        if (kmode == DS3_KERNELS_FAST) ds3_kernel_mode = DS3_KERNELS_DETERMINISTIC;
         ret = ds3_forward(s, toks, Ne + 1, P, vlog);
-        ds3_kernel_mode = kmode;
         if (ret) goto restore;
 
         /* ---- accept ------------------------------------------------------------ */
@@ -218,6 +221,7 @@ ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const d
 
 restore:
     s->mtp_on = saved_on;
+    ds3_kernel_mode = kmode;
 done:
     if (stats) *stats = st;
     free(vlog);
