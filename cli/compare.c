@@ -130,8 +130,8 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
     else
         printf("profile %s: scaled = max|t-r|/max|r| <= %.3g, cos >= %.9g, nmse <= %.3g\n", p->name, p->max_scaled, p->min_cos,
                p->max_nmse);
-    printf("         routing rows same >= %.3g, logits argmax >= %.3g, top-5 overlap >= %.3g\n", p->min_idx_rows,
-           p->min_argmax, p->min_top5);
+    printf("         routing rows same >= %.3g, expert overlap >= %.3g; logits argmax >= %.3g, top-5 overlap >= %.3g\n",
+           p->min_idx_rows, p->min_idx_overlap, p->min_argmax, p->min_top5);
     printf("%s\n\n", rep->tokens_note);
     printf("%-28s %-10s %10s %10s %10s %12s %10s  %-10s %s\n", "tensor", "shape", "max_abs", "max_rel", "scaled",
            "cos", "nmse", "worst", "");
@@ -142,8 +142,8 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
         index_str(wi, sizeof wi, r);
         const char *verdict = r->ok ? "ok" : "OUTSIDE";
         if (r->kind == DS3_CMP_INDEX) {
-            printf("%-28s %-10s rows with the same experts %ld/%ld (%.3f)  %s\n", r->name, shp, r->rows_same, r->rows,
-                   r->rows ? (double)r->rows_same / (double)r->rows : 1.0, verdict);
+            printf("%-28s %-10s rows with the same experts %ld/%ld (%.3f), expert overlap %.3f  %s\n", r->name, shp,
+                   r->rows_same, r->rows, r->rows ? (double)r->rows_same / (double)r->rows : 1.0, r->overlap, verdict);
             if (r->rows_excluded)
                 printf("%-28s %-10s   %ld more rows left out: their experts differ in an earlier layer\n", "", "",
                        r->rows_excluded);
@@ -191,6 +191,7 @@ static void print_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const c
     add_num(pj, "min_cos", p->min_cos);
     add_num(pj, "max_nmse", p->max_nmse);
     add_num(pj, "min_idx_rows", p->min_idx_rows);
+    add_num(pj, "min_idx_overlap", p->min_idx_overlap);
     add_num(pj, "min_argmax", p->min_argmax);
     add_num(pj, "min_top5", p->min_top5);
     if (o->elementwise) {
@@ -212,6 +213,7 @@ static void print_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const c
         if (r->kind == DS3_CMP_INDEX) {
             add_num(t, "rows", (double)r->rows);
             add_num(t, "rows_same", (double)r->rows_same);
+            add_num(t, "overlap", r->overlap);
         } else if (r->kind == DS3_CMP_INT) {
             add_num(t, "differing", (double)r->n_bad);
         } else {

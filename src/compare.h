@@ -40,6 +40,7 @@ typedef struct {
     double min_cos;        /* float tensors: cosine similarity >= */
     double max_nmse;       /* float tensors: NMSE <= */
     double min_idx_rows;   /* topk_idx: share of rows with the same expert set >= */
+    double min_idx_overlap;/* topk_idx: mean share of a row's K experts both chose >= */
     double min_argmax;     /* logits: share of rows with the same argmax >= */
     double min_top5;       /* logits: mean |top5(t) ∩ top5(r)| / 5 >= */
 } ds3_cmp_profile;
@@ -74,6 +75,7 @@ typedef struct {
 
     /* index tensors: rows whose K-sets agree (of `rows` compared) */
     long rows, rows_same;
+    double overlap;        /* mean over those rows of |set(t) ∩ set(r)| / K */
     /* rows left out because the routing differed upstream (see ds3_cmp_opts.all_rows) */
     long rows_excluded;
 
