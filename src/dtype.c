@@ -25,6 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 /* ========================================================================== */
 /* Names and sizes                                                            */
 /* ========================================================================== */
@@ -216,6 +220,18 @@ void ds3_tensor_block(ds3_real *out, const ds3_tensor *w, int64_t r, int64_t c0,
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* AVX2 and F16C, what linear_avx2.c is built with. F16C is read from CPUID
+ * (leaf 1, ECX bit 29): clang's __builtin_cpu_supports does not know it. */
+bool ds3_cpu_has_avx2_f16c(void) {
+    unsigned a, b, c, d;
+    if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+    return (c >> 29) & 1u;
+}
+#else
+bool ds3_cpu_has_avx2_f16c(void) { return false; }
+#endif
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_F64)
 bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n);  /* linear_avx2.c */
 
@@ -229,7 +245,7 @@ bool ds3_rows_avx2_ok(void) {
 #pragma omp atomic read
     v = rows_avx2;
     if (v < 0) {
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && !getenv("DS3_NO_AVX2");
+        v = ds3_cpu_has_avx2_f16c() && !getenv("DS3_NO_AVX2");
 #pragma omp atomic write
         rows_avx2 = v;
     }
@@ -237,7 +253,7 @@ bool ds3_rows_avx2_ok(void) {
 }
 
 bool ds3_rows_select_avx2(bool on) {
-    if (on && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))) return false;
+    if (on && !ds3_cpu_has_avx2_f16c()) return false;
     rows_avx2 = on;
     return true;
 }

@@ -103,6 +103,8 @@ void ds3_tensor_rows(ds3_real *out, const ds3_tensor *w, int64_t r0, int64_t n);
  * run (CPU has AVX2, no DS3_NO_AVX2; same bits as the portable ones); tests
  * switch them (false if AVX2 is asked for and missing). */
 bool ds3_rows_avx2_ok(void);
+/* The CPU has AVX2 and F16C (what linear_avx2.c is built with). */
+bool ds3_cpu_has_avx2_f16c(void);
 bool ds3_rows_select_avx2(bool on);
 /* out[n] = w[r][c0 .. c0+n), dequantised; the segment must lie inside one
  * 128-column scale block. The unit the kernels decode at a time. */

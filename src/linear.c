@@ -97,12 +97,14 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
 
 #define LANES_FN(name) name##_portable
 typedef float v8f_portable __attribute__((vector_size(32)));
-/* Eight e4m3 codes to their exact values, by table. */
+#ifndef DS3_F64
+/* Eight e4m3 codes to their exact values, by table (float builds' fused loops). */
 static inline void fp8x8_portable(v8f_portable *out, const unsigned char *q) {
     float v[8];
     for (int k = 0; k < 8; k++) v[k] = ds3_e4m3_table[q[k]];
     memcpy(out, v, sizeof v);
 }
+#endif
 #include "lanes.h"
 #undef LANES_FN
 
@@ -113,7 +115,7 @@ lanes_fn ds3_lanes_rows_avx2;  /* linear_avx2.c */
 
 static bool have_avx2(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");  /* linear_avx2.c uses both */
+    return ds3_cpu_has_avx2_f16c();  /* what linear_avx2.c is built with */
 #else
     return false;
 #endif

@@ -12,6 +12,7 @@
 
 #define LANES_FN(name) name##_avx2
 
+#ifndef DS3_F64  /* the fused FP8 loops exist in float builds only */
 /*
  * Eight e4m3 codes to their exact f32 values with AVX2 and F16C, no table.
  * An e4m3 code s|eeee|mmm, shifted left by 7 in a 16-bit lane, is the IEEE
@@ -52,6 +53,7 @@ static inline void fp8x8_avx2(__m256 *out, const unsigned char *q) {
     u = _mm_add_epi16(u, _mm_and_si128(u, _mm_set1_epi16(0x4000)));  /* sign: bit 14 -> 15 */
     *out = _mm256_mul_ps(_mm256_cvtph_ps(u), _mm256_set1_ps(256.0f));
 }
+#endif
 
 #include "lanes.h"
 
