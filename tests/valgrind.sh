@@ -26,8 +26,11 @@ for t in "$build"/tests/test_*; do
     rc=$?
     cat "$log".[0-9]* > "$log" 2>/dev/null; rm -f "$log".[0-9]*
     secs=$(( $(date +%s) - start ))
-    # memcheck's own findings, in this process or any child it traced
-    errors=$(grep -c '^==[0-9]*== [A-Z].*\(Invalid\|uninitialised\|Mismatched\|definitely lost\|indirectly lost\|invalid\|overlap\)' "$log")
+    # memcheck's own findings, in this process or any child it traced: errors
+    # ("Invalid read", "uninitialised", …) and leak records ("N bytes in M
+    # blocks are definitely lost in loss record …", which start with a digit)
+    errors=$(grep -c -e '^==[0-9]*== [A-Z].*\(Invalid\|uninitialised\|Mismatched\|invalid\|overlap\|fishy\)' \
+        -e '^==[0-9]*== .* are \(definitely\|indirectly\) lost in loss record' "$log")
     result=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log.out" | tail -n 1)
     if [ "$rc" -eq 0 ] && [ "$errors" -eq 0 ]; then
         clean=$((clean + 1)); echo "ok   $name ($result, ${secs} s)"
