@@ -16,11 +16,11 @@
  * different token sequences, or a file that cannot be read; 2 usage error.
  */
 #include "compare.h"
+#include "common.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,44 +51,14 @@ static const char *const help_compare =
     "exit status: 0 within the thresholds, 1 outside them (a NaN, a tensor missing\n"
     "from either dump, different tokens, an unreadable file), 2 usage error\n";
 
-static void __attribute__((noreturn, format(printf, 1, 2))) usage(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ds3: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nds3: see 'ds3 compare --help'\n");
-    va_end(ap);
-    exit(CMP_USAGE);
-}
-
-static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ds3: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(CMP_OUTSIDE);
-}
-
 /* A finite non-negative number, the whole string. */
 static double parse_tol(const char *opt, const char *s) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *end || s[0] == ' ' || s[0] == '\t') usage("%s: '%s' is not a number", opt, s);
-    if (!isfinite(v) || v < 0) usage("%s: '%s' is not a finite non-negative number", opt, s);
+    if (end == s || *end || s[0] == ' ' || s[0] == '\t') cli_usage("%s: '%s' is not a number", opt, s);
+    if (!isfinite(v) || v < 0) cli_usage("%s: '%s' is not a finite non-negative number", opt, s);
     return v;
-}
-
-/* "--x V" or "--x=V": the value, advancing *i; NULL if argv[*i] is not --x. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != '\0') return NULL;
-    if (*i + 1 >= argc) usage("option '%s' needs a value", name);
-    return argv[++*i];
 }
 
 /* ========================================================================== */
@@ -252,7 +222,7 @@ static void print_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const c
     add_num(root, "outside", rep->n_fail);
     cJSON_AddBoolToObject(root, "pass", rep->ok);
     char *s = cJSON_Print(root);
-    if (!s) die("out of memory writing JSON");
+    if (!s) cli_die("out of memory writing JSON");
     printf("%s\n", s);
     free(s);
     cJSON_Delete(root);
@@ -270,42 +240,42 @@ int ds3_cli_compare(int argc, char **argv) {
     ds3_cmp_opts o = {ds3_cmp_profile_find("fp32"), false, 0, 0, NULL, false};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        if (cli_is_help(a)) {
             fputs(help_compare, stdout);
             return CMP_OK;
-        } else if ((v = opt_value(argc, argv, &i, "--profile"))) {
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--profile"))) {
             o.profile = ds3_cmp_profile_find(v);
-            if (!o.profile) usage("--profile: '%s' is not one of fp32, bf16, fp8", v);
-        } else if ((v = opt_value(argc, argv, &i, "--atol"))) {
+            if (!o.profile) cli_usage("--profile: '%s' is not one of fp32, bf16, fp8", v);
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--atol"))) {
             o.atol = parse_tol("--atol", v);
             have_atol = true;
-        } else if ((v = opt_value(argc, argv, &i, "--rtol"))) {
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--rtol"))) {
             o.rtol = parse_tol("--rtol", v);
             have_rtol = true;
-        } else if ((v = opt_value(argc, argv, &i, "--names"))) {
-            if (!v[0]) usage("--names: empty pattern");
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--names"))) {
+            if (!v[0]) cli_usage("--names: empty pattern");
             o.names = v;
         } else if (strcmp(a, "--all-rows") == 0) {
             o.all_rows = true;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (a[0] == '-' && a[1] != '\0') {
-            usage("unknown option '%s'", a);
+            cli_usage("unknown option '%s'", a);
         } else {
-            if (npaths == 2) usage("unexpected argument '%s' (give REF and TEST)", a);
+            if (npaths == 2) cli_usage("unexpected argument '%s' (give REF and TEST)", a);
             paths[npaths++] = a;
         }
     }
-    if (npaths < 2) usage("give two dumps: REF and TEST");
+    if (npaths < 2) cli_usage("give two dumps: REF and TEST");
     o.elementwise = have_atol || have_rtol;
 
     ds3_st_file *ref = NULL, *test = NULL;
     ds3_status st = ds3_st_open(paths[0], &ref);
-    if (st != DS3_OK) die("REF: %s", ds3_last_error());
-    if ((st = ds3_st_open(paths[1], &test)) != DS3_OK) die("TEST: %s", ds3_last_error());
+    if (st != DS3_OK) cli_die("REF: %s", ds3_last_error());
+    if ((st = ds3_st_open(paths[1], &test)) != DS3_OK) cli_die("TEST: %s", ds3_last_error());
 
     ds3_cmp_report rep;
-    if ((st = ds3_cmp_files(ref, test, &o, &rep)) != DS3_OK) die("compare: %s", ds3_last_error());
+    if ((st = ds3_cmp_files(ref, test, &o, &rep)) != DS3_OK) cli_die("compare: %s", ds3_last_error());
     if (json) print_json(&rep, &o, paths[0], paths[1]);
     else print_table(&rep, &o, paths[0], paths[1]);
     fflush(stdout);

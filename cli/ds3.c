@@ -31,12 +31,12 @@
  */
 #include "ds3.h"
 #include "args.h"
+#include "common.h"
 #include "text.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,50 +48,20 @@
 
 #define DS3_VERSION "0.1.0"
 
-enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
-
 #define MAX_TOKENS CLI_MAX_TOKENS
 /* Prefill asks for the logits of every prompt position (ds3_forward has no
  * "last row only" mode); past this size it splits off the last token instead. */
 #define PREFILL_LOGITS_MAX ((size_t)256 << 20)
 
-static const char *subcommand = NULL;   /* for messages: "ds3 run: …" */
-
 /* ========================================================================== */
 /* Errors                                                                      */
 /* ========================================================================== */
-
-static void vmsg(const char *fmt, va_list ap) {
-    fprintf(stderr, "ds3: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-}
-
-/* A runtime failure: exit 1. */
-static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vmsg(fmt, ap);
-    va_end(ap);
-    exit(EXIT_RUNTIME);
-}
-
-/* A bad command line: exit 2, pointing at the help. */
-static void __attribute__((noreturn, format(printf, 1, 2))) usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vmsg(fmt, ap);
-    va_end(ap);
-    if (subcommand) fprintf(stderr, "ds3: see 'ds3 %s --help'\n", subcommand);
-    else fprintf(stderr, "ds3: see 'ds3 --help'\n");
-    exit(EXIT_USAGE);
-}
 
 /* A library call failed: its message (which names the file / tensor) and exit 1. */
 static void __attribute__((noreturn)) lib_die(ds3_status st, const char *what) {
     const char *msg = ds3_last_error();
     if (!msg || !msg[0]) msg = ds3_status_name(st);
-    die("%s: %s", what, msg);
+    cli_die("%s: %s", what, msg);
 }
 
 static double now_s(void) {
@@ -111,19 +81,19 @@ static long parse_long(const char *opt, const char *s, long lo, long hi) {
     long v = strtol(s, &end, 10);
     /* strtol skips leading blanks and accepts "+": neither is a number here */
     if (end == s || *end || !(s[0] == '-' || (s[0] >= '0' && s[0] <= '9')))
-        usage_error("%s: '%s' is not an integer", opt, s);
-    if (errno == ERANGE || v < lo || v > hi) usage_error("%s: %s is out of range (%ld..%ld)", opt, s, lo, hi);
+        cli_usage("%s: '%s' is not an integer", opt, s);
+    if (errno == ERANGE || v < lo || v > hi) cli_usage("%s: %s is out of range (%ld..%ld)", opt, s, lo, hi);
     return v;
 }
 
 /* A seed: any unsigned 64-bit decimal. strtoull would quietly wrap "-1". */
 static uint64_t parse_u64(const char *opt, const char *s) {
     char *end;
-    if (!(s[0] >= '0' && s[0] <= '9')) usage_error("%s: '%s' is not a non-negative integer", opt, s);
+    if (!(s[0] >= '0' && s[0] <= '9')) cli_usage("%s: '%s' is not a non-negative integer", opt, s);
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (*end) usage_error("%s: '%s' is not a non-negative integer", opt, s);
-    if (errno == ERANGE) usage_error("%s: %s is too large (at most %llu)", opt, s, (unsigned long long)UINT64_MAX);
+    if (*end) cli_usage("%s: '%s' is not a non-negative integer", opt, s);
+    if (errno == ERANGE) cli_usage("%s: %s is too large (at most %llu)", opt, s, (unsigned long long)UINT64_MAX);
     return (uint64_t)v;
 }
 
@@ -131,22 +101,22 @@ static uint64_t parse_u64(const char *opt, const char *s) {
 static double parse_real(const char *opt, const char *s) {
     char *end;
     double v = strtod(s, &end);
-    if (end == s || *end || s[0] == ' ' || s[0] == '\t') usage_error("%s: '%s' is not a number", opt, s);
+    if (end == s || *end || s[0] == ' ' || s[0] == '\t') cli_usage("%s: '%s' is not a number", opt, s);
     /* "nan", "inf" and overflow to ±HUGE_VAL; an underflow to 0 is harmless */
-    if (!isfinite(v)) usage_error("%s: '%s' is not a finite number", opt, s);
+    if (!isfinite(v)) cli_usage("%s: '%s' is not a finite number", opt, s);
     return v;
 }
 
 static ds3_attn_mode parse_attn(const char *s) {
     if (strcmp(s, "absorb") == 0) return DS3_ATTN_ABSORB;
     if (strcmp(s, "naive") == 0) return DS3_ATTN_NAIVE;
-    usage_error("--attn: '%s' is not one of naive, absorb", s);
+    cli_usage("--attn: '%s' is not one of naive, absorb", s);
 }
 
 /* --kernels: which implementation of the products runs (ds3_set_kernels). */
 static void set_kernels(const char *s) {
     ds3_kernels k;
-    if (ds3_kernels_parse(s, &k) != DS3_OK) usage_error("--kernels: '%s' is not one of fast, deterministic, ref", s);
+    if (ds3_kernels_parse(s, &k) != DS3_OK) cli_usage("--kernels: '%s' is not one of fast, deterministic, ref", s);
     ds3_set_kernels(k);
 }
 
@@ -155,8 +125,8 @@ static int32_t *parse_tokens(const char *s, int *n_out) {
     char err[160];
     int32_t *t = NULL;
     int rc = cli_parse_tokens(s, &t, n_out, err, sizeof err);
-    if (rc == CLI_ARGS_USAGE) usage_error("%s", err);
-    if (rc != CLI_ARGS_OK) die("%s", err);
+    if (rc == CLI_ARGS_USAGE) cli_usage("%s", err);
+    if (rc != CLI_ARGS_OK) cli_die("%s", err);
     return t;
 }
 
@@ -164,53 +134,35 @@ static int32_t *parse_tokens(const char *s, int *n_out) {
  * since the command line was well formed. */
 static void check_vocab(const int32_t *t, int n, int vocab) {
     for (int i = 0; i < n; i++)
-        if (t[i] >= vocab) die("token %d at index %d is out of range (vocab %d)", (int)t[i], i, vocab);
+        if (t[i] >= vocab) cli_die("token %d at index %d is out of range (vocab %d)", (int)t[i], i, vocab);
 }
 
 /* ========================================================================== */
 /* Option scanning                                                             */
 /* ========================================================================== */
 
-/*
- * Does argv[*i] name this option (short, or long as "--x V" or "--x=V")? If
- * so, return its value and advance *i past it. A value may start with '-'
- * ("--bias-shift -4").
- */
-static const char *opt_value(int argc, char **argv, int *i, const char *shrt, const char *lng) {
-    const char *a = argv[*i];
-    size_t ll = lng ? strlen(lng) : 0;
-    if (lng && strncmp(a, lng, ll) == 0 && a[ll] == '=') return a + ll + 1;
-    if ((shrt && strcmp(a, shrt) == 0) || (lng && strcmp(a, lng) == 0)) {
-        if (*i + 1 >= argc) usage_error("option '%s' needs a value", a);
-        return argv[++*i];
-    }
-    return NULL;
-}
-
-static bool is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
-
 static void __attribute__((noreturn)) unknown_arg(const char *a) {
-    if (a[0] == '-') usage_error("unknown option '%s'", a);
-    usage_error("unexpected argument '%s'", a);
+    if (a[0] == '-') cli_usage("unknown option '%s'", a);
+    cli_usage("unexpected argument '%s'", a);
 }
 
 /* The output file's directory must exist: checked before the (possibly long)
  * forward pass, not after. */
 static void check_output_path(const char *path) {
     size_t n = strlen(path);
-    if (n == 0) usage_error("-o: empty path");
-    if (path[n - 1] == '/') die("cannot write '%s': it names a directory", path);
+    if (n == 0) cli_usage("-o: empty path");
+    if (path[n - 1] == '/') cli_die("cannot write '%s': it names a directory", path);
     struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) die("cannot write '%s': it is a directory", path);
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) cli_die("cannot write '%s': it is a directory", path);
     const char *slash = strrchr(path, '/');
     if (!slash) return;  /* the current directory */
     size_t dl = slash == path ? 1 : (size_t)(slash - path);
     char *dir = malloc(dl + 1);
-    if (!dir) die("out of memory");
+    if (!dir) cli_die("out of memory");
     memcpy(dir, path, dl);
     dir[dl] = '\0';
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        die("cannot write '%s': directory '%s' does not exist", path, dir);
+        cli_die("cannot write '%s': directory '%s' does not exist", path, dir);
     free(dir);
 }
 
@@ -343,32 +295,32 @@ static int cmd_mkmodel(int argc, char **argv) {
     ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0, 0.0};
     const char *out = NULL, *tokenizer = NULL, *v;
     for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) help_exit(help_mkmodel);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--config"))) o.config = v;
-        else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = parse_u64("--seed", v);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokenizer = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = parse_real("--bias-shift", v);
+        if (cli_is_help(argv[i])) help_exit(help_mkmodel);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--config"))) o.config = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "-o", "--output"))) out = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = parse_u64("--seed", v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokenizer = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = parse_real("--bias-shift", v);
         else if (strcmp(argv[i], "--mtp-agree") == 0) o.mtp_agree = 1.0;
         else if (strncmp(argv[i], "--mtp-agree=", 12) == 0) {
             o.mtp_agree = parse_real("--mtp-agree", argv[i] + 12);
-            if (!(o.mtp_agree > 0 && o.mtp_agree <= 1)) usage_error("--mtp-agree: %s is outside (0, 1]", argv[i] + 12);
+            if (!(o.mtp_agree > 0 && o.mtp_agree <= 1)) cli_usage("--mtp-agree: %s is outside (0, 1]", argv[i] + 12);
         }
-        else if ((v = opt_value(argc, argv, &i, NULL, "--dtype"))) {
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--dtype"))) {
             if (strcmp(v, "f32") == 0) o.dtype = DS3_WEIGHTS_F32;
             else if (strcmp(v, "bf16") == 0) o.dtype = DS3_WEIGHTS_BF16;
             else if (strcmp(v, "fp8") == 0) o.dtype = DS3_WEIGHTS_FP8;
-            else usage_error("--dtype: '%s' is not one of f32, bf16, fp8", v);
+            else cli_usage("--dtype: '%s' is not one of f32, bf16, fp8", v);
         } else unknown_arg(argv[i]);
     }
-    if (!o.config) usage_error("missing --config NAME|PATH");
-    if (!out) usage_error("missing -o DIR");
+    if (!o.config) cli_usage("missing --config NAME|PATH");
+    if (!out) cli_usage("missing -o DIR");
     ds3_status st = ds3_mkmodel(&o, out);
     if (st != DS3_OK) lib_die(st, "mkmodel");
     /* The tokenizer (cli/text.c): DeepSeek-V3's for its vocabulary, or --tokenizer. */
     char err[512];
     bool copied = false;
-    if (cli_mkmodel_tokenizer(out, tokenizer, &copied, err, sizeof err) != 0) die("mkmodel: %s", err);
+    if (cli_mkmodel_tokenizer(out, tokenizer, &copied, err, sizeof err) != 0) cli_die("mkmodel: %s", err);
     fprintf(stderr, "mkmodel: wrote %s%s\n", out, copied ? " (with tokenizer.json)" : "");
     return 0;
 }
@@ -381,13 +333,13 @@ static int cmd_info(int argc, char **argv) {
     const char *model = NULL, *config = NULL, *v;
     bool list = false;
     for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) help_exit(help_info);
-        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--config"))) config = v;
+        if (cli_is_help(argv[i])) help_exit(help_info);
+        else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--config"))) config = v;
         else if (strcmp(argv[i], "--list") == 0) list = true;
         else unknown_arg(argv[i]);
     }
-    if ((model != NULL) + (config != NULL) + list != 1) usage_error("give exactly one of -m DIR, --config NAME|PATH, --list");
+    if ((model != NULL) + (config != NULL) + list != 1) cli_usage("give exactly one of -m DIR, --config NAME|PATH, --list");
 
     if (list) {
         for (const char *const *c = ds3_builtin_configs(); c && *c; c++) printf("%s\n", *c);
@@ -414,8 +366,8 @@ static int cmd_info(int argc, char **argv) {
 static void check_positions(const ds3_model *m, long long need, const char *what) {
     int maxpos = ds3_model_max_positions(m);
     if (maxpos > 0 && need > maxpos)
-        die("%s needs %lld positions, the model has max_position_embeddings %d", what, need, maxpos);
-    if (need > INT_MAX) die("%s needs %lld positions, more than this build can index", what, need);
+        cli_die("%s needs %lld positions, the model has max_position_embeddings %d", what, need, maxpos);
+    if (need > INT_MAX) cli_die("%s needs %lld positions, more than this build can index", what, need);
 }
 
 /* Where each generated token goes: the ids line (--tokens), the decoded text
@@ -446,7 +398,7 @@ static void sink_text(sink *k, const char *s, size_t len) {
     if (k->out_n + len + 1 > k->out_cap) {
         size_t cap = 2 * (k->out_n + len + 1);
         char *o = realloc(k->out, cap);
-        if (!o) die("out of memory for the generated text");
+        if (!o) cli_die("out of memory for the generated text");
         k->out = o;
         k->out_cap = cap;
     }
@@ -463,7 +415,7 @@ static int sink_token(void *user, int32_t tok) {
     if (k->n == k->cap) {
         k->cap = k->cap ? 2 * k->cap : 256;
         int32_t *ni = realloc(k->ids, (size_t)k->cap * sizeof *ni);
-        if (!ni) die("out of memory for the generated ids");
+        if (!ni) cli_die("out of memory for the generated ids");
         k->ids = ni;
     }
     k->ids[k->n++] = tok;
@@ -521,37 +473,37 @@ static int cmd_run(int argc, char **argv) {
     uint64_t seed = 0;
     ds3_attn_mode attn = DS3_ATTN_ABSORB;
     for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) help_exit(help_run);
-        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
-        else if ((v = opt_value(argc, argv, &i, "-p", "--prompt"))) prompt = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--system"))) system = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokpath = v;
+        if (cli_is_help(argv[i])) help_exit(help_run);
+        else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "-p", "--prompt"))) prompt = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--system"))) system = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokpath = v;
         else if (strcmp(argv[i], "--chat") == 0) chat = true;
         else if (strcmp(argv[i], "--quiet") == 0) quiet = true;
         else if (strcmp(argv[i], "--json") == 0) json = true;
         else if (strcmp(argv[i], "--ignore-eos") == 0) ignore_eos = true;
-        else if ((v = opt_value(argc, argv, &i, "-n", NULL))) n_gen = parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--temp"))) {
+        else if ((v = cli_opt_value(argc, argv, &i, "-n", NULL))) n_gen = parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--temp"))) {
             temp = parse_real("--temp", v);
-            if (temp < 0) usage_error("--temp: %s is negative (0 means greedy)", v);
-        } else if ((v = opt_value(argc, argv, &i, NULL, "--top-p"))) {
+            if (temp < 0) cli_usage("--temp: %s is negative (0 means greedy)", v);
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--top-p"))) {
             top_p = parse_real("--top-p", v);
-            if (!(top_p > 0 && top_p <= 1)) usage_error("--top-p: %s is outside (0, 1]", v);
-        } else if ((v = opt_value(argc, argv, &i, NULL, "--seed"))) seed = parse_u64("--seed", v);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
+            if (!(top_p > 0 && top_p <= 1)) cli_usage("--top-p: %s is outside (0, 1]", v);
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) seed = parse_u64("--seed", v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
         else if (strcmp(argv[i], "--mtp") == 0) mtp = true;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--draft"))) n_draft = parse_long("--draft", v, 1, 16);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--draft"))) n_draft = parse_long("--draft", v, 1, 16);
         else unknown_arg(argv[i]);
     }
-    if (!model) usage_error("missing -m DIR");
-    if (tokstr && prompt) usage_error("give --tokens IDS or -p TEXT, not both");
-    if (!tokstr && !prompt) usage_error("missing --tokens IDS or -p TEXT");
-    if (chat && !prompt) usage_error("--chat needs -p TEXT");
-    if (system && !chat) usage_error("--system needs --chat");
-    if (ignore_eos && !prompt) usage_error("--ignore-eos needs -p TEXT (--tokens never stops at EOS)");
-    if (n_draft && !mtp) usage_error("--draft needs --mtp");
+    if (!model) cli_usage("missing -m DIR");
+    if (tokstr && prompt) cli_usage("give --tokens IDS or -p TEXT, not both");
+    if (!tokstr && !prompt) cli_usage("missing --tokens IDS or -p TEXT");
+    if (chat && !prompt) cli_usage("--chat needs -p TEXT");
+    if (system && !chat) cli_usage("--system needs --chat");
+    if (ignore_eos && !prompt) cli_usage("--ignore-eos needs -p TEXT (--tokens never stops at EOS)");
+    if (n_draft && !mtp) cli_usage("--draft needs --mtp");
     if (!n_draft) n_draft = 1;
 
     /* The tokenizer: needed for -p; for --tokens, used by --json's text when
@@ -560,8 +512,8 @@ static int cmd_run(int argc, char **argv) {
     char err[512];
     int rc = 0;
     if (prompt || tokpath || json) rc = cli_load_tokenizer(tokpath, model, prompt != NULL, &tok, err, sizeof err);
-    if (rc == CLI_ARGS_USAGE) usage_error("%s", err);
-    if (rc != 0) die("%s", err);
+    if (rc == CLI_ARGS_USAGE) cli_usage("%s", err);
+    if (rc != 0) cli_die("%s", err);
 
     int T;
     int32_t *tokens;
@@ -577,8 +529,8 @@ static int cmd_run(int argc, char **argv) {
         if ((st = ds3_tokenizer_encode(tok, text ? text : prompt, len, flags, &tokens, &n)) != DS3_OK)
             lib_die(st, "encoding the prompt");
         free(text);
-        if (n == 0) die("-p: the prompt has no tokens");
-        if (n > MAX_TOKENS) die("-p: the prompt has %zu tokens, more than %d", n, MAX_TOKENS);
+        if (n == 0) cli_die("-p: the prompt has no tokens");
+        if (n > MAX_TOKENS) cli_die("-p: the prompt has %zu tokens, more than %d", n, MAX_TOKENS);
         T = (int)n;
     } else tokens = parse_tokens(tokstr, &T);
 
@@ -591,7 +543,7 @@ static int cmd_run(int argc, char **argv) {
     const int V = ds3_model_vocab_size(m);
     for (int i = 0; i < T && prompt; i++)
         if (tokens[i] >= V)
-            die("token %d at index %d of the encoded prompt is out of range (vocab %d): is the tokenizer the model's?",
+            cli_die("token %d at index %d of the encoded prompt is out of range (vocab %d): is the tokenizer the model's?",
                 (int)tokens[i], i, V);
     check_vocab(tokens, T, V);
     long long max_seq = (long long)T + n_gen;
@@ -600,7 +552,7 @@ static int cmd_run(int argc, char **argv) {
     ds3_state *s = NULL;
     if ((st = ds3_state_new(m, (int)max_seq, attn, &s)) != DS3_OK) lib_die(st, "creating state");
     /* --mtp: the prefill also runs the MTP layer over the prompt, filling its cache. */
-    if (mtp && ds3_model_num_mtp(m) == 0) die("--mtp: the model in %s has no MTP layers", model);
+    if (mtp && ds3_model_num_mtp(m) == 0) cli_die("--mtp: the model in %s has no MTP layers", model);
     if (mtp && (st = ds3_state_set_mtp(s, 1)) != DS3_OK) lib_die(st, "--mtp");
 
     sink out = {tok, NULL, prompt != NULL, json, -1, NULL, 0, 0, NULL, 0, 0, 0, false};
@@ -611,7 +563,7 @@ static int cmd_run(int argc, char **argv) {
      * otherwise the first T-1 positions without logits, then the last. */
     bool one_call = T == 1 || (size_t)T * (size_t)V <= PREFILL_LOGITS_MAX / sizeof(ds3_real);
     ds3_real *logits = malloc((one_call ? (size_t)T : 1) * (size_t)V * sizeof *logits);
-    if (!logits) die("out of memory for logits (%d x %d)", one_call ? T : 1, V);
+    if (!logits) cli_die("out of memory for logits (%d x %d)", one_call ? T : 1, V);
     double t0 = now_s();
     ds3_real *last;
     if (one_call) {
@@ -719,7 +671,7 @@ static char *join_args(int argc, char **argv) {
     size_t len = 1;
     for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
     char *s = malloc(len);
-    if (!s) die("out of memory");
+    if (!s) cli_die("out of memory");
     s[0] = '\0';
     for (int i = 0; i < argc; i++) {
         if (i) strcat(s, " ");
@@ -731,7 +683,7 @@ static char *join_args(int argc, char **argv) {
 /* The token ids as a canonical "1,2,3" (no blanks), for the metadata. */
 static char *join_tokens(const int32_t *t, int n) {
     char *s = malloc((size_t)n * 11 + 1);
-    if (!s) die("out of memory");
+    if (!s) cli_die("out of memory");
     size_t len = 0;
     for (int i = 0; i < n; i++) len += (size_t)sprintf(s + len, i ? ",%d" : "%d", (int)t[i]);
     s[len] = '\0';
@@ -745,26 +697,26 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
     const char *emulate = NULL;
     ds3_emulation emu = {DS3_EMULATE_NONE, 0, 0};
     for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) help_exit(help_dump);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--emulate"))) {
-            if (ds3_emulation_parse(v, &emu) != DS3_OK) usage_error("--emulate: %s", ds3_last_error());
+        if (cli_is_help(argv[i])) help_exit(help_dump);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--emulate"))) {
+            if (ds3_emulation_parse(v, &emu) != DS3_OK) cli_usage("--emulate: %s", ds3_last_error());
             emulate = v;
         }
-        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
-        else if ((v = opt_value(argc, argv, &i, "-o", "--output"))) out = v;
-        else if ((v = opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
-        else if ((v = opt_value(argc, argv, &i, NULL, "--decode-from")))
+        else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "-o", "--output"))) out = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--decode-from")))
             decode_from = parse_long("--decode-from", v, 1, MAX_TOKENS);
         else unknown_arg(argv[i]);
     }
-    if (!model) usage_error("missing -m DIR");
-    if (!tokstr) usage_error("missing --tokens IDS");
-    if (!out) usage_error("missing -o OUT.safetensors");
+    if (!model) cli_usage("missing -m DIR");
+    if (!tokstr) cli_usage("missing --tokens IDS");
+    if (!out) cli_usage("missing -o OUT.safetensors");
     int T;
     int32_t *tokens = parse_tokens(tokstr, &T);
-    if (decode_from > T) usage_error("--decode-from: %ld is more than the %d tokens", decode_from, T);
+    if (decode_from > T) cli_usage("--decode-from: %ld is more than the %d tokens", decode_from, T);
     check_output_path(out);
 
     ds3_model *m = NULL;
@@ -831,27 +783,30 @@ static const char *help_for(const char *cmd) {
 int main(int argc, char **argv) {
     if (argc < 2) {
         fputs(help_main, stderr);
-        usage_error("missing command");
+        cli_usage("missing command");
     }
     const char *cmd = argv[1];
-    if (is_help(cmd)) help_exit(help_main);
+    if (cli_is_help(cmd)) help_exit(help_main);
     if (strcmp(cmd, "--version") == 0) {
         printf("ds3 %s\n", DS3_VERSION);
         return 0;
     }
     /* ds3 compare lives in cli/compare.c, with its own help. */
     int ds3_cli_compare(int argc, char **argv);
-    if (strcmp(cmd, "compare") == 0) return ds3_cli_compare(argc - 2, argv + 2);
+    if (strcmp(cmd, "compare") == 0) {
+        cli_command = cmd;
+        return ds3_cli_compare(argc - 2, argv + 2);
+    }
     if (strcmp(cmd, "help") == 0 && argc == 3 && strcmp(argv[2], "compare") == 0)
         return ds3_cli_compare(1, (char *[]){"--help", NULL});
     if (strcmp(cmd, "help") == 0) {
         if (argc == 2) help_exit(help_main);
         const char *h = help_for(argv[2]);
-        if (!h || argc > 3) usage_error("help: unknown command '%s'", argv[2]);
+        if (!h || argc > 3) cli_usage("help: unknown command '%s'", argv[2]);
         help_exit(h);
     }
-    if (!help_for(cmd)) usage_error("unknown command '%s'", cmd);
-    subcommand = cmd;
+    if (!help_for(cmd)) cli_usage("unknown command '%s'", cmd);
+    cli_command = cmd;
     if (strcmp(cmd, "mkmodel") == 0) return cmd_mkmodel(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);

@@ -15,10 +15,10 @@
  * its vocabulary, and the JSON string writer of `ds3 run --json`.
  */
 #include "text.h"
+#include "common.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -57,28 +57,6 @@ const char *const cli_help_detokenize =
     "\n"
     "  --tokenizer PATH   a tokenizer.json, or a directory holding one\n"
     "  -m, --model DIR    a model directory with a tokenizer.json\n";
-
-static const char *command = "tokenize";
-
-static void __attribute__((noreturn, format(printf, 1, 2))) usage(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ds3: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nds3: see 'ds3 %s --help'\n", command);
-    va_end(ap);
-    exit(TEXT_USAGE);
-}
-
-static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ds3: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(TEXT_RUNTIME);
-}
 
 /* ========================================================================== */
 /* Files                                                                       */
@@ -312,59 +290,44 @@ void cli_json_string(FILE *f, const char *s, size_t n) {
 
 /* The options both commands share; returns the tokenizer. */
 static ds3_tokenizer *open_tokenizer(const char *path, const char *model) {
-    if (path && model) usage("give --tokenizer PATH or -m DIR, not both");
-    if (!path && !model) usage("missing --tokenizer PATH (or -m DIR)");
+    if (path && model) cli_usage("give --tokenizer PATH or -m DIR, not both");
+    if (!path && !model) cli_usage("missing --tokenizer PATH (or -m DIR)");
     char err[512];
     ds3_tokenizer *t = NULL;
     int rc = cli_load_tokenizer(path, model, true, &t, err, sizeof err);
-    if (rc == TEXT_USAGE) usage("%s", err);
-    if (rc != TEXT_OK) die("%s", err);
+    if (rc == TEXT_USAGE) cli_usage("%s", err);
+    if (rc != TEXT_OK) cli_die("%s", err);
     return t;
 }
 
-/* "--x V", "--x=V" or "-x V" (as ds3.c's opt_value). */
-static const char *opt_value(int argc, char **argv, int *i, const char *shrt, const char *lng) {
-    const char *a = argv[*i];
-    size_t ll = lng ? strlen(lng) : 0;
-    if (lng && strncmp(a, lng, ll) == 0 && a[ll] == '=') return a + ll + 1;
-    if ((shrt && strcmp(a, shrt) == 0) || (lng && strcmp(a, lng) == 0)) {
-        if (*i + 1 >= argc) usage("option '%s' needs a value", a);
-        return argv[++*i];
-    }
-    return NULL;
-}
-
-static bool is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
-
 int cli_tokenize(int argc, char **argv) {
-    command = "tokenize";
     const char *path = NULL, *model = NULL, *v;
     unsigned flags = 0;
     for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) {
+        if (cli_is_help(argv[i])) {
             fputs(cli_help_tokenize, stdout);
             return 0;
-        } else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) path = v;
-        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) path = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) model = v;
         else if (strcmp(argv[i], "--bos") == 0) flags |= DS3_TOKENIZE_BOS;
         else if (strcmp(argv[i], "--special-as-text") == 0) flags |= DS3_TOKENIZE_SPECIAL_AS_TEXT;
-        else if (argv[i][0] == '-') usage("unknown option '%s'", argv[i]);
-        else usage("unexpected argument '%s' (the text is read from stdin)", argv[i]);
+        else if (argv[i][0] == '-') cli_usage("unknown option '%s'", argv[i]);
+        else cli_usage("unexpected argument '%s' (the text is read from stdin)", argv[i]);
     }
     ds3_tokenizer *t = open_tokenizer(path, model);
     size_t len = 0;
     char *text = read_stream(stdin, &len);
-    if (!text) die("cannot read stdin");
+    if (!text) cli_die("cannot read stdin");
     int32_t *ids = NULL;
     size_t n = 0;
     ds3_status st = ds3_tokenizer_encode(t, text, len, flags, &ids, &n);
-    if (st != DS3_OK) die("tokenize: %s", ds3_last_error());
+    if (st != DS3_OK) cli_die("tokenize: %s", ds3_last_error());
     for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)ids[i]);
     printf("\n");
     free(ids);
     free(text);
     ds3_tokenizer_free(t);
-    if (fflush(stdout) != 0) die("writing stdout: %s", strerror(errno));
+    if (fflush(stdout) != 0) cli_die("writing stdout: %s", strerror(errno));
     return 0;
 }
 
@@ -378,55 +341,54 @@ static int entry_len(const char *p, const char *end) {
 }
 
 int cli_detokenize(int argc, char **argv) {
-    command = "detokenize";
     const char *path = NULL, *model = NULL, *v;
     for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) {
+        if (cli_is_help(argv[i])) {
             fputs(cli_help_detokenize, stdout);
             return 0;
-        } else if ((v = opt_value(argc, argv, &i, NULL, "--tokenizer"))) path = v;
-        else if ((v = opt_value(argc, argv, &i, "-m", "--model"))) model = v;
-        else if (argv[i][0] == '-') usage("unknown option '%s'", argv[i]);
-        else usage("unexpected argument '%s' (the ids are read from stdin)", argv[i]);
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) path = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) model = v;
+        else if (argv[i][0] == '-') cli_usage("unknown option '%s'", argv[i]);
+        else cli_usage("unexpected argument '%s' (the ids are read from stdin)", argv[i]);
     }
     ds3_tokenizer *t = open_tokenizer(path, model);
     size_t len = 0;
     char *in = read_stream(stdin, &len);
-    if (!in) die("cannot read stdin");
+    if (!in) cli_die("cannot read stdin");
 
     /* id (, id)*, blanks around each; nothing at all is no ids. Strict like
      * --tokens: "1,,2" or "12abc" is an error, not something else. */
     size_t cap = 256, n = 0;
     int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids) die("out of memory");
+    if (!ids) cli_die("out of memory");
     const char *p = in, *end = in + len;
     while (p < end && blank(*p)) p++;
     while (p < end) {
-        if (*p < '0' || *p > '9') die("detokenize: '%.*s' at index %zu is not a token id", entry_len(p, end), p, n);
+        if (*p < '0' || *p > '9') cli_die("detokenize: '%.*s' at index %zu is not a token id", entry_len(p, end), p, n);
         long long id = 0;
         while (p < end && *p >= '0' && *p <= '9') {
             id = id * 10 + (*p++ - '0');
-            if (id > INT32_MAX) die("detokenize: the id at index %zu is too large", n);
+            if (id > INT32_MAX) cli_die("detokenize: the id at index %zu is too large", n);
         }
         if (n == cap) {
             int32_t *ni = realloc(ids, 2 * cap * sizeof *ids);
-            if (!ni) die("out of memory");
+            if (!ni) cli_die("out of memory");
             ids = ni;
             cap *= 2;
         }
         ids[n++] = (int32_t)id;
         while (p < end && blank(*p)) p++;
         if (p == end) break;
-        if (*p != ',') die("detokenize: '%.*s' after index %zu is not a comma", entry_len(p, end), p, n - 1);
+        if (*p != ',') cli_die("detokenize: '%.*s' after index %zu is not a comma", entry_len(p, end), p, n - 1);
         p++;
         while (p < end && blank(*p)) p++;
-        if (p == end) die("detokenize: the list ends with a comma");
+        if (p == end) cli_die("detokenize: the list ends with a comma");
     }
     char *text = NULL;
     size_t tl = 0;
     ds3_status st = ds3_tokenizer_decode(t, ids, n, &text, &tl);
-    if (st != DS3_OK) die("detokenize: %s", ds3_last_error());
-    if (fwrite(text, 1, tl, stdout) != tl || fflush(stdout) != 0) die("writing stdout: %s", strerror(errno));
+    if (st != DS3_OK) cli_die("detokenize: %s", ds3_last_error());
+    if (fwrite(text, 1, tl, stdout) != tl || fflush(stdout) != 0) cli_die("writing stdout: %s", strerror(errno));
     free(text);
     free(ids);
     free(in);

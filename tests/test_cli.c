@@ -7,92 +7,16 @@
  * and failures that must leave no file behind.
  *
  * The binary is $DS3_CLI (tests/run.sh sets it to the build's own ds3); it is
- * run with fork/exec, stdout and stderr captured in temporary files.
+ * run with fork/exec, stdout and stderr captured in temporary files
+ * (tests/cli_run.h).
  */
 #include "internal.h"
 #include "harness.h"
+#include "cli_run.h"
 
-#include <fcntl.h>
 #include <stdbool.h>
 #include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-static const char *cli;
-static char tmpdir[64];
-
-typedef struct {
-    int rc;        /* exit status; 128+signal if killed; -1 if it could not run */
-    char *out, *err;
-} result;
-
-static char *slurp_fd(int fd) {
-    off_t n = lseek(fd, 0, SEEK_END);
-    if (n < 0) n = 0;
-    char *s = malloc((size_t)n + 1);
-    if (!s) abort();
-    lseek(fd, 0, SEEK_SET);
-    ssize_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, s + got, (size_t)(n - got));
-        if (r <= 0) break;
-        got += r;
-    }
-    s[got] = '\0';
-    return s;
-}
-
-/* Run the CLI with the NULL-terminated argument list. */
-static result run_argv(const char *const *args) {
-    result r = {-1, NULL, NULL};
-    char po[128], pe[128];
-    snprintf(po, sizeof po, "%s/stdout.XXXXXX", tmpdir);
-    snprintf(pe, sizeof pe, "%s/stderr.XXXXXX", tmpdir);
-    int fo = mkstemp(po), fe = mkstemp(pe);
-    if (fo < 0 || fe < 0) abort();
-    unlink(po);
-    unlink(pe);
-
-    char *argv[64];
-    int n = 0;
-    argv[n++] = (char *)cli;
-    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int in = open("/dev/null", O_RDONLY);
-        if (in >= 0) dup2(in, 0);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(cli, argv);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid)
-        r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = slurp_fd(fo);
-    r.err = slurp_fd(fe);
-    close(fo);
-    close(fe);
-    return r;
-}
-
-#define RUN(...) run_argv((const char *const[]){__VA_ARGS__, NULL})
-
-static void done(result *r) {
-    free(r->out);
-    free(r->err);
-}
-
-static bool has(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
-
-static bool exists(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
 
 /* A usage error: exit 2 and a "ds3: " message containing `want`. */
 static void expect_usage(const char *want, result r, const char *what) {
@@ -134,7 +58,7 @@ static int count_ids(const char *line) {
 
 static void test_usage(void) {
     th_section("usage errors, help, version");
-    result r = run_argv((const char *const[]){NULL});
+    result r = run_in(NULL, 0, (const char *const[]){NULL});
     CHECK(r.rc == 2, "no arguments: exit %d, want 2", r.rc);
     CHECK(has(r.err, "ds3: missing command"), "no arguments: %s", r.err);
     done(&r);
@@ -520,13 +444,6 @@ static void test_with_model(const char *models) {
     done(&r);
 }
 
-/* rm -rf of the flat temporary directory (and the one model directory in it). */
-static void cleanup(void) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}
-
 int main(void) {
     cli = getenv("DS3_CLI");
     if (!cli || !*cli) cli = "build/ds3";
@@ -544,6 +461,6 @@ int main(void) {
     test_tokens_syntax();
     test_info();
     test_with_model(models);
-    cleanup();
+    remove_tmpdir();
     return th_finish();
 }

@@ -23,82 +23,16 @@
  */
 #include "compare.h"
 #include "harness.h"
+#include "cli_run.h"
 
 #include <cjson/cJSON.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-static const char *cli;
-static char tmpdir[64];
-
 /* ========================================================================== */
-/* Running the CLI                                                             */
+/* Running the CLI (tests/cli_run.h)                                           */
 /* ========================================================================== */
-
-typedef struct {
-    int rc;
-    char *out, *err;
-} result;
-
-static char *slurp_fd(int fd) {
-    off_t n = lseek(fd, 0, SEEK_END);
-    if (n < 0) n = 0;
-    char *s = malloc((size_t)n + 1);
-    if (!s) abort();
-    lseek(fd, 0, SEEK_SET);
-    ssize_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, s + got, (size_t)(n - got));
-        if (r <= 0) break;
-        got += r;
-    }
-    s[got] = '\0';
-    return s;
-}
-
-static result run_argv(const char *const *args) {
-    result r = {-1, NULL, NULL};
-    char po[128], pe[128];
-    snprintf(po, sizeof po, "%s/stdout.XXXXXX", tmpdir);
-    snprintf(pe, sizeof pe, "%s/stderr.XXXXXX", tmpdir);
-    int fo = mkstemp(po), fe = mkstemp(pe);
-    if (fo < 0 || fe < 0) abort();
-    unlink(po);
-    unlink(pe);
-    char *argv[64];
-    int n = 0;
-    argv[n++] = (char *)cli;
-    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(cli, argv);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid)
-        r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = slurp_fd(fo);
-    r.err = slurp_fd(fe);
-    close(fo);
-    close(fe);
-    return r;
-}
-
-#define RUN(...) run_argv((const char *const[]){__VA_ARGS__, NULL})
-
-static void done(result *r) {
-    free(r->out);
-    free(r->err);
-}
-
-static bool has(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
 
 /* Expect exit `rc` and, if want != NULL, `want` in stdout+stderr. */
 static void expect(result r, int rc, const char *want, const char *what) {
@@ -627,12 +561,6 @@ static void test_genuine(const char *models, const char *refdir) {
     }
 }
 
-static void cleanup(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}
-
 int main(void) {
     test_checker_matches_harness();
     test_stats();
@@ -653,6 +581,6 @@ int main(void) {
     if (models) test_faults(models);
     if (models && refdir) test_oracle(models, refdir);
     if (models && refdir) test_genuine(models, refdir);
-    cleanup();
+    remove_tmpdir();
     return th_finish();
 }

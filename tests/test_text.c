@@ -8,96 +8,20 @@
  * the same text; and the usage and runtime errors of each.
  *
  * $DS3_CLI is the binary (tests/run.sh), run with fork/exec, stdin from a
- * file, stdout and stderr captured with their lengths (text may hold NULs).
+ * file, stdout and stderr captured with their lengths (text may hold NULs;
+ * tests/cli_run.h).
  * The model with V3's vocabulary is made here (narrow layers, ~35 MB bf16).
  */
 #include "internal.h"
 #include "harness.h"
+#include "cli_run.h"
 
 #include <cjson/cJSON.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-static const char *cli;
-static char tmpdir[64];
 static const char *tokdir = "data/tokenizers/deepseek-v3";
-
-typedef struct {
-    int rc;          /* exit status; 128+signal if killed; -1 if it could not run */
-    char *out, *err; /* NUL-terminated */
-    size_t out_n;    /* stdout may hold NULs */
-} result;
-
-static char *slurp_fd(int fd, size_t *len) {
-    off_t n = lseek(fd, 0, SEEK_END);
-    if (n < 0) n = 0;
-    char *s = malloc((size_t)n + 1);
-    if (!s) abort();
-    lseek(fd, 0, SEEK_SET);
-    ssize_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, s + got, (size_t)(n - got));
-        if (r <= 0) break;
-        got += r;
-    }
-    s[got] = '\0';
-    if (len) *len = (size_t)got;
-    return s;
-}
-
-static int temp_fd(const char *what) {
-    char p[128];
-    snprintf(p, sizeof p, "%s/%s.XXXXXX", tmpdir, what);
-    int fd = mkstemp(p);
-    if (fd < 0) abort();
-    unlink(p);
-    return fd;
-}
-
-/* Run the CLI with args (NULL-terminated) and stdin[0..in_n). */
-static result run_in(const char *in, size_t in_n, const char *const *args) {
-    result r = {-1, NULL, NULL, 0};
-    int fi = temp_fd("stdin"), fo = temp_fd("stdout"), fe = temp_fd("stderr");
-    if (in_n && write(fi, in, in_n) != (ssize_t)in_n) abort();
-    lseek(fi, 0, SEEK_SET);
-    char *argv[64];
-    int n = 0;
-    argv[n++] = (char *)cli;
-    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fi, 0);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(cli, argv);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid)
-        r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = slurp_fd(fo, &r.out_n);
-    r.err = slurp_fd(fe, NULL);
-    close(fi);
-    close(fo);
-    close(fe);
-    return r;
-}
-
-#define RUN(...) run_in(NULL, 0, (const char *const[]){__VA_ARGS__, NULL})
-#define RUN_IN(in, n, ...) run_in(in, n, (const char *const[]){__VA_ARGS__, NULL})
-
-static void done(result *r) {
-    free(r->out);
-    free(r->err);
-}
-
-static bool has(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
 
 /* An error: this exit status and a "ds3: " message containing `want`, nothing on stdout. */
 static void expect_error(int rc, const char *want, result r, const char *what) {
@@ -262,11 +186,6 @@ static bool same_file(const char *a, const char *b) {
     if (fa) fclose(fa);
     if (fb) fclose(fb);
     return same;
-}
-
-static bool exists(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0;
 }
 
 /* Make the V3-vocabulary model; returns its directory (static) or NULL. */
@@ -491,12 +410,6 @@ static void test_run(const char *model, const cJSON *gold) {
     }
 }
 
-static void cleanup(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}
-
 int main(void) {
     cli = getenv("DS3_CLI");
     if (!cli) cli = "build/ds3";
@@ -510,6 +423,6 @@ int main(void) {
     const char *model = test_mkmodel();
     if (gold && model) test_run(model, gold);
     cJSON_Delete(gold);
-    cleanup();
+    remove_tmpdir();
     return th_finish();
 }

@@ -1,0 +1,33 @@
+/*
+ * common.h — what every ds3 command shares (cli/common.c): the error exits,
+ * which print "ds3: message" on stderr, and option scanning.
+ *
+ *   exit 1  cli_die:   a runtime failure (the command line was well formed)
+ *   exit 2  cli_usage: a bad command line; adds "ds3: see 'ds3 CMD --help'"
+ *
+ * Unlike cli/args.c (linked alone into a fuzz target), these exit.
+ */
+#ifndef DS3_CLI_COMMON_H
+#define DS3_CLI_COMMON_H
+
+#include <stdbool.h>
+
+/* The command being run ("run", "compare", …), named in cli_usage's pointer
+ * to its help; NULL (the default) points at 'ds3 --help'. */
+extern const char *cli_command;
+
+void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+void cli_usage(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+/*
+ * Does argv[*i] name this option: `shrt` ("-m", or NULL) or `lng` ("--model",
+ * or NULL) followed by its value, or "--model=V"? If so, return the value and
+ * advance *i past it; NULL if not. A value may start with '-'
+ * ("--bias-shift -4"). A missing value is a usage error.
+ */
+const char *cli_opt_value(int argc, char **argv, int *i, const char *shrt, const char *lng);
+
+/* "--help" or "-h". */
+bool cli_is_help(const char *a);
+
+#endif /* DS3_CLI_COMMON_H */
