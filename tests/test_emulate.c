@@ -547,7 +547,7 @@ static void vs_transformers(const char *models, const char *refdir) {
             ds3_st_file *em = dump_with(m, tok, T, DS3_ATTN_NAIVE, hc->spec, "hf-emul");
             if (pl && em) {
                 double early = INFINITY, sum[2] = {0, 0};
-                const char *worst = "-";
+                char worst[256] = "-";  /* a copy: the report holding the name is freed below */
                 for (int kept = 0; kept < 2; kept++) {
                     ds3_cmp_opts o = {ds3_cmp_profile_find("bf16"), false, 0, 0, "*", !kept};
                     ds3_cmp_report rp, re;
@@ -563,7 +563,10 @@ static void vs_transformers(const char *models, const char *refdir) {
                         if (!kept && a->nmse > 0 &&
                             (strncmp(a->name, "layers.0.", 9) == 0 || strcmp(a->name, "layers.1.attn.out") == 0)) {
                             double r = b->nmse > 0 ? a->nmse / b->nmse : INFINITY;
-                            if (r < early) { early = r; worst = a->name; }
+                            if (r < early) {
+                                early = r;
+                                snprintf(worst, sizeof worst, "%s", a->name);
+                            }
                         }
                     }
                     ds3_cmp_report_free(&rp);
