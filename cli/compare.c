@@ -45,11 +45,13 @@ static const char *const help_compare =
     "  --names GLOBS   compare only matching names; '!GLOB' excludes\n"
     "                  (e.g. 'layers.*' or '*,!mtp.*')\n"
     "  --all-rows      keep rows whose experts differ in an earlier MoE layer in the\n"
-    "                  statistics of later tensors (default: left out and counted)\n"
+    "                  statistics of later tensors (default: left out and counted;\n"
+    "                  a tensor with every row left out is NOT CHECKED, which fails)\n"
     "  --json          one JSON object on stdout instead of the table\n"
     "\n"
     "exit status: 0 within the thresholds, 1 outside them (a NaN, a tensor missing\n"
-    "from either dump, different tokens, an unreadable file), 2 usage error\n";
+    "from either dump, different tokens, a tensor not checked, an unreadable file),\n"
+    "2 usage error\n";
 
 /* A finite non-negative number, the whole string. */
 static double parse_tol(const char *opt, const char *s) {
@@ -111,7 +113,9 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
         shape_str(shp, sizeof shp, r);
         index_str(wi, sizeof wi, r);
         const char *verdict = r->ok ? "ok" : "OUTSIDE";
-        if (r->kind == DS3_CMP_INDEX) {
+        if (r->nothing_compared) {
+            printf("%-28s %-10s nothing compared  NOT CHECKED\n", r->name, shp);
+        } else if (r->kind == DS3_CMP_INDEX) {
             printf("%-28s %-10s rows with the same experts %ld/%ld (%.3f), expert overlap %.3f  %s\n", r->name, shp,
                    r->rows_same, r->rows, r->rows ? (double)r->rows_same / (double)r->rows : 1.0, r->overlap, verdict);
             if (r->rows_excluded)
@@ -137,8 +141,10 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
         if (!r->ok) printf("%-28s   -> %s\n", "", r->why);
     }
     for (int i = 0; i < rep->n_missing; i++) printf("%-28s MISSING\n", rep->missing[i]);
-    printf("\n%d compared: %d within, %d outside; %d missing%s\n", rep->n, rep->n - rep->n_fail, rep->n_fail,
-           rep->n_missing, rep->tokens_differ ? "; tokens differ" : "");
+    int empty = 0;
+    for (int i = 0; i < rep->n; i++) empty += rep->r[i].nothing_compared;
+    printf("\n%d compared: %d within, %d outside, %d not checked; %d missing%s\n", rep->n, rep->n - rep->n_fail,
+           rep->n_fail - empty, empty, rep->n_missing, rep->tokens_differ ? "; tokens differ" : "");
     if (rep->n == 0) printf("no tensors compared (check --names and the dumps' names)\n");
     printf("%s\n", rep->ok ? "PASS" : "FAIL");
 }
@@ -179,6 +185,7 @@ static void print_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const c
         cJSON_AddStringToObject(t, "kind", r->kind == DS3_CMP_INDEX ? "index" : r->kind == DS3_CMP_INT ? "int" : "float");
         cJSON_AddBoolToObject(t, "ok", r->ok);
         add_num(t, "rows_excluded", (double)r->rows_excluded);
+        cJSON_AddBoolToObject(t, "nothing_compared", r->nothing_compared);
         if (!r->ok) cJSON_AddStringToObject(t, "why", r->why);
         if (r->kind == DS3_CMP_INDEX) {
             add_num(t, "rows", (double)r->rows);

@@ -425,6 +425,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             rows = keep_rows(g, rows, cols, excl);
         }
         r->rows = rows;
+        r->nothing_compared = rows == 0 && re->shape[0] > 0;
         r->rows_same = 0;
         long common = 0;
         for (long t = 0; t < rows; t++) {
@@ -470,6 +471,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
                         kept++;
                     }
                 r->rows = kept;
+                r->nothing_compared = kept == 0 && rows > 0;
                 judge_floats(r, g, e, kept * cols, o);
                 r->n = n;
             }
@@ -479,6 +481,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             if (excl) {
                 keep_rows(e, rows, cols, excl);
                 rows = keep_rows(g, rows, cols, excl);
+                r->nothing_compared = rows == 0;
             }
             judge_floats(r, g, e, rows * cols, o);
             r->n = n;
@@ -490,6 +493,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             nf_out = nonfinite_left_out(e, g, rows, cols, excl);
             keep_rows(e, rows, cols, excl);
             rows = keep_rows(g, rows, cols, excl);
+            r->nothing_compared = rows == 0;
         }
         judge_floats(r, g, e, rows * cols, o);
         r->n = n;
@@ -507,6 +511,14 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             if (r->top5 < p->min_top5) fail(r, "top-5 overlap %.3f < %.3f", r->top5, p->min_top5);
         }
     }
+    /* A check that compared no value cannot pass: say so instead of "ok". */
+    if (r->nothing_compared && !r->ok) r->nothing_compared = false; /* checked: a NaN left out failed */
+    if (r->nothing_compared)
+        fail(r, "%s",
+             r->kind == DS3_CMP_FLOAT && ends_with(re->name, "topk_weight")
+                 ? "no row has the same experts in both dumps, here and upstream: nothing compared"
+                 : "every row is left out, its experts differ in an earlier layer: nothing compared "
+                   "(--all-rows compares them)");
     free(excl);
     free(e);
     free(g);

@@ -78,6 +78,10 @@ typedef struct {
     double overlap;        /* mean over those rows of |set(t) ∩ set(r)| / K */
     /* rows left out because the routing differed upstream (see ds3_cmp_opts.all_rows) */
     long rows_excluded;
+    /* every row was left out (routing differed upstream, or, for topk_weight,
+       no row has the same expert set) and nothing else failed: no value was
+       compared, which is no pass (ok = false) */
+    bool nothing_compared;
 
     /* logits */
     long argmax_same;      /* rows with the same argmax (ties to the lowest index) */

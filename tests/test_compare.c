@@ -369,14 +369,34 @@ static void test_faults(const char *models) {
                p == 0 ? "12 of 12 rows choose other experts" : "share 0.000 of their experts", what);
 
         /* One wrong expert in every row (overlap 7/8): fp32 catches it; bf16
-         * and fp8 allow it — their measured noise on the tiny routers comes
-         * within 1.5x of that (docs/COMPARING.md, "What each profile catches"). */
+         * and fp8 allow it in the routing tensor itself — their measured noise
+         * on the tiny routers comes within 1.5x of that (docs/COMPARING.md,
+         * "What each profile catches"). */
         long rows[2] = {0, T};
         snprintf(path, sizeof path, "%s/expert-each-%s.safetensors", tmpdir, prof);
         variant(f, path, NULL, "layers.1.moe.topk_idx", wrong_expert, rows, NULL);
-        snprintf(what, sizeof what, "%s: one wrong expert in every row", prof);
-        expect(RUN("compare", ref, path, "--profile", prof), p == 0 ? 1 : 0,
+        snprintf(what, sizeof what, "%s: one wrong expert in every row (the routing tensor)", prof);
+        expect(RUN("compare", ref, path, "--profile", prof, "--names", "layers.1.moe.topk_idx"), p == 0 ? 1 : 0,
                p == 0 ? "choose other experts" : "expert overlap 0.875", what);
+        /* ...but then every row is left out of every later tensor: nothing of
+         * them is compared, and that is no pass. */
+        snprintf(what, sizeof what, "%s: one wrong expert in every row (the whole dump)", prof);
+        expect(RUN("compare", ref, path, "--profile", prof), 1,
+               p == 0 ? "choose other experts" : "nothing compared", what);
+        if (p != 0) {
+            snprintf(what, sizeof what, "%s: every row left out of layers.1.ffn.out", prof);
+            expect(RUN("compare", ref, path, "--profile", prof, "--names", "layers.1.ffn.out"), 1,
+                   "every row is left out, its experts differ in an earlier layer: nothing compared", what);
+            snprintf(what, sizeof what, "%s: layers.1.moe.topk_weight with no row to pair", prof);
+            expect(RUN("compare", ref, path, "--profile", prof, "--names", "layers.1.moe.topk_weight"), 1,
+                   "no row has the same experts in both dumps", what);
+            /* --all-rows compares those rows: the values are the same (only
+             * the routing tensor was edited), so all but layer 1's
+             * topk_weight (no row to pair) pass. */
+            snprintf(what, sizeof what, "%s: --all-rows compares the rows left out", prof);
+            expect(RUN("compare", ref, path, "--profile", prof, "--all-rows", "--names", "!layers.1.moe.topk_weight"), 0,
+                   "PASS", what);
+        }
 
         /* One NaN. */
         snprintf(path, sizeof path, "%s/nan-%s.safetensors", tmpdir, prof);
