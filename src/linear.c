@@ -42,14 +42,11 @@
 #endif
 
 /* Inside another parallel region (experts run in parallel) the kernels stay
- * on the calling thread rather than rely on the nesting setting. */
-static bool in_parallel(void) {
+ * on the calling thread rather than rely on the nesting setting. (Without
+ * OpenMP the pragmas that ask are ignored, and so is this.) */
 #ifdef _OPENMP
-    return omp_in_parallel();
-#else
-    return false;
+static bool in_parallel(void) { return omp_in_parallel(); }
 #endif
-}
 
 #ifdef DS3_BLAS
 #include <cblas.h>
