@@ -11,8 +11,10 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -330,13 +332,108 @@ static void test_errors(void) {
     expect_fail("entry not an object", p, DS3_ERR_FORMAT, "'w'", NULL);
 }
 
+/* ---- where the writer puts its bytes ------------------------------------- */
+
+/* The file a one-tensor writer produces, for comparison. */
+static unsigned char *expected_bytes(ds3_st_writer *w, size_t *n) {
+    const char *path = tmp_path("expected.safetensors");
+    if (ds3_stw_write(w, path) != DS3_OK) { fprintf(stderr, "%s\n", ds3_last_error()); exit(1); }
+    return read_bytes(path, n);
+}
+
+static bool is_link(const char *path) {
+    struct stat sb;
+    return lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode);
+}
+
+static void test_output_paths(void) {
+    th_section("output paths: symbolic links, FIFOs");
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    int64_t shape[2] = {2, 3};
+    ds3_st_writer *w = ds3_stw_new();
+    CHECK(ds3_stw_add(w, "a", DS3_DT_F32, 2, shape, a) == DS3_OK, "add: %s", ds3_last_error());
+    size_t n_exp;
+    unsigned char *exp = expected_bytes(w, &n_exp);
+    char tmpname[300];
+
+    /* A link (relative, and a link to that link) has its target replaced;
+     * the links stay links and no .tmp is left beside either. */
+    CHECK(mkdir(tmp_path("sub"), 0755) == 0, "mkdir sub");
+    const char *target = tmp_path("sub/real.safetensors");
+    const char *link = tmp_path("link.safetensors"), *link2 = tmp_path("link2.safetensors");
+    CHECK(symlink("sub/real.safetensors", link) == 0 && symlink("link.safetensors", link2) == 0, "symlinks made");
+    write_bytes(target, "old", 3);
+    CHECK(ds3_stw_write(w, link2) == DS3_OK, "write through two links: %s", ds3_last_error());
+    CHECK(is_link(link) && is_link(link2), "the links are still links");
+    size_t n;
+    unsigned char *got = read_bytes(target, &n);
+    CHECK(n == n_exp && memcmp(got, exp, n) == 0, "the link's target holds the file (%zu bytes)", n);
+    free(got);
+    snprintf(tmpname, sizeof tmpname, "%s.tmp", target);
+    CHECK(access(tmpname, F_OK) != 0, "no .tmp beside the target");
+    snprintf(tmpname, sizeof tmpname, "%s.tmp", link2);
+    CHECK(access(tmpname, F_OK) != 0, "no .tmp beside the link");
+
+    /* A dangling link: the file is created where it points. */
+    unlink(target);
+    CHECK(ds3_stw_write(w, link) == DS3_OK, "write through a dangling link: %s", ds3_last_error());
+    CHECK(is_link(link) && access(target, F_OK) == 0, "dangling link: target created, link kept");
+
+    /* A loop of links is an error naming the path, and nothing is replaced. */
+    const char *l1 = tmp_path("loop1"), *l2 = tmp_path("loop2");
+    CHECK(symlink("loop2", l1) == 0 && symlink("loop1", l2) == 0, "link loop made");
+    CHECK(ds3_stw_write(w, l1) == DS3_ERR_IO, "a link loop fails");
+    CHECK(strstr(ds3_last_error(), l1) && strstr(ds3_last_error(), "symbolic links"), "loop message: %s",
+          ds3_last_error());
+    CHECK(is_link(l1) && is_link(l2), "the loop's links are untouched");
+
+    /* A FIFO is written in place (a reader gets every byte) and stays a FIFO:
+     * renaming over it would leave a regular file where it was. */
+    const char *fifo = tmp_path("fifo");
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo");
+    int pfd[2];
+    CHECK(pipe(pfd) == 0, "pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+        size_t total = 0, k;
+        char buf[4096];
+        FILE *in = fopen(fifo, "rb");
+        if (in) {
+            while ((k = fread(buf, 1, sizeof buf, in)) > 0) total += k;
+            fclose(in);
+        }
+        if (write(pfd[1], &total, sizeof total) != (ssize_t)sizeof total) _exit(1);
+        _exit(0);
+    }
+    CHECK(ds3_stw_write(w, fifo) == DS3_OK, "write into a FIFO: %s", ds3_last_error());
+    struct stat sb;
+    bool still_fifo = lstat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode);
+    CHECK(still_fifo, "the FIFO is still a FIFO");
+    if (!still_fifo) kill(pid, SIGKILL); /* its reader would wait for a writer forever */
+    size_t read_total = 0;
+    int status = 0;
+    if (still_fifo)
+        CHECK(read(pfd[0], &read_total, sizeof read_total) == (ssize_t)sizeof read_total, "reader reported");
+    waitpid(pid, &status, 0);
+    close(pfd[0]);
+    close(pfd[1]);
+    CHECK(read_total == n_exp, "the FIFO's reader got %zu bytes, expected %zu", read_total, n_exp);
+    snprintf(tmpname, sizeof tmpname, "%s.tmp", fifo);
+    CHECK(access(tmpname, F_OK) != 0, "no .tmp beside the FIFO");
+
+    free(exp);
+    ds3_stw_free(w);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/ds3-st-XXXXXX");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
     test_round_trip();
     test_lenient();
     test_errors();
-    for (int i = 0; i < npaths; i++) unlink(paths[i]);
+    test_output_paths();
+    for (int i = npaths - 1; i >= 0; i--)
+        if (unlink(paths[i]) != 0) rmdir(paths[i]); /* sub/ after its file */
     CHECK(rmdir(dir) == 0, "temp dir %s removed (no stray files)", dir);
     return th_finish();
 }
