@@ -145,8 +145,21 @@ const ds3_st_entry *ds3_st_find(const ds3_st_file *f, const char *name);
 /* Value of a __metadata__ key, or NULL (pointer valid until ds3_st_close). */
 const char *ds3_st_meta(const ds3_st_file *f, const char *key);
 
+/* outfile.c — a whole output file: written to <file>.tmp and renamed over
+ * <file> when every byte is out (symbolic links followed to the file they
+ * name; a FIFO or device written in place). open, write to o->fp, then close
+ * with ok = every write succeeded (err: errno of the first failure, 0 for a
+ * short write); close removes the .tmp on failure. Errors name `path`. */
+typedef struct {
+    FILE *fp;
+    const char *path;  /* as given (not copied) */
+    char *dst, *tmp;   /* the file links lead to and its .tmp; NULL when in place */
+} ds3_outfile;
+ds3_status ds3_outfile_open(ds3_outfile *o, const char *path);
+ds3_status ds3_outfile_close(ds3_outfile *o, bool ok, int err);
+
 /* Writer: collect tensors (the data is referenced, not copied, until write),
- * then write header + data to path.tmp and rename to path. */
+ * then write header + data as an outfile (path.tmp renamed to path). */
 typedef struct ds3_st_writer ds3_st_writer;
 ds3_st_writer *ds3_stw_new(void);
 /* name is copied. shape has ndim entries. */

@@ -499,32 +499,18 @@ static ds3_status mk_mkdir_p(const char *dir) {
     return DS3_OK;
 }
 
-/* Write text to dir/file through dir/file.tmp and a rename, so a reader never
- * sees half a file. */
+/* Write text to dir/file through dir/file.tmp and a rename (outfile.c), so a
+ * reader never sees half a file. */
 static ds3_status mk_write_text(const char *dir, const char *file, const char *text) {
     char *path = mk_path(dir, file);
     if (!path) return DS3_ERR_NOMEM;
-    size_t n = strlen(path) + 5;
-    char *tmp = ds3_malloc(n);
-    if (!tmp) {
-        free(path);
-        return DS3_ERR_NOMEM;
-    }
-    snprintf(tmp, n, "%s.tmp", path);
-    ds3_status st = DS3_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        st = ds3_fail(DS3_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
-    } else {
+    ds3_outfile o;
+    ds3_status st = ds3_outfile_open(&o, path);
+    if (st == DS3_OK) {
         size_t len = strlen(text);
-        int bad = fwrite(text, 1, len, f) != len;
-        bad |= fclose(f) != 0;
-        if (bad) st = ds3_fail(DS3_ERR_IO, "%s: write failed", tmp);
-        else if (rename(tmp, path) != 0)
-            st = ds3_fail(DS3_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-        if (st != DS3_OK) remove(tmp);
+        bool ok = fwrite(text, 1, len, o.fp) == len;
+        st = ds3_outfile_close(&o, ok, errno);
     }
-    free(tmp);
     free(path);
     return st;
 }

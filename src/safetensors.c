@@ -23,11 +23,8 @@
  *
  * Writing (golden data, dumps, synthetic checkpoints) collects tensors by
  * reference, then writes header and data to "<path>.tmp" and renames it over
- * path, so a reader never sees half a file. A symbolic link is followed (its
- * target is replaced, the link stays), and an existing path that is neither a
- * regular file nor a directory (a FIFO, /dev/null) is written in place: there
- * is no file to replace, and renaming over it would put a regular file where
- * the device or FIFO was.
+ * path, so a reader never sees half a file (outfile.c: links followed, a FIFO
+ * or device written in place).
  */
 #include "internal.h"
 
@@ -607,36 +604,6 @@ static bool build_header(const ds3_st_writer *w, strbuf *b) {
     return !b->oom;
 }
 
-/* path with the symbolic links of its last component followed (malloc'd; NULL
- * when out of memory). A dangling link gives the path it points to, so the
- * file is created there; a loop stops after 40 links (the caller refuses a
- * path that is still a link). */
-static char *follow_links(const char *path) {
-    size_t len = strlen(path);
-    char *cur = ds3_malloc(len + 1);
-    if (!cur) return NULL;
-    memcpy(cur, path, len + 1);
-    struct stat sb;
-    for (int hop = 0; hop < 40 && lstat(cur, &sb) == 0 && S_ISLNK(sb.st_mode); hop++) {
-        size_t cap = sb.st_size > 0 ? (size_t)sb.st_size + 1 : 4096;
-        char *link = ds3_malloc(cap);
-        ssize_t n = link ? readlink(cur, link, cap) : -1;
-        if (n < 0 || (size_t)n >= cap) { free(link); break; }  /* changed under us: use cur */
-        /* a relative link is relative to the link's directory */
-        const char *slash = link[0] == '/' ? NULL : strrchr(cur, '/');
-        size_t dir = slash ? (size_t)(slash - cur) + 1 : 0;
-        char *next = ds3_malloc(dir + (size_t)n + 1);
-        if (!next) { free(link); free(cur); return NULL; }
-        memcpy(next, cur, dir);
-        memcpy(next + dir, link, (size_t)n);
-        next[dir + (size_t)n] = '\0';
-        free(link);
-        free(cur);
-        cur = next;
-    }
-    return cur;
-}
-
 ds3_status ds3_stw_write(ds3_st_writer *w, const char *path) {
     strbuf hb = {0};
     if (!build_header(w, &hb)) {
@@ -649,56 +616,18 @@ ds3_status ds3_stw_write(ds3_st_writer *w, const char *path) {
                         path, hb.len, ST_MAX_HEADER);
     }
 
-    /* Where the bytes go: straight into a FIFO or device (reached through
-     * links or not: /dev/stdout is one), else beside the regular file that the
-     * links lead to, as <file>.tmp renamed over it. */
-    struct stat sb;
-    bool in_place = stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode);
-    char *target = in_place ? NULL : follow_links(path);
-    if (!in_place && !target) { free(hb.p); return DS3_ERR_NOMEM; }
-    const char *dst = in_place ? path : target;
-    if (!in_place && lstat(dst, &sb) == 0 && S_ISLNK(sb.st_mode)) {
-        free(target);
+    ds3_outfile o;
+    ds3_status st = ds3_outfile_open(&o, path);
+    if (st != DS3_OK) {
         free(hb.p);
-        return ds3_fail(DS3_ERR_IO, "%s: too many levels of symbolic links (a loop?)", path);
-    }
-    char *tmp = NULL;
-    if (!in_place) {
-        size_t plen = strlen(dst);
-        tmp = ds3_malloc(plen + 5);
-        if (!tmp) { free(target); free(hb.p); return DS3_ERR_NOMEM; }
-        memcpy(tmp, dst, plen);
-        memcpy(tmp + plen, ".tmp", 5);
-    }
-
-    FILE *fp = fopen(in_place ? dst : tmp, "wb");
-    if (!fp) {
-        ds3_status st = in_place ? ds3_fail(DS3_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno))
-                                 : ds3_fail(DS3_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        free(tmp); free(target); free(hb.p);
         return st;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hb.len >> (8 * i));
-    bool ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(hb.p, 1, hb.len, fp) == hb.len;
+    bool ok = fwrite(len8, 1, 8, o.fp) == 8 && fwrite(hb.p, 1, hb.len, o.fp) == hb.len;
     for (int i = 0; ok && i < w->n; i++)
-        if (w->t[i].nbytes) ok = fwrite(w->t[i].data, 1, (size_t)w->t[i].nbytes, fp) == w->t[i].nbytes;
-    int err = ok ? 0 : errno;
-    /* fclose flushes: a full disk often shows up only here. */
-    if (fflush(fp) != 0 && ok) { ok = false; err = errno; }
-    if (fclose(fp) != 0 && ok) { ok = false; err = errno; }
+        if (w->t[i].nbytes) ok = fwrite(w->t[i].data, 1, (size_t)w->t[i].nbytes, o.fp) == w->t[i].nbytes;
+    int err = errno;
     free(hb.p);
-    ds3_status st = DS3_OK;
-    if (!ok) {
-        if (tmp) remove(tmp);
-        st = ds3_fail(DS3_ERR_IO, "%s: writing %s failed: %s", path, tmp ? tmp : "it",
-                      err ? strerror(err) : "short write");
-    } else if (tmp && rename(tmp, dst) != 0) {
-        err = errno;
-        remove(tmp);
-        st = ds3_fail(DS3_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(err));
-    }
-    free(tmp);
-    free(target);
-    return st;
+    return ds3_outfile_close(&o, ok, err);
 }
