@@ -425,7 +425,6 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             rows = keep_rows(g, rows, cols, excl);
         }
         r->rows = rows;
-        r->nothing_compared = rows == 0 && re->shape[0] > 0;
         r->rows_same = 0;
         long common = 0;
         for (long t = 0; t < rows; t++) {
@@ -471,7 +470,6 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
                         kept++;
                     }
                 r->rows = kept;
-                r->nothing_compared = kept == 0 && rows > 0;
                 judge_floats(r, g, e, kept * cols, o);
                 r->n = n;
             }
@@ -481,7 +479,6 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             if (excl) {
                 keep_rows(e, rows, cols, excl);
                 rows = keep_rows(g, rows, cols, excl);
-                r->nothing_compared = rows == 0;
             }
             judge_floats(r, g, e, rows * cols, o);
             r->n = n;
@@ -493,7 +490,6 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             nf_out = nonfinite_left_out(e, g, rows, cols, excl);
             keep_rows(e, rows, cols, excl);
             rows = keep_rows(g, rows, cols, excl);
-            r->nothing_compared = rows == 0;
         }
         judge_floats(r, g, e, rows * cols, o);
         r->n = n;
@@ -511,8 +507,13 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
             if (r->top5 < p->min_top5) fail(r, "top-5 overlap %.3f < %.3f", r->top5, p->min_top5);
         }
     }
-    /* A check that compared no value cannot pass: say so instead of "ok". */
-    if (r->nothing_compared && !r->ok) r->nothing_compared = false; /* checked: a NaN left out failed */
+    /* A check that compared no value cannot pass: say so instead of "ok" (a
+     * tensor that already failed, e.g. by a NaN in a row left out, was checked).
+     * No value: every row left out, or (topk_weight, index tensors) no row kept;
+     * integer tensors are compared whole. */
+    const long rows_in = re->ndim >= 1 ? (long)re->shape[0] : 0;
+    r->nothing_compared = r->ok && r->kind != DS3_CMP_INT && rows_in > 0 &&
+                          (r->rows_excluded == rows_in || r->rows == 0);
     if (r->nothing_compared)
         fail(r, "%s",
              r->kind == DS3_CMP_FLOAT && ends_with(re->name, "topk_weight")
