@@ -53,6 +53,12 @@ static char *follow_links(const char *path) {
     return cur;
 }
 
+static void forget_names(ds3_outfile *o) {
+    free(o->tmp);
+    free(o->dst);
+    o->tmp = o->dst = NULL;
+}
+
 ds3_status ds3_outfile_open(ds3_outfile *o, const char *path) {
     memset(o, 0, sizeof *o);
     o->path = path;
@@ -67,15 +73,13 @@ ds3_status ds3_outfile_open(ds3_outfile *o, const char *path) {
     o->dst = follow_links(path);
     if (!o->dst) return DS3_ERR_NOMEM;
     if (lstat(o->dst, &sb) == 0 && S_ISLNK(sb.st_mode)) {
-        free(o->dst);
-        o->dst = NULL;
+        forget_names(o);
         return ds3_fail(DS3_ERR_IO, "%s: too many levels of symbolic links (a loop?)", path);
     }
     size_t len = strlen(o->dst);
     o->tmp = ds3_malloc(len + 5);
     if (!o->tmp) {
-        free(o->dst);
-        o->dst = NULL;
+        forget_names(o);
         return DS3_ERR_NOMEM;
     }
     memcpy(o->tmp, o->dst, len);
@@ -83,9 +87,7 @@ ds3_status ds3_outfile_open(ds3_outfile *o, const char *path) {
     o->fp = fopen(o->tmp, "wb");
     if (!o->fp) {
         ds3_status st = ds3_fail(DS3_ERR_IO, "%s: cannot create %s: %s", path, o->tmp, strerror(errno));
-        free(o->tmp);
-        free(o->dst);
-        o->tmp = o->dst = NULL;
+        forget_names(o);
         return st;
     }
     return DS3_OK;
@@ -108,8 +110,6 @@ ds3_status ds3_outfile_close(ds3_outfile *o, bool ok, int err) {
         remove(o->tmp);
         st = ds3_fail(DS3_ERR_IO, "%s: cannot rename %s into place: %s", o->path, o->tmp, strerror(err));
     }
-    free(o->tmp);
-    free(o->dst);
-    o->tmp = o->dst = NULL;
+    forget_names(o);
     return st;
 }
