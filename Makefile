@@ -53,7 +53,8 @@ else
   CFLAGS += -Wno-unknown-pragmas
 endif
 
-LIB_SRC := $(wildcard src/*.c)
+# The library: src/*.c and one folder per layer (src/error.h says which).
+LIB_SRC := $(wildcard src/*.c src/*/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.o)
@@ -88,7 +89,7 @@ $(DEPS_STAMP): scripts/install-deps.sh
 
 # The lane kernel's AVX2 copy (chosen at run time, same bits as the portable one).
 ifneq (,$(findstring x86_64,$(shell $(CC) -dumpmachine)))
-$(BUILD)/obj/linear_avx2.o: CFLAGS += -mavx2 -mf16c
+$(BUILD)/obj/kernels/linear_avx2.o: CFLAGS += -mavx2 -mf16c
 endif
 
 $(BUILD)/obj/%.o: src/%.c | $(DEPS_STAMP)
@@ -183,7 +184,7 @@ fuzz: fuzz-build
 
 # The lane kernel's AVX2 copy needs its flag here too.
 ifneq (,$(findstring x86_64,$(shell $(FUZZ_CC) -dumpmachine 2>/dev/null)))
-$(FUZZ_DIR)/obj/linear_avx2.o: FUZZ_CFLAGS += -mavx2 -mf16c
+$(FUZZ_DIR)/obj/kernels/linear_avx2.o: FUZZ_CFLAGS += -mavx2 -mf16c
 endif
 
 # clang and its libFuzzer runtime, installed when missing (once).
@@ -204,7 +205,7 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DIR)/libds3.a cli/args.c | $(FUZZ
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(if $(filter fuzz_tokens,$(notdir $@)),cli/args.c) \
 	    $(FUZZ_DIR)/libds3.a $(filter-out -lopenblas%,$(LDLIBS))
 
--include $(wildcard $(FUZZ_DIR)/*.d $(FUZZ_DIR)/obj/*.d)
+-include $(wildcard $(FUZZ_DIR)/*.d $(FUZZ_DIR)/obj/*.d $(FUZZ_DIR)/obj/*/*.d)
 
 # ---- valgrind: every test program under memcheck (docs/ROBUSTNESS.md) ----
 VG_DIR := build-vg

@@ -9,7 +9,7 @@
  *   decode       tok/s of single-token ds3_forward calls (logits included) at
  *                contexts 16 and 1024; each step timed alone, the median of the
  *                steps; limit = read bandwidth ÷ weight bytes a token reads
- *   layer_*      one sublayer called directly (internal.h): MLA, the dense FFN,
+ *   layer_*      one sublayer called directly (src/model/model.h): MLA, the dense FFN,
  *                one MoE layer, lm_head, at T = 1 and 64 (MoE also 256, the size
  *                of a prefill chunk); limit = the roofline max(bytes ÷ bandwidth,
  *                FLOPs ÷ sgemm peak), with the experts the tokens actually chose
@@ -29,7 +29,7 @@
  *                  [--runs R] [--steps N] [--quick]
  */
 #include "bench.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <stdint.h>
 #include <sys/resource.h>
@@ -260,9 +260,13 @@ static void run_part(bench *b, part p, int layer, ds3_real *out, const ds3_real 
     const ds3_layer *l = &m->layers[layer];
     switch (p) {
     case PART_MLA: ds3_mla(b->s, l, &b->s->cache[layer], out, x, T, start); break;
-    case PART_DENSE: ds3_mlp(out, x, &l->mlp, m->cfg.intermediate_size, T, b->s->work); break;
+    case PART_DENSE: {
+        ds3_arena a = ds3_scratch(b->s);
+        ds3_mlp(b->s, out, x, &l->mlp, m->cfg.intermediate_size, T, &a);
+        break;
+    }
     case PART_MOE: ds3_moe(b->s, l, out, x, T, start, "bench"); break;
-    case PART_HEAD: ds3_linear(out, x, &m->lm_head, T); break;
+    case PART_HEAD: ds3_proj(b->s, out, x, &m->lm_head, T); break;
     }
 }
 
@@ -279,7 +283,7 @@ static int experts_touched(bench *b, int layer, const ds3_real *x, int T) {
     }
     ds3_real *sc = lg + (size_t)T * E, *scratch = sc + E, *wk = scratch + E + c->n_group;
     const ds3_layer *l = &b->m->layers[layer];
-    ds3_linear(lg, x, &l->gate, T);
+    ds3_proj_router(b->s, lg, x, &l->gate, T);
     int n = 0;
     for (int t = 0; t < T; t++) {
         ds3_moe_route(idx, wk, sc, lg + (size_t)t * E, l->e_score_correction_bias, c, scratch);
@@ -361,8 +365,8 @@ static void memory_rows(bench *b, int logits_rows) {
                         c->q_lora_rank, c->kv_lora_rank, c->num_attention_heads * c->v_head_dim};
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
         if (cols[i] > maxcols) maxcols = cols[i];
-    double scratch = sizeof(ds3_real) * (3.0 * s->max_T * c->hidden_size + (double)s->work_size) +
-                     sizeof(int32_t) * (double)s->iwork_size +
+    double scratch = sizeof(ds3_real) * (3.0 * s->max_T * c->hidden_size + (double)s->work_n) +
+                     sizeof(int32_t) * (double)s->iwork_n +
                      (double)b->nmax * 128.0 * maxcols * sizeof(ds3_real);  /* BLAS tile buffers */
     double logits = (double)logits_rows * c->vocab_size * sizeof(ds3_real);
     double cap = 1.1 * (ckpt + kv + scratch + logits);

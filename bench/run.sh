@@ -126,7 +126,7 @@ rm -f "$stem.machine.log"
 # ---- the checkpoints --------------------------------------------------------------------
 # Made once; remade when the ds3 version or the generator's sources change (not on
 # every rebuild: kernels do not change what mkmodel writes).
-gen_sum=$(cat src/mkmodel.c src/config.c src/dtype.c src/safetensors.c 2>/dev/null | cksum | cut -d' ' -f1)
+gen_sum=$(cat src/tools/mkmodel.c src/model/config.c src/kernels/dtype.c src/io/safetensors.c 2>/dev/null | cksum | cut -d' ' -f1)
 version=$("$BUILD/ds3" --version 2>/dev/null || echo '?')
 ensure_model() {   # ensure_model DTYPE → prints the directory
     dir=build/models/small-$1

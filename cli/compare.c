@@ -9,13 +9,13 @@
  * Prints one line per tensor (max abs, max rel, cosine, NMSE, worst element,
  * verdict), routing as set agreement per row, logits with argmax and top-5
  * agreement, and a closing verdict. The statistics and the profiles are
- * src/compare.c; docs/COMPARING.md is the workflow and the measurements.
+ * src/check/compare.c; docs/COMPARING.md is the workflow and the measurements.
  *
  * Exit status: 0 every tensor within the thresholds; 1 any tensor outside,
  * a non-finite value where the other dump differs, a tensor in only one dump,
  * different token sequences, or a file that cannot be read; 2 usage error.
  */
-#include "compare.h"
+#include "check/check.h"
 #include "common.h"
 
 #include <cjson/cJSON.h>

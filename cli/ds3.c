@@ -113,11 +113,12 @@ static ds3_attn_mode parse_attn(const char *s) {
     cli_usage("--attn: '%s' is not one of naive, absorb", s);
 }
 
-/* --kernels: which implementation of the products runs (ds3_set_kernels). */
+/* --kernels: which implementation of the products runs (set on the state
+ * with ds3_state_set_kernels once it exists). */
+static ds3_kernels kernels = DS3_KERNELS_FAST;
 static void set_kernels(const char *s) {
-    ds3_kernels k;
-    if (ds3_kernels_parse(s, &k) != DS3_OK) cli_usage("--kernels: '%s' is not one of fast, deterministic, ref", s);
-    ds3_set_kernels(k);
+    if (ds3_kernels_parse(s, &kernels) != DS3_OK)
+        cli_usage("--kernels: '%s' is not one of fast, deterministic, ref", s);
 }
 
 /* --tokens (cli/args.c): a malformed list is a usage error naming the entry. */
@@ -464,201 +465,290 @@ static void json_ids(const char *key, const int32_t *ids, long n) {
     printf("]");
 }
 
-static int cmd_run(int argc, char **argv) {
-    const char *model = NULL, *tokstr = NULL, *prompt = NULL, *system = NULL, *tokpath = NULL, *v;
-    bool mtp = false, chat = false, quiet = false, json = false, ignore_eos = false;
-    long n_draft = 0;   /* 0: not given */
-    long n_gen = 16;
-    double temp = 0.0, top_p = 1.0;
-    uint64_t seed = 0;
-    ds3_attn_mode attn = DS3_ATTN_ABSORB;
+/* The options of `ds3 run`, as the command line gives them. */
+typedef struct {
+    const char *model, *tokstr, *prompt, *system, *tokpath;
+    bool mtp, chat, quiet, json, ignore_eos;
+    long n_draft;   /* 0: not given (1 after run_parse_opts) */
+    long n_gen;
+    double temp, top_p;
+    uint64_t seed;
+    ds3_attn_mode attn;
+} run_opts;
+
+/* What the steps of a run hand on to the next: the prompt, the objects made
+ * for it, the sink, the logits and the timings. */
+typedef struct {
+    ds3_tokenizer *tok;    /* NULL: none loaded */
+    int32_t *tokens;       /* [T] the prompt ids */
+    int T;
+    ds3_sampler *smp;
+    ds3_model *m;
+    int V;                 /* the model's vocabulary size */
+    ds3_state *s;
+    sink out;
+    ds3_real *logits;      /* the prefill's rows, then one row per decode step */
+    ds3_real *last;        /* the row the next token is sampled from */
+    double t1, tp, td;     /* end of the prefill; prefill and decode seconds */
+    long sampled;          /* tokens sampled, EOS included */
+    long n_dec;            /* tokens decoded (the first came from the prefill's logits) */
+    ds3_spec_stats sst;    /* --mtp */
+    double mem;            /* peak RSS, MB */
+} run_ctx;
+
+/* Parse run's command line and check the options against each other (usage errors, exit 2). */
+static void run_parse_opts(int argc, char **argv, run_opts *o) {
+    const char *v;
+    *o = (run_opts){.n_gen = 16, .temp = 0.0, .top_p = 1.0, .seed = 0, .attn = DS3_ATTN_ABSORB};
     for (int i = 0; i < argc; i++) {
         if (cli_is_help(argv[i])) help_exit(help_run);
-        else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) model = v;
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokens"))) tokstr = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "-p", "--prompt"))) prompt = v;
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--system"))) system = v;
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokpath = v;
-        else if (strcmp(argv[i], "--chat") == 0) chat = true;
-        else if (strcmp(argv[i], "--quiet") == 0) quiet = true;
-        else if (strcmp(argv[i], "--json") == 0) json = true;
-        else if (strcmp(argv[i], "--ignore-eos") == 0) ignore_eos = true;
-        else if ((v = cli_opt_value(argc, argv, &i, "-n", NULL))) n_gen = parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
+        else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) o->model = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokens"))) o->tokstr = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "-p", "--prompt"))) o->prompt = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--system"))) o->system = v;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) o->tokpath = v;
+        else if (strcmp(argv[i], "--chat") == 0) o->chat = true;
+        else if (strcmp(argv[i], "--quiet") == 0) o->quiet = true;
+        else if (strcmp(argv[i], "--json") == 0) o->json = true;
+        else if (strcmp(argv[i], "--ignore-eos") == 0) o->ignore_eos = true;
+        else if ((v = cli_opt_value(argc, argv, &i, "-n", NULL))) o->n_gen = parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--temp"))) {
-            temp = parse_real("--temp", v);
-            if (temp < 0) cli_usage("--temp: %s is negative (0 means greedy)", v);
+            o->temp = parse_real("--temp", v);
+            if (o->temp < 0) cli_usage("--temp: %s is negative (0 means greedy)", v);
         } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--top-p"))) {
-            top_p = parse_real("--top-p", v);
-            if (!(top_p > 0 && top_p <= 1)) cli_usage("--top-p: %s is outside (0, 1]", v);
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) seed = parse_u64("--seed", v);
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
+            o->top_p = parse_real("--top-p", v);
+            if (!(o->top_p > 0 && o->top_p <= 1)) cli_usage("--top-p: %s is outside (0, 1]", v);
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) o->seed = parse_u64("--seed", v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) o->attn = parse_attn(v);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
-        else if (strcmp(argv[i], "--mtp") == 0) mtp = true;
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--draft"))) n_draft = parse_long("--draft", v, 1, 16);
+        else if (strcmp(argv[i], "--mtp") == 0) o->mtp = true;
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--draft"))) o->n_draft = parse_long("--draft", v, 1, 16);
         else unknown_arg(argv[i]);
     }
-    if (!model) cli_usage("missing -m DIR");
-    if (tokstr && prompt) cli_usage("give --tokens IDS or -p TEXT, not both");
-    if (!tokstr && !prompt) cli_usage("missing --tokens IDS or -p TEXT");
-    if (chat && !prompt) cli_usage("--chat needs -p TEXT");
-    if (system && !chat) cli_usage("--system needs --chat");
-    if (ignore_eos && !prompt) cli_usage("--ignore-eos needs -p TEXT (--tokens never stops at EOS)");
-    if (n_draft && !mtp) cli_usage("--draft needs --mtp");
-    if (!n_draft) n_draft = 1;
+    if (!o->model) cli_usage("missing -m DIR");
+    if (o->tokstr && o->prompt) cli_usage("give --tokens IDS or -p TEXT, not both");
+    if (!o->tokstr && !o->prompt) cli_usage("missing --tokens IDS or -p TEXT");
+    if (o->chat && !o->prompt) cli_usage("--chat needs -p TEXT");
+    if (o->system && !o->chat) cli_usage("--system needs --chat");
+    if (o->ignore_eos && !o->prompt) cli_usage("--ignore-eos needs -p TEXT (--tokens never stops at EOS)");
+    if (o->n_draft && !o->mtp) cli_usage("--draft needs --mtp");
+    if (!o->n_draft) o->n_draft = 1;
+}
 
-    /* The tokenizer: needed for -p; for --tokens, used by --json's text when
-     * there is one (--tokenizer, or the model's own). */
-    ds3_tokenizer *tok = NULL;
+/* Load the tokenizer: needed for -p; for --tokens, used by --json's text when
+ * there is one (--tokenizer, or the model's own). */
+static void run_load_tokenizer(const run_opts *o, run_ctx *r) {
     char err[512];
     int rc = 0;
-    if (prompt || tokpath || json) rc = cli_load_tokenizer(tokpath, model, prompt != NULL, &tok, err, sizeof err);
+    if (o->prompt || o->tokpath || o->json)
+        rc = cli_load_tokenizer(o->tokpath, o->model, o->prompt != NULL, &r->tok, err, sizeof err);
     if (rc == CLI_ARGS_USAGE) cli_usage("%s", err);
     if (rc != 0) cli_die("%s", err);
+}
 
-    int T;
-    int32_t *tokens;
+/* Build the prompt ids: -p TEXT encoded (after BOS, or in the chat format with
+ * --chat), or the --tokens list. */
+static void run_prompt_ids(const run_opts *o, run_ctx *r) {
+    if (!o->prompt) {
+        r->tokens = parse_tokens(o->tokstr, &r->T);
+        return;
+    }
     ds3_status st;
-    if (prompt) {
-        char *text = NULL;
-        size_t len = strlen(prompt);
-        unsigned flags = 0;
-        if (chat) {
-            if ((st = ds3_tokenizer_chat_prompt(tok, system, prompt, &text, &len)) != DS3_OK) lib_die(st, "--chat");
-        } else if (ds3_tokenizer_bos(tok) >= 0) flags = DS3_TOKENIZE_BOS;
-        size_t n = 0;
-        if ((st = ds3_tokenizer_encode(tok, text ? text : prompt, len, flags, &tokens, &n)) != DS3_OK)
-            lib_die(st, "encoding the prompt");
-        free(text);
-        if (n == 0) cli_die("-p: the prompt has no tokens");
-        if (n > MAX_TOKENS) cli_die("-p: the prompt has %zu tokens, more than %d", n, MAX_TOKENS);
-        T = (int)n;
-    } else tokens = parse_tokens(tokstr, &T);
+    char *text = NULL;
+    size_t len = strlen(o->prompt);
+    unsigned flags = 0;
+    if (o->chat) {
+        if ((st = ds3_tokenizer_chat_prompt(r->tok, o->system, o->prompt, &text, &len)) != DS3_OK) lib_die(st, "--chat");
+    } else if (ds3_tokenizer_bos(r->tok) >= 0) flags = DS3_TOKENIZE_BOS;
+    size_t n = 0;
+    if ((st = ds3_tokenizer_encode(r->tok, text ? text : o->prompt, len, flags, &r->tokens, &n)) != DS3_OK)
+        lib_die(st, "encoding the prompt");
+    free(text);
+    if (n == 0) cli_die("-p: the prompt has no tokens");
+    if (n > MAX_TOKENS) cli_die("-p: the prompt has %zu tokens, more than %d", n, MAX_TOKENS);
+    r->T = (int)n;
+}
 
-    ds3_sampler *smp = NULL;
-    st = ds3_sampler_new((float)temp, (float)top_p, seed, &smp);
+/* Make the sampler, load the model, check the prompt against it and make the
+ * state (with the MTP layer's cache for --mtp). */
+static void run_load_model(const run_opts *o, run_ctx *r) {
+    ds3_status st = ds3_sampler_new((float)o->temp, (float)o->top_p, o->seed, &r->smp);
     if (st != DS3_OK) lib_die(st, "sampler");
 
-    ds3_model *m = NULL;
-    if ((st = ds3_model_load(model, &m)) != DS3_OK) lib_die(st, "loading model");
-    const int V = ds3_model_vocab_size(m);
-    for (int i = 0; i < T && prompt; i++)
-        if (tokens[i] >= V)
+    if ((st = ds3_model_load(o->model, &r->m)) != DS3_OK) lib_die(st, "loading model");
+    const int V = r->V = ds3_model_vocab_size(r->m);
+    for (int i = 0; i < r->T && o->prompt; i++)
+        if (r->tokens[i] >= V)
             cli_die("token %d at index %d of the encoded prompt is out of range (vocab %d): is the tokenizer the model's?",
-                (int)tokens[i], i, V);
-    check_vocab(tokens, T, V);
-    long long max_seq = (long long)T + n_gen;
-    check_positions(m, max_seq, "the prompt plus -n");
+                (int)r->tokens[i], i, V);
+    check_vocab(r->tokens, r->T, V);
+    long long max_seq = (long long)r->T + o->n_gen;
+    check_positions(r->m, max_seq, "the prompt plus -n");
 
-    ds3_state *s = NULL;
-    if ((st = ds3_state_new(m, (int)max_seq, attn, &s)) != DS3_OK) lib_die(st, "creating state");
+    if ((st = ds3_state_new(r->m, (int)max_seq, o->attn, &r->s)) != DS3_OK) lib_die(st, "creating state");
+    if ((st = ds3_state_set_kernels(r->s, kernels)) != DS3_OK) lib_die(st, "--kernels");
     /* --mtp: the prefill also runs the MTP layer over the prompt, filling its cache. */
-    if (mtp && ds3_model_num_mtp(m) == 0) cli_die("--mtp: the model in %s has no MTP layers", model);
-    if (mtp && (st = ds3_state_set_mtp(s, 1)) != DS3_OK) lib_die(st, "--mtp");
+    if (o->mtp && ds3_model_num_mtp(r->m) == 0) cli_die("--mtp: the model in %s has no MTP layers", o->model);
+    if (o->mtp && (st = ds3_state_set_mtp(r->s, 1)) != DS3_OK) lib_die(st, "--mtp");
+}
 
-    sink out = {tok, NULL, prompt != NULL, json, -1, NULL, 0, 0, NULL, 0, 0, 0, false};
-    if (prompt && !ignore_eos) out.stop_id = ds3_tokenizer_eos(tok);
-    if (tok && (st = ds3_detokenizer_new(tok, &out.detok)) != DS3_OK) lib_die(st, "decoding");
+/* Open the sink the generated tokens go to: ids, text (stopping at EOS for -p), or --json's collection. */
+static void run_open_sink(const run_opts *o, run_ctx *r) {
+    ds3_status st;
+    r->out = (sink){r->tok, NULL, o->prompt != NULL, o->json, -1, NULL, 0, 0, NULL, 0, 0, 0, false};
+    if (o->prompt && !o->ignore_eos) r->out.stop_id = ds3_tokenizer_eos(r->tok);
+    if (r->tok && (st = ds3_detokenizer_new(r->tok, &r->out.detok)) != DS3_OK) lib_die(st, "decoding");
+}
 
-    /* Prefill: one call for the whole prompt when its logits fit comfortably;
-     * otherwise the first T-1 positions without logits, then the last. */
+/* Prefill: one call for the whole prompt when its logits fit comfortably;
+ * otherwise the first T-1 positions without logits, then the last. Prints
+ * the prefill line as soon as it is done. */
+static void run_prefill(const run_opts *o, run_ctx *r) {
+    ds3_status st;
+    const int T = r->T, V = r->V;
     bool one_call = T == 1 || (size_t)T * (size_t)V <= PREFILL_LOGITS_MAX / sizeof(ds3_real);
-    ds3_real *logits = malloc((one_call ? (size_t)T : 1) * (size_t)V * sizeof *logits);
-    if (!logits) cli_die("out of memory for logits (%d x %d)", one_call ? T : 1, V);
+    r->logits = malloc((one_call ? (size_t)T : 1) * (size_t)V * sizeof *r->logits);
+    if (!r->logits) cli_die("out of memory for logits (%d x %d)", one_call ? T : 1, V);
     double t0 = now_s();
-    ds3_real *last;
     if (one_call) {
-        if ((st = ds3_forward(s, tokens, T, 0, logits)) != DS3_OK) lib_die(st, "prefill");
-        last = logits + (size_t)(T - 1) * V;
+        if ((st = ds3_forward(r->s, r->tokens, T, 0, r->logits)) != DS3_OK) lib_die(st, "prefill");
+        r->last = r->logits + (size_t)(T - 1) * V;
     } else {
-        if ((st = ds3_forward(s, tokens, T - 1, 0, NULL)) != DS3_OK) lib_die(st, "prefill");
-        if ((st = ds3_forward(s, tokens + T - 1, 1, T - 1, logits)) != DS3_OK) lib_die(st, "prefill");
-        last = logits;
+        if ((st = ds3_forward(r->s, r->tokens, T - 1, 0, NULL)) != DS3_OK) lib_die(st, "prefill");
+        if ((st = ds3_forward(r->s, r->tokens + T - 1, 1, T - 1, r->logits)) != DS3_OK) lib_die(st, "prefill");
+        r->last = r->logits;
     }
-    double t1 = now_s(), tp = t1 - t0;
+    r->t1 = now_s();
+    r->tp = r->t1 - t0;
     /* Progress: the prefill line as soon as the prefill is done. */
-    if (!quiet) fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", T, tp, tp > 0 ? T / tp : 0.0);
+    if (!o->quiet) fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", T, r->tp, r->tp > 0 ? T / r->tp : 0.0);
+}
 
-    /* Decode: each token goes to the sink as soon as it exists (which may stop
-     * at EOS) and is fed back at the next position, except the last, which
-     * nothing reads. With --mtp, ds3_generate_spec does the same in rounds of
-     * draft + verify, calling the sink for each token it makes final. */
-    ds3_spec_stats sst = {0};
-    long sampled = 0;   /* tokens sampled, EOS included */
-    if (mtp) {
-        st = ds3_generate_spec(s, smp, T, last, (int)n_gen, (int)n_draft, NULL, sink_token, &out, &sst);
-        if (st != DS3_OK) {
-            if (!json) printf("\n");
-            lib_die(st, "decode");
-        }
-        sampled = out.n + out.stopped;
-    }
-    for (long k = 0; k < n_gen && !mtp; k++) {
-        int tok_id = ds3_sample(smp, last, V);
-        if (tok_id < 0) {
-            if (!json) printf("\n");
-            lib_die(DS3_ERR_ARG, "sampling");
-        }
-        sampled++;
-        if (sink_token(&out, tok_id)) break;
-        if (k + 1 < n_gen) {
+/* A decode step failed: end the ids or text line (none with --json), then the error. */
+static void __attribute__((noreturn)) run_decode_die(const run_opts *o, ds3_status st, const char *what) {
+    if (!o->json) printf("\n");
+    lib_die(st, what);
+}
+
+/* Plain decode: each token goes to the sink as soon as it exists (which may
+ * stop at EOS) and is fed back at the next position, except the last, which
+ * nothing reads. */
+static void run_decode_plain(const run_opts *o, run_ctx *r) {
+    ds3_status st;
+    for (long k = 0; k < o->n_gen; k++) {
+        int tok_id = ds3_sample(r->smp, r->last, r->V);
+        if (tok_id < 0) run_decode_die(o, DS3_ERR_ARG, "sampling");
+        r->sampled++;
+        if (sink_token(&r->out, tok_id)) break;
+        if (k + 1 < o->n_gen) {
             int32_t t32 = tok_id;
-            if ((st = ds3_forward(s, &t32, 1, T + (int)k, logits)) != DS3_OK) {
-                if (!json) printf("\n");
-                lib_die(st, "decode");
-            }
-            last = logits;
+            if ((st = ds3_forward(r->s, &t32, 1, r->T + (int)k, r->logits)) != DS3_OK) run_decode_die(o, st, "decode");
+            r->last = r->logits;
         }
     }
-    sink_flush(&out);
-    double t2 = now_s(), td = t2 - t1;
-    long n_dec = sampled > 1 ? sampled - 1 : 0;   /* the first token came from the prefill's logits */
-    double mem = peak_rss_mb();
+}
 
-    if (json) {
-        printf("{\"model\":");
-        cli_json_string(stdout, model, strlen(model));
-        printf(",");
-        json_ids("prompt_ids", tokens, T);
-        printf(",");
-        json_ids("ids", out.ids, out.n);
-        printf(",\"text\":");
-        if (tok) cli_json_string(stdout, out.out ? out.out : "", out.out_n);
-        else printf("null");
-        printf(",\"stop\":\"%s\",\"n_prompt\":%d,\"n_generated\":%ld,\"ids_without_token\":%ld", out.stopped ? "eos" : "length",
-               T, out.n, out.no_token);
-        printf(",\"prefill_s\":%.6f,\"prefill_tok_s\":%.3f,\"decode_s\":%.6f,\"decode_tokens\":%ld,\"decode_tok_s\":%.3f",
-               tp, tp > 0 ? T / tp : 0.0, td, n_dec, td > 0 && n_dec ? (double)n_dec / td : 0.0);
-        printf(",\"peak_rss_mb\":%.1f", mem);
-        if (mtp)
-            printf(",\"mtp\":{\"draft\":%ld,\"drafted\":%ld,\"accepted\":%ld,\"rounds\":%ld}", n_draft, sst.drafted,
-                   sst.accepted, sst.rounds);
-        printf("}\n");
-    } else printf("\n");
+/* --mtp decode: the same, in rounds of draft + verify by ds3_generate_spec,
+ * which calls the sink for each token it makes final. */
+static void run_decode_mtp(const run_opts *o, run_ctx *r) {
+    ds3_status st = ds3_generate_spec(r->s, r->smp, r->T, r->last, (int)o->n_gen, (int)o->n_draft, NULL, sink_token,
+                                      &r->out, &r->sst);
+    if (st != DS3_OK) run_decode_die(o, st, "decode");
+    r->sampled = r->out.n + r->out.stopped;
+}
+
+/* Decode (plain or --mtp), flush the sink's unfinished character, and time it. */
+static void run_decode(const run_opts *o, run_ctx *r) {
+    if (o->mtp) run_decode_mtp(o, r);
+    else run_decode_plain(o, r);
+    sink_flush(&r->out);
+    r->td = now_s() - r->t1;
+    r->n_dec = r->sampled > 1 ? r->sampled - 1 : 0;   /* the first token came from the prefill's logits */
+    r->mem = peak_rss_mb();
+}
+
+/* --json: the one object on stdout (prompt and generated ids, text, stop reason, timings, memory). */
+static void run_print_json(const run_opts *o, const run_ctx *r) {
+    const sink *out = &r->out;
+    double tp = r->tp, td = r->td;
+    long n_dec = r->n_dec;
+    printf("{\"model\":");
+    cli_json_string(stdout, o->model, strlen(o->model));
+    printf(",");
+    json_ids("prompt_ids", r->tokens, r->T);
+    printf(",");
+    json_ids("ids", out->ids, out->n);
+    printf(",\"text\":");
+    if (r->tok) cli_json_string(stdout, out->out ? out->out : "", out->out_n);
+    else printf("null");
+    printf(",\"stop\":\"%s\",\"n_prompt\":%d,\"n_generated\":%ld,\"ids_without_token\":%ld", out->stopped ? "eos" : "length",
+           r->T, out->n, out->no_token);
+    printf(",\"prefill_s\":%.6f,\"prefill_tok_s\":%.3f,\"decode_s\":%.6f,\"decode_tokens\":%ld,\"decode_tok_s\":%.3f",
+           tp, tp > 0 ? r->T / tp : 0.0, td, n_dec, td > 0 && n_dec ? (double)n_dec / td : 0.0);
+    printf(",\"peak_rss_mb\":%.1f", r->mem);
+    if (o->mtp)
+        printf(",\"mtp\":{\"draft\":%ld,\"drafted\":%ld,\"accepted\":%ld,\"rounds\":%ld}", o->n_draft, r->sst.drafted,
+               r->sst.accepted, r->sst.rounds);
+    printf("}\n");
+}
+
+/* The report on stderr: decode speed, MTP acceptance, memory, why it stopped. */
+static void run_print_stats(const run_opts *o, const run_ctx *r) {
+    const ds3_spec_stats *sst = &r->sst;
+    double td = r->td;
+    long n_dec = r->n_dec;
+    if (n_dec > 0)
+        fprintf(stderr, "decode: %ld tokens in %.3f s (%.1f tok/s)\n", n_dec, td, td > 0 ? (double)n_dec / td : 0.0);
+    if (o->mtp)
+        fprintf(stderr, "mtp: %ld drafts per step, %ld of %ld accepted (%.1f%%), %ld verification steps, "
+                "%.2f tokens per step\n", o->n_draft, sst->accepted, sst->drafted,
+                sst->drafted ? 100.0 * (double)sst->accepted / (double)sst->drafted : 0.0, sst->rounds,
+                sst->rounds ? (double)(sst->generated - 1) / (double)sst->rounds : 0.0);
+    fprintf(stderr, "memory: peak RSS %.1f MB\n", r->mem);
+    if (r->out.stopped) fprintf(stderr, "stop: EOS after %ld tokens\n", r->out.n);
+    if (r->out.no_token)
+        fprintf(stderr, "note: %ld generated ids have no token in the tokenizer (vocabulary padding)\n", r->out.no_token);
+}
+
+/* Report: end stdout (the ids or text line's newline, or the --json object), then stderr's (none with --quiet). */
+static void run_report(const run_opts *o, const run_ctx *r) {
+    if (o->json) run_print_json(o, r);
+    else printf("\n");
     fflush(stdout);
+    if (!o->quiet) run_print_stats(o, r);
+}
 
-    if (!quiet) {
-        if (n_dec > 0)
-            fprintf(stderr, "decode: %ld tokens in %.3f s (%.1f tok/s)\n", n_dec, td, td > 0 ? (double)n_dec / td : 0.0);
-        if (mtp)
-            fprintf(stderr, "mtp: %ld drafts per step, %ld of %ld accepted (%.1f%%), %ld verification steps, "
-                    "%.2f tokens per step\n", n_draft, sst.accepted, sst.drafted,
-                    sst.drafted ? 100.0 * (double)sst.accepted / (double)sst.drafted : 0.0, sst.rounds,
-                    sst.rounds ? (double)(sst.generated - 1) / (double)sst.rounds : 0.0);
-        fprintf(stderr, "memory: peak RSS %.1f MB\n", mem);
-        if (out.stopped) fprintf(stderr, "stop: EOS after %ld tokens\n", out.n);
-        if (out.no_token)
-            fprintf(stderr, "note: %ld generated ids have no token in the tokenizer (vocabulary padding)\n", out.no_token);
-    }
+/* Free everything the run made. */
+static void run_free(run_ctx *r) {
+    free(r->logits);
+    free(r->out.ids);
+    free(r->out.out);
+    ds3_detokenizer_free(r->out.detok);
+    ds3_tokenizer_free(r->tok);
+    ds3_state_free(r->s);
+    ds3_model_free(r->m);
+    ds3_sampler_free(r->smp);
+    free(r->tokens);
+}
 
-    free(logits);
-    free(out.ids);
-    free(out.out);
-    ds3_detokenizer_free(out.detok);
-    ds3_tokenizer_free(tok);
-    ds3_state_free(s);
-    ds3_model_free(m);
-    ds3_sampler_free(smp);
-    free(tokens);
+/* ds3 run: every option is checked before the model is loaded; the prompt is
+ * prefilled in one forward call, then the tokens are decoded one at a time
+ * (or drafted and verified with --mtp). */
+static int cmd_run(int argc, char **argv) {
+    run_opts o;
+    run_ctx r = {0};
+
+    run_parse_opts(argc, argv, &o);      /* the command line (usage errors, exit 2) */
+    run_load_tokenizer(&o, &r);          /* for -p, or --json's text */
+    run_prompt_ids(&o, &r);              /* --tokens, -p TEXT or --chat */
+    run_load_model(&o, &r);              /* sampler, model, state; the prompt checked against it */
+    run_open_sink(&o, &r);               /* where the generated tokens go */
+
+    run_prefill(&o, &r);                 /* the whole prompt; "prefill:" on stderr */
+    run_decode(&o, &r);                  /* -n tokens (plain or --mtp), streamed to the sink */
+    run_report(&o, &r);                  /* stdout's end or --json; timings on stderr */
+
+    run_free(&r);
     return 0;
 }
 
@@ -727,6 +817,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
 
     ds3_state *s = NULL;
     if ((st = ds3_state_new(m, T, attn, &s)) != DS3_OK) lib_die(st, "creating state");
+    if ((st = ds3_state_set_kernels(s, kernels)) != DS3_OK) lib_die(st, "--kernels");
     if ((st = ds3_set_emulation(s, &emu)) != DS3_OK) lib_die(st, "--emulate");
     if ((st = ds3_dump_begin(s, T)) != DS3_OK) lib_die(st, "dump");
 
@@ -752,7 +843,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         "attn", attn == DS3_ATTN_NAIVE ? "naive" : "absorb",
         "decode_from", dfrom,
         "emulate", emulate ? emulate : "none",
-        "kernels", (const char *[]){"fast", "deterministic", "ref"}[ds3_get_kernels()],
+        "kernels", (const char *[]){"fast", "deterministic", "ref"}[ds3_state_kernels(s)],
         NULL,
     };
     if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) lib_die(st, "dump");

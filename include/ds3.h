@@ -106,18 +106,20 @@ ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds
 /* ---- kernels ---------------------------------------------------------------- */
 
 /*
- * Which matrix kernels every projection uses (process-wide; default FAST):
+ * Which matrix kernels a state's products use (default FAST):
  *   DS3_KERNELS_FAST           one token: the SIMD lane kernel; several tokens:
  *                              OpenBLAS GEMMs on dequantised tiles;
  *   DS3_KERNELS_DETERMINISTIC  the lane kernel for any number of tokens, so a
  *                              full prefill and prefill-then-decode give
  *                              byte-identical logits (prefill is slower);
  *   DS3_KERNELS_REF            the plain loops: one sequential sum per output.
- * Every mode gives the same bits for any thread count.
+ * Every mode gives the same bits for any thread count. The mode belongs to the
+ * state, not the process: two states may run in two threads at once with
+ * different modes, each getting its own mode's bits.
  */
 typedef enum { DS3_KERNELS_FAST = 0, DS3_KERNELS_DETERMINISTIC = 1, DS3_KERNELS_REF = 2 } ds3_kernels;
-void ds3_set_kernels(ds3_kernels k);
-ds3_kernels ds3_get_kernels(void);
+ds3_status ds3_state_set_kernels(ds3_state *s, ds3_kernels k);
+ds3_kernels ds3_state_kernels(const ds3_state *s);
 /* "fast", "deterministic", "ref" → the mode; DS3_ERR_ARG for other names. */
 ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out);
 
@@ -144,7 +146,7 @@ int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab);
 /* ---- MTP: multi-token prediction and speculative decoding ------------------ */
 
 /*
- * The checkpoint's MTP depths (SPEC §6, docs/ARCHITECTURE.md §9). Row i of
+ * The checkpoint's MTP depths (docs/MODEL.md §6, docs/ARCHITECTURE.md §9). Row i of
  * depth k joins the main model's final-normed hidden state at position i
  * (depth 0) or depth k-1's output at row i (depth k > 0) with the token at
  * position i+1+k, runs one decoder layer with its own KV cache at position i,
@@ -189,7 +191,7 @@ typedef int (*ds3_token_fn)(void *user, int32_t token);
  * them with one forward of n_draft+1 tokens; rejected drafts are rolled back
  * in both caches. With a greedy sampler the output equals ds3_forward +
  * ds3_sample one token at a time, token for token; with temperature, drafts
- * are accepted by the speculative-sampling rule (src/spec.c), which keeps the
+ * are accepted by the speculative-sampling rule (src/generate/spec.c), which keeps the
  * output distribution. out (n_gen entries) and on_token may be NULL. The state
  * needs n_past + n_gen - 1 positions.
  */
@@ -282,7 +284,7 @@ size_t ds3_utf8_valid_prefix(const char *s, size_t len);
 /* ---- emulation of GPU rounding ---------------------------------------------- */
 
 /*
- * Round where a GPU build rounds (SPEC §7), so that ds3 can stand in for a
+ * Round where a GPU build rounds (docs/MODEL.md §7), so that ds3 can stand in for a
  * bf16 or FP8 build, or show which rounding explains a difference
  * (docs/COMPARING.md, "Emulation"). Off by default; when off, nothing changes
  * in the forward pass.

@@ -12,7 +12,7 @@
  * The message buffer is thread-local (C11 _Thread_local), so threads that load
  * or run different models never see each other's errors.
  */
-#include "internal.h"
+#include "error.h"
 
 #include <stdint.h>
 #include <stdlib.h>

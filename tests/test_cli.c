@@ -10,7 +10,7 @@
  * run with fork/exec, stdout and stderr captured in temporary files
  * (tests/cli_run.h).
  */
-#include "internal.h"
+#include "generate/generate.h"
 #include "harness.h"
 #include "cli_run.h"
 

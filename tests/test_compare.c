@@ -1,5 +1,5 @@
 /*
- * test_compare.c — `ds3 compare` and the statistics behind it (src/compare.c).
+ * test_compare.c — `ds3 compare` and the statistics behind it (src/check/compare.c).
  *
  *   - the checker: ds3_cmp_floats agrees with tests/harness.h's th_compare on
  *     the elementwise rule (same verdict, same count of bad elements, same
@@ -21,7 +21,7 @@
  *   - genuine noise: ds3's own fp32 dump against the float64 oracle in
  *     ref_data/ passes the fp32 profile.
  */
-#include "compare.h"
+#include "generate/generate.h"
 #include "harness.h"
 #include "cli_run.h"
 

@@ -1,13 +1,13 @@
 /*
  * test_config.c — config.json parsing, validation, serialisation and the
- * built-in configs (config.c, SPEC §1).
+ * built-in configs (config.c, docs/MODEL.md §1).
  *
  * Every built-in must parse to the numbers its model card publishes (spelled
  * out again here, so a typo in either place shows), survive to_json → parse
  * unchanged, and every rejected config must say which field and which file.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <cjson/cJSON.h>
 #include <unistd.h>
@@ -67,7 +67,7 @@ static ds3_config parse_ok(const char *what, const char *json) {
 
 /* ---- the built-ins against their published numbers ------------------------- */
 
-/* One row per model: the fields of ds3_config in SPEC §1 notation. */
+/* One row per model: the fields of ds3_config in docs/MODEL.md §1 notation. */
 typedef struct {
     const char *name, *model_type;
     int V, D, I, Im, L, first_dense, freq, H, Rq, C, Dn, Dr, Dv, E, K, shared, groups, keep;
@@ -85,7 +85,7 @@ typedef struct {
 } expected;
 
 static const expected want[] = {
-    /* SPEC §1 table */
+    /* docs/MODEL.md §1 table */
     {"v3", "deepseek_v3", 129280, 7168, 18432, 2048, 61, 3, 1, 128, 1536, 512, 128, 64, 128, 256, 8, 1, 8, 4,
      DS3_SCORE_SIGMOID, DS3_TOPK_NOAUX_TC, true, 2.5, 10000, true, 40, 4096, 32, 1, 1.0, 1.0, 163840, 1e-6, 1},
     {"r1", "deepseek_v3", 129280, 7168, 18432, 2048, 61, 3, 1, 128, 1536, 512, 128, 64, 128, 256, 8, 1, 8, 4,

@@ -1,5 +1,5 @@
 /*
- * test_dtype.c — element types (SPEC §1): e4m3fn, bf16 and f16 decoding and
+ * test_dtype.c — element types (docs/MODEL.md §1): e4m3fn, bf16 and f16 decoding and
  * round-to-nearest-even encoding, and block-scaled FP8 row dequantisation.
  *
  * Every decoder is held against an independent formula written here with
@@ -7,7 +7,7 @@
  * ties to the even code" search, so neither side can share a bug.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <float.h>
 
@@ -20,7 +20,7 @@ static double next_unit(void) { return (double)(next_u64() >> 11) * 0x1p-53; }
 
 static float f32_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-/* SPEC §1 written out directly: sign, exponent bias 7, subnormal m·2^-9. */
+/* docs/MODEL.md §1 written out directly: sign, exponent bias 7, subnormal m·2^-9. */
 static double ref_e4m3(int b) {
     int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
     if (e == 15 && m == 7) return NAN;
@@ -86,7 +86,7 @@ static void test_e4m3_decode(void) {
     }
     CHECK(bad == 0, "%d of 256 e4m3 codes decode wrong", bad);
 
-    /* The values SPEC §1 names, so a wrong bias or subnormal rule is obvious. */
+    /* The values docs/MODEL.md §1 names, so a wrong bias or subnormal rule is obvious. */
     CHECK(ds3_e4m3_to_f32(0x7e) == 448.0f, "0x7e = 448 (max)");
     CHECK(ds3_e4m3_to_f32(0xfe) == -448.0f, "0xfe = -448");
     CHECK(ds3_e4m3_to_f32(0x08) == 0x1p-6f, "0x08 = 2^-6 (smallest normal)");

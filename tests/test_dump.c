@@ -1,12 +1,12 @@
 /*
- * test_dump.c — the activation dumper (src/dump.c) without a model: rows land
+ * test_dump.c — the activation dumper (src/check/dump.c) without a model: rows land
  * at their positions whatever the call split, unwritten rows are reported in
  * ds3_incomplete, MTP tensors are T-1-K rows long, rows outside a tensor are
  * counted in ds3_rows_dropped, first-seen order is file order, metadata keys
  * are checked, and a failed write leaves no file. Everything is read back
  * with the safetensors reader, as the reference comparisons do.
  */
-#include "internal.h"
+#include "generate/generate.h"
 #include "harness.h"
 
 #include <sys/stat.h>

@@ -1,5 +1,5 @@
 /*
- * test_emulate.c — emulation of GPU rounding (src/emulate.c, --emulate).
+ * test_emulate.c — emulation of GPU rounding (src/check/emulate.c, --emulate).
  *
  * Bounds come from the formats, not from ds3's own output: bfloat16 keeps 8
  * significant bits, so one rounding to nearest moves a value by at most
@@ -20,7 +20,7 @@
  *     than the plain fp32 forward in every kernel mode, by at least a third
  *     of the smallest factor measured (vs_transformers).
  */
-#include "compare.h"
+#include "generate/generate.h"
 #include "harness.h"
 
 #include <stdlib.h>
@@ -81,8 +81,9 @@ static void test_parse(void) {
 
 static void set(ds3_state *st, ds3_emulate_mode mode, unsigned points, int ue8m0) {
     ds3_emulation e = {mode, ue8m0, points};
-    ds3_status s = ds3_set_emulation(st, &e);
-    CHECK(s == DS3_OK, "ds3_set_emulation: %s", ds3_last_error());
+    ds3_emul_free(st->emul);
+    ds3_status s = ds3_emul_new(&e, &st->emul);
+    CHECK(s == DS3_OK, "ds3_emul_new: %s", ds3_last_error());
 }
 
 static void test_rounding(void) {
@@ -93,11 +94,11 @@ static void test_rounding(void) {
     /* ties to even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (odd) → 1;
      * 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 → 1 + 2^-6 */
     ds3_real x[6] = {1 + 0x1p-8, 1 + 3 * 0x1p-8, -(1 + 0x1p-8), 3.0, 0, 1 + 0x1p-8 + 0x1p-20};
-    ds3_emul_round(&st, x, 6, DS3_EMUL_RESIDUAL);
+    ds3_emul_round(st.emul, x, 6, DS3_EMUL_RESIDUAL);
     CHECK(x[0] == 1 && x[1] == 1 + 0x1p-6 && x[2] == -1 && x[3] == 3 && x[4] == 0 && x[5] == 1 + 0x1p-7,
           "ties to even: %.9g %.9g %.9g %.9g %.9g %.9g", x[0], x[1], x[2], x[3], x[4], x[5]);
     ds3_real y[1] = {1 + 0x1p-8};
-    ds3_emul_round(&st, y, 1, DS3_EMUL_LINEAR);
+    ds3_emul_round(st.emul, y, 1, DS3_EMUL_LINEAR);
     CHECK(y[0] == 1 + 0x1p-8, "a point that is off leaves the value alone");
     double worst = 0;
     bool all_bf16 = true;
@@ -105,7 +106,7 @@ static void test_rounding(void) {
         double v = nrand() * ldexp(1, (int)(urand() * 40) - 20);
         ds3_real r = (ds3_real)v;
         ds3_real o = r;
-        ds3_emul_round(&st, &r, 1, DS3_EMUL_RESIDUAL);
+        ds3_emul_round(st.emul, &r, 1, DS3_EMUL_RESIDUAL);
         if (o != 0 && fabs((double)r - (double)o) / fabs((double)o) > worst) worst = fabs((double)r - (double)o) / fabs((double)o);
         all_bf16 &= is_bf16(r);
     }
@@ -123,7 +124,7 @@ static void test_rmsnorm(void) {
     ds3_real x[n], w[n], a[n], b[n];
     for (int i = 0; i < n; i++) { x[i] = (ds3_real)nrand(); w[i] = (ds3_real)(1 + 0.3 * nrand()); }
     ds3_rmsnorm(a, x, w, n, 1e-6);
-    ds3_rmsnorm_em(&st, b, x, w, n, 1e-6);
+    ds3_emul_rmsnorm(st.emul, b, x, w, n, 1e-6);
     double ss = 0;
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     ds3_real inv = (ds3_real)(1.0 / sqrt(ss / n + 1e-6));
@@ -172,7 +173,7 @@ static void test_actquant(void) {
         ds3_state st;
         memset(&st, 0, sizeof st);
         set(&st, DS3_EMULATE_FP8, DS3_EMUL_ACTQUANT, ue);
-        ds3_linear_em(&st, out, x, &eye.t, T);
+        ds3_emul_linear(st.emul, DS3_KERNELS_FAST, out, x, &eye.t, T, DS3_EMUL_LINEAR);
         bool ok_bound = true, ok_grid = true, ok_amax = true, ok_zero = true;
         for (int t = 0; t < T; t++)
             for (int c0 = 0; c0 < n; c0 += 128) {
@@ -203,7 +204,7 @@ static void test_actquant(void) {
         uint16_t *bw = calloc((size_t)n * n, 2);
         for (int i = 0; i < n; i++) bw[(size_t)i * n + i] = 0x3f80;  /* bf16 1.0 */
         ds3_tensor bt = {"eye16", DS3_DT_BF16, n, n, bw, NULL};
-        ds3_linear_em(&st, out, x, &bt, T);
+        ds3_emul_linear(st.emul, DS3_KERNELS_FAST, out, x, &bt, T, DS3_EMUL_LINEAR);
         bool same = true;
         for (int i = 0; i < T * n; i++) same &= out[i] == x[i];
         CHECK(same, "ue8m0=%d: BF16 weights keep a bf16 input (the official code quantises only for FP8)", ue);
@@ -226,17 +227,17 @@ static void test_weights_and_output(void) {
     ds3_state st;
     memset(&st, 0, sizeof st);
     set(&st, DS3_EMULATE_BF16, DS3_EMUL_WEIGHTS, 0);
-    ds3_linear_em(&st, out, x, &eye.t, T);
+    ds3_emul_linear(st.emul, DS3_KERNELS_FAST, out, x, &eye.t, T, DS3_EMUL_LINEAR);
     bool ok = true;
     for (int i = 0; i < T * n; i++) ok &= out[i] == x[i] * (ds3_real)(1 + 0x1p-7);
     CHECK(ok, "bf16: F8 weight dequantised to bf16 (scale 1+2^-8+2^-10 -> 1+2^-7)");
     set(&st, DS3_EMULATE_FP8, DS3_EMUL_WEIGHTS, 0);
-    ds3_linear_em(&st, out, x, &eye.t, T);
+    ds3_emul_linear(st.emul, DS3_KERNELS_FAST, out, x, &eye.t, T, DS3_EMUL_LINEAR);
     ok = true;
     for (int i = 0; i < T * n; i++) ok &= out[i] == x[i] * (ds3_real)sc;
     CHECK(ok, "fp8: the F8 weight is used exactly");
     set(&st, DS3_EMULATE_BF16, DS3_EMUL_LINEAR, 0);
-    ds3_linear_em(&st, out, x, &eye.t, T);
+    ds3_emul_linear(st.emul, DS3_KERNELS_FAST, out, x, &eye.t, T, DS3_EMUL_LINEAR);
     ok = true;
     for (int i = 0; i < T * n; i++) ok &= is_bf16(out[i]) && fabs(out[i] - x[i] * sc) <= U_BF16 * fabs(x[i] * sc);
     CHECK(ok, "linear: outputs are bf16 values within u of the exact product");
@@ -261,7 +262,7 @@ static void test_router_and_combine(void) {
     ds3_real s[16], w[4];
     for (int e = 0; e < 16; e++) s[e] = ds3_bf16_to_f32(ds3_f32_to_bf16((float)(0.3 + 0.4 * urand())));
     int32_t idx[4] = {3, 11, 0, 7};
-    ds3_router_weights_em(&st, w, s, idx);
+    ds3_emul_router_weights(st.emul, w, s, idx, 4, true, true, 2.5);
     float sum = 0;
     for (int k = 0; k < 4; k++) sum += (float)s[idx[k]];
     sum = ds3_bf16_to_f32(ds3_f32_to_bf16(sum));
@@ -277,13 +278,16 @@ static void test_router_and_combine(void) {
      * order (each 2^-8 lost to ties-to-even) and 1 + 2^-7 in the other. */
     set(&st, DS3_EMULATE_BF16, DS3_EMUL_COMBINE, 0);
     enum { K = 3, D = 1 };
+    mm.cfg.num_experts_per_tok = K;
+    mm.cfg.hidden_size = D;
     ds3_real ye[K] = {1, 0x1p-8, 0x1p-8}, wk[K] = {1, 1, 1}, out[1];
-    int32_t slot[K] = {0, 1, 2};
+    int32_t slot[K] = {0, 1, 2}, order[K];
     int32_t ids_a[K] = {5, 9, 12};   /* k order = expert order: 1, then the small ones */
     int32_t ids_b[K] = {12, 2, 3};   /* expert order: the small ones first, then 1 */
-    ds3_combine_em(&st, out, ye, slot, ids_a, wk, NULL, 1, K, D);
+    ds3_moe_combine(&st, out, ye, slot, ids_a, wk, NULL, order, 1);
     CHECK(out[0] == 1, "experts 5,9,12: (1 + 2^-8) + 2^-8 = 1 in bf16, got %.9g", out[0]);
-    ds3_combine_em(&st, out, ye, slot, ids_b, wk, NULL, 1, K, D);
+    ye[0] = 1, ye[1] = ye[2] = 0x1p-8;  /* (the combine scales ye in place) */
+    ds3_moe_combine(&st, out, ye, slot, ids_b, wk, NULL, order, 1);
     CHECK(out[0] == 1 + 0x1p-7, "experts 2,3 then 12: (2^-8 + 2^-8) + 1 = 1 + 2^-7, got %.9g", out[0]);
     ds3_emul_free(st.emul);
 }
@@ -300,12 +304,13 @@ static void set_threads(int n) {
 }
 
 /* Dump T tokens through a state with emulation `spec` (NULL: never set). */
-static ds3_st_file *dump_with(const ds3_model *m, const int32_t *tok, int T, ds3_attn_mode attn, const char *spec,
-                              const char *name) {
+static ds3_st_file *dump_with(const ds3_model *m, const int32_t *tok, int T, ds3_attn_mode attn, ds3_kernels k,
+                              const char *spec, const char *name) {
     char path[256];
     snprintf(path, sizeof path, "%s/%s.safetensors", tmpdir, name);
     ds3_state *s = NULL;
     ds3_status st = ds3_state_new(m, T, attn, &s);
+    if (!st) st = ds3_state_set_kernels(s, k);
     if (!st && spec) {
         ds3_emulation e;
         st = ds3_emulation_parse(spec, &e);
@@ -380,7 +385,7 @@ static void model_tests(const char *models) {
 
     th_section("every emulated tensor is a bf16 value");
     for (int attn = 0; attn < 2; attn++) {
-        ds3_st_file *f = dump_with(m32, tok, T, (ds3_attn_mode)attn, "bf16", attn ? "bf16-naive" : "bf16-absorb");
+        ds3_st_file *f = dump_with(m32, tok, T, (ds3_attn_mode)attn, DS3_KERNELS_FAST, "bf16", attn ? "bf16-naive" : "bf16-absorb");
         if (!f) continue;
         int checked = 0;
         for (int i = 0; i < f->n; i++) {
@@ -399,8 +404,8 @@ static void model_tests(const char *models) {
     }
 
     th_section("the residual rounding has the size of one bf16 rounding");
-    ds3_st_file *plain = dump_with(m32, tok, T, DS3_ATTN_ABSORB, NULL, "plain");
-    ds3_st_file *res = dump_with(m32, tok, T, DS3_ATTN_ABSORB, "bf16,residual", "residual");
+    ds3_st_file *plain = dump_with(m32, tok, T, DS3_ATTN_ABSORB, DS3_KERNELS_FAST, NULL, "plain");
+    ds3_st_file *res = dump_with(m32, tok, T, DS3_ATTN_ABSORB, DS3_KERNELS_FAST, "bf16,residual", "residual");
     if (plain && res) {
         long n, m;
         double *a = values(plain, "embed", &n), *b = values(res, "embed", &m), mx = 0, mean = 0;
@@ -421,7 +426,7 @@ static void model_tests(const char *models) {
     }
 
     th_section("bf16 and fp8 move layer 0 by their formats' sizes");
-    ds3_st_file *bf = dump_with(m32, tok, T, DS3_ATTN_ABSORB, "bf16", "bf16-all");
+    ds3_st_file *bf = dump_with(m32, tok, T, DS3_ATTN_ABSORB, DS3_KERNELS_FAST, "bf16", "bf16-all");
     snprintf(path, sizeof path, "%s/tiny-fp8", models);
     if (ds3_model_load(path, &m8) == DS3_OK && plain && bf) {
         double rb = rel_rms(bf, plain, "layers.0.out");
@@ -429,10 +434,10 @@ static void model_tests(const char *models) {
          * on the way from the embedding, each <= u */
         CHECK(rb > 0.25 * U_BF16 && rb < 20 * U_BF16, "bf16 vs plain: layers.0.out relative RMS %.3g (u = %.3g)", rb,
               U_BF16);
-        ds3_st_file *p8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, NULL, "plain8");
-        ds3_st_file *b8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, "bf16", "bf16-8");
-        ds3_st_file *f8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, "fp8", "fp8-8");
-        ds3_st_file *u8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, "fp8,ue8m0", "fp8u-8");
+        ds3_st_file *p8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, DS3_KERNELS_FAST, NULL, "plain8");
+        ds3_st_file *b8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, DS3_KERNELS_FAST, "bf16", "bf16-8");
+        ds3_st_file *f8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, DS3_KERNELS_FAST, "fp8", "fp8-8");
+        ds3_st_file *u8 = dump_with(m8, tok, T, DS3_ATTN_ABSORB, DS3_KERNELS_FAST, "fp8,ue8m0", "fp8u-8");
         if (p8 && b8 && f8 && u8) {
             double eb = rel_rms(b8, p8, "layers.0.out"), ef = rel_rms(f8, p8, "layers.0.out"),
                    eu = rel_rms(u8, p8, "layers.0.out");
@@ -513,7 +518,6 @@ static void vs_transformers(const char *models, const char *refdir) {
         {"tiny-fp8-hf-fp8act", "tiny-fp8", "fp8,hf", 16.5 / 3, 57.3 / 3},
     };
     static const char *const kname[] = {"fast", "deterministic", "ref"};
-    const ds3_kernels saved = ds3_get_kernels();
     char path[700];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const hf_case *hc = &cases[c];
@@ -541,10 +545,9 @@ static void vs_transformers(const char *models, const char *refdir) {
             if (*p == ',') p++;
         }
         for (int k = 0; k < 3; k++) {
-            ds3_set_kernels((ds3_kernels)k);
             /* transformers' attention is the naive form (per-head keys and values) */
-            ds3_st_file *pl = dump_with(m, tok, T, DS3_ATTN_NAIVE, NULL, "hf-plain");
-            ds3_st_file *em = dump_with(m, tok, T, DS3_ATTN_NAIVE, hc->spec, "hf-emul");
+            ds3_st_file *pl = dump_with(m, tok, T, DS3_ATTN_NAIVE, (ds3_kernels)k, NULL, "hf-plain");
+            ds3_st_file *em = dump_with(m, tok, T, DS3_ATTN_NAIVE, (ds3_kernels)k, hc->spec, "hf-emul");
             if (pl && em) {
                 double early = INFINITY, sum[2] = {0, 0};
                 char worst[256] = "-";  /* a copy: the report holding the name is freed below */
@@ -583,7 +586,6 @@ static void vs_transformers(const char *models, const char *refdir) {
             if (pl) ds3_st_close(pl);
             if (em) ds3_st_close(em);
         }
-        ds3_set_kernels(saved);
         ds3_model_free(m);
         ds3_st_close(ref);
     }

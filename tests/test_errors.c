@@ -21,7 +21,7 @@
  * Needs $DS3_MODELS/tiny-f32 and tiny-fp8 (make models) and $DS3_CLI.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 #include "fuzz/micro_model.h"
 
 #include <cjson/cJSON.h>

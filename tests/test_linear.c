@@ -5,7 +5,7 @@
  * threads.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <stdlib.h>
 
@@ -47,7 +47,7 @@ static void run_case(const char *name, const ds3_tensor *w, const ds3_real *x) {
 
     bool saved = ds3_use_blas;
     ds3_use_blas = true;
-    ds3_linear(b, x, w, T);
+    ds3_linear(DS3_KERNELS_FAST, b, x, w, T);
     ds3_use_blas = saved;
     for (int i = 0; i < T * ROWS; i++) got[i] = b[i];
     snprintf(what, sizeof what, "%s %s vs double", name, ds3_have_blas() ? "BLAS" : "default");
@@ -56,7 +56,7 @@ static void run_case(const char *name, const ds3_tensor *w, const ds3_real *x) {
     /* one token takes the lane kernel: within the same bound of the plain path */
     ds3_real one[ROWS];
     double g1[ROWS], r1[ROWS];
-    ds3_linear(one, x, w, 1);
+    ds3_linear(DS3_KERNELS_FAST, one, x, w, 1);
     for (int i = 0; i < ROWS; i++) { g1[i] = one[i]; r1[i] = a[i]; }
     snprintf(what, sizeof what, "%s T=1 vs plain", name);
     th_check_close(what, g1, r1, ROWS, tol, tol);
@@ -91,14 +91,12 @@ int main(void) {
         static ds3_real dA[2][T * ROWS], dB[2][T * ROWS];
         int ncopies = ds3_lanes_select_avx2(true) ? 2 : 1;
         if (ncopies == 1) fprintf(stderr, "   (no AVX2 on this CPU: portable copy only)\n");
-        ds3_kernels saved = ds3_kernel_mode;
-        ds3_kernel_mode = DS3_KERNELS_DETERMINISTIC;
         for (int k = 0; k < 4; k++) {
             for (int c = 0; c < ncopies; c++) {
                 ds3_lanes_select_avx2(c == 1);
-                ds3_linear(dA[c], x, ts[k], T);                       /* all tokens at once */
+                ds3_linear(DS3_KERNELS_DETERMINISTIC, dA[c], x, ts[k], T);                     /* all tokens at once */
                 for (int t = 0; t < T; t++)                             /* one at a time */
-                    ds3_linear(dB[c] + t * ROWS, x + t * COLS, ts[k], 1);
+                    ds3_linear(DS3_KERNELS_DETERMINISTIC, dB[c] + t * ROWS, x + t * COLS, ts[k], 1);
                 CHECK(memcmp(dA[c], dB[c], sizeof dA[c]) == 0, "%s copy %d: T=%d and T=1 give the same bits",
                       ts[k]->name, c, T);
             }
@@ -106,7 +104,6 @@ int main(void) {
                 CHECK(memcmp(dA[0], dA[1], sizeof dA[0]) == 0, "%s: portable and AVX2 copies give the same bits",
                       ts[k]->name);
         }
-        ds3_kernel_mode = saved;
 
         /* Every e4m3 code through both copies, fused (T=1) and buffered (T=2):
          * row r holds code r then zeros, x = e_0, so out[r] = value(r) · scale. */
@@ -119,10 +116,8 @@ int main(void) {
         e0[0] = 1; e0[16] = 1;
         for (int c = 0; c < ncopies; c++) {
             ds3_lanes_select_avx2(c == 1);
-            ds3_linear(o1, e0, &tc, 1);
-            ds3_kernel_mode = DS3_KERNELS_DETERMINISTIC;
-            ds3_linear(o2, e0, &tc, 2);
-            ds3_kernel_mode = saved;
+            ds3_linear(DS3_KERNELS_FAST, o1, e0, &tc, 1);
+            ds3_linear(DS3_KERNELS_DETERMINISTIC, o2, e0, &tc, 2);
             int bad = 0;
             for (int r = 0; r < 256; r++) {
                 ds3_real want = (ds3_real)ds3_e4m3_table[r] * (ds3_real)0.5f;
@@ -143,12 +138,12 @@ int main(void) {
 #ifdef _OPENMP
     omp_set_num_threads(1);
 #endif
-    ds3_linear(r1, x, &t8, T);
+    ds3_linear(DS3_KERNELS_FAST, r1, x, &t8, T);
     ds3_linear_ref(p1, x, &t8, T);
 #ifdef _OPENMP
     omp_set_num_threads(2);
 #endif
-    ds3_linear(r2, x, &t8, T);
+    ds3_linear(DS3_KERNELS_FAST, r2, x, &t8, T);
     ds3_linear_ref(p2, x, &t8, T);
     CHECK(memcmp(r1, r2, sizeof r1) == 0, "default path: 1 and 2 threads give the same bits");
     CHECK(memcmp(p1, p2, sizeof p1) == 0, "plain path: 1 and 2 threads give the same bits");
@@ -167,11 +162,11 @@ int main(void) {
 #ifdef _OPENMP
         omp_set_num_threads(1);
 #endif
-        ds3_linear(o1, xi, &tw, M);
+        ds3_linear(DS3_KERNELS_FAST, o1, xi, &tw, M);
 #ifdef _OPENMP
         omp_set_num_threads(2);
 #endif
-        ds3_linear(o2, xi, &tw, M);
+        ds3_linear(DS3_KERNELS_FAST, o2, xi, &tw, M);
         CHECK(memcmp(o1, o2, sizeof(ds3_real) * M * R) == 0, "M=%d N=%d K=%d: 1 and 2 threads give the same bits",
               M, R, Cc);
         free(xi); free(o1); free(o2); free(wv);

@@ -6,7 +6,7 @@
  * model with one thing broken.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>

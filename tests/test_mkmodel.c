@@ -1,11 +1,11 @@
 /*
- * test_mkmodel.c — the synthetic checkpoints (src/mkmodel.c, docs/MKMODEL.md)
- * and the architecture report (src/info.c).
+ * test_mkmodel.c — the synthetic checkpoints (src/tools/mkmodel.c, docs/MKMODEL.md)
+ * and the architecture report (src/tools/info.c).
  *
  * What must hold:
  *   - same (config, dtype, seed) → byte-identical files, also with one thread;
  *     another seed → other bytes;
- *   - every tensor the config implies is there with the SPEC §1 name, shape and
+ *   - every tensor the config implies is there with the docs/MODEL.md §1 name, shape and
  *     dtype, and nothing else; fp8 projections carry [ceil(out/128), ceil(in/128)]
  *     block scales;
  *   - the values follow the documented PRNG (pinned here from an independent
@@ -14,12 +14,12 @@
  *     the main embedding and head, the bias shift is applied;
  *   - small shard limits give shards + an index that maps every tensor to the
  *     shard holding it, with the same tensor bytes as the single file;
- *   - config.json round-trips; `describe v3` prints the SPEC's 70,272 bytes.
+ *   - config.json round-trips; `describe v3` prints docs/MODEL.md's 70,272 bytes.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
-#include "internal.h"
+#include "generate/generate.h"
 #include "harness.h"
 
 #include <cjson/cJSON.h>
@@ -185,7 +185,7 @@ static void w_layer(const ds3_config *c, int i) {
     w_add(PLAIN, 1, 1, C, "model.layers.%d.self_attn.kv_a_layernorm.weight", i);
     w_add(PROJ, 2, H * (Dn + Dv), C, "model.layers.%d.self_attn.kv_b_proj.weight", i);
     w_add(PROJ, 2, D, H * Dv, "model.layers.%d.self_attn.o_proj.weight", i);
-    /* SPEC §1's rule, written out rather than calling ds3_layer_is_moe. */
+    /* docs/MODEL.md §1's rule, written out rather than calling ds3_layer_is_moe. */
     int moe = c->n_routed_experts > 0 && i >= c->first_k_dense_replace && i % c->moe_layer_freq == 0;
     const char *pj[3] = {"gate_proj", "up_proj", "down_proj"};
     if (!moe) {
@@ -548,7 +548,7 @@ static char *capture_describe(const char *name) {
 }
 
 static void test_describe(void) {
-    th_section("describe: V3 sizes from SPEC §7");
+    th_section("describe: V3 sizes from docs/MODEL.md §7");
     char *s = capture_describe("v3");
     CHECK(s && (strstr(s, "70,272") || strstr(s, "70272")), "v3 describe lacks the 70,272 bytes/token");
     /* 671B total main model, ~37B active (DeepSeek-V3 tech report). */

@@ -1,15 +1,18 @@
 /*
  * test_model.c — the forward pass held against itself on the synthetic models
  * (DS3_MODELS, made by scripts/make-models.sh):
- *   - MLA absorbed vs naive (SPEC §3: both forms must agree to rounding);
+ *   - MLA absorbed vs naive (docs/MODEL.md §3: both forms must agree to rounding);
  *   - full prefill vs token-by-token decode vs chunked prefill;
  *   - the BLAS path vs the plain loops;
- *   - 1 vs 2 threads: identical bits.
+ *   - 1 vs 2 threads: identical bits;
+ *   - the kernel mode is the state's: two states with different modes, run
+ *     in two threads at once, each give their own mode's single-threaded bits.
  * Agreement with the oracle is test_ref.c's job.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 #ifdef _OPENMP
@@ -25,13 +28,17 @@ static void set_threads(int n) {
     (void)n;
 }
 
+/* The kernels run() gives its states. */
+static ds3_kernels kernels = DS3_KERNELS_FAST;
+
 /* Logits of tokens[0..N) for the given attention form, fed in pieces of `step`
- * tokens (step = N: one prefill; step = 1: decode). */
-static ds3_real *run(const ds3_model *m, ds3_attn_mode attn, const int32_t *tok, int step) {
+ * tokens (step = N: one prefill; step = 1: decode), with `kernels`. */
+static ds3_real *run_with(const ds3_model *m, ds3_kernels k, ds3_attn_mode attn, const int32_t *tok, int step) {
     int V = ds3_model_vocab_size(m);
     ds3_real *lg = calloc((size_t)N * V, sizeof *lg);
     ds3_state *s = NULL;
     if (ds3_state_new(m, N, attn, &s) != DS3_OK) { free(lg); return NULL; }
+    ds3_state_set_kernels(s, k);
     for (int p = 0; p < N; p += step) {
         int n = N - p < step ? N - p : step;
         if (ds3_forward(s, tok + p, n, p, lg + (size_t)p * V) != DS3_OK) {
@@ -43,6 +50,10 @@ static ds3_real *run(const ds3_model *m, ds3_attn_mode attn, const int32_t *tok,
     }
     ds3_state_free(s);
     return lg;
+}
+
+static ds3_real *run(const ds3_model *m, ds3_attn_mode attn, const int32_t *tok, int step) {
+    return run_with(m, kernels, attn, tok, step);
 }
 
 static void compare(const char *what, const ds3_real *a, const ds3_real *b, long n, double rel_of_max) {
@@ -91,9 +102,9 @@ static void model_case(const char *dir, const char *name) {
     }
 
     /* The plain loops (DS3_KERNELS_REF) and the no-BLAS path against the default. */
-    ds3_set_kernels(DS3_KERNELS_REF);
+    kernels = DS3_KERNELS_REF;
     ds3_real *plain = run(m, DS3_ATTN_ABSORB, tok, N);
-    ds3_set_kernels(DS3_KERNELS_FAST);
+    kernels = DS3_KERNELS_FAST;
     if (plain && full) {
         snprintf(what, sizeof what, "%s plain loops vs default", name);
         compare(what, plain, full, n, tol);
@@ -121,15 +132,15 @@ static void model_case(const char *dir, const char *name) {
     CHECK(d4 && memcmp(d1, d4, n * sizeof(ds3_real)) == 0, "%s: decode logits identical for 1 and 4 threads", name);
 
     /* Deterministic kernels: the lane kernel for every T, so prefill, decode
-     * and any chunking give the same bits (SPEC: "reproducibly"). */
-    ds3_set_kernels(DS3_KERNELS_DETERMINISTIC);
+     * and any chunking give the same bits (docs/ARCHITECTURE.md §6). */
+    kernels = DS3_KERNELS_DETERMINISTIC;
     ds3_real *dp = run(m, DS3_ATTN_ABSORB, tok, N), *dd = run(m, DS3_ATTN_ABSORB, tok, 1),
              *dc = run(m, DS3_ATTN_ABSORB, tok, 7), *np = run(m, DS3_ATTN_NAIVE, tok, N),
              *nd = run(m, DS3_ATTN_NAIVE, tok, 1);
     set_threads(1);
     ds3_real *dp1 = run(m, DS3_ATTN_ABSORB, tok, N);
     set_threads(2);
-    ds3_set_kernels(DS3_KERNELS_FAST);
+    kernels = DS3_KERNELS_FAST;
     CHECK(dp && dd && memcmp(dp, dd, n * sizeof(ds3_real)) == 0, "%s: deterministic prefill == decode, bit for bit", name);
     CHECK(dp && dc && memcmp(dp, dc, n * sizeof(ds3_real)) == 0, "%s: deterministic prefill == chunks of 7, bit for bit", name);
     CHECK(np && nd && memcmp(np, nd, n * sizeof(ds3_real)) == 0, "%s: deterministic naive prefill == decode, bit for bit", name);
@@ -145,12 +156,72 @@ static void model_case(const char *dir, const char *name) {
     ds3_model_free(m);
 }
 
+/* One thread's job: the logits of a prefill then a decode step, with its own
+ * state and kernel mode. */
+typedef struct {
+    const ds3_model *m;
+    ds3_kernels k;
+    const int32_t *tok;
+    ds3_real *out;  /* [N][V] */
+} job;
+
+static void *job_run(void *arg) {
+    job *j = arg;
+    /* several rounds, so that the two threads' passes surely overlap */
+    for (int r = 0; r < 3; r++) {
+        free(j->out);
+        j->out = run_with(j->m, j->k, DS3_ATTN_ABSORB, j->tok, N - 1);
+    }
+    return NULL;
+}
+
+/* The mode belongs to the state: the reference and the fast kernels on one
+ * model at once, in two threads, each with the bits it has alone. */
+static void two_modes_at_once(const char *dir, const char *name) {
+    th_section("two states, two kernel modes, two threads at once");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ds3_model *m = NULL;
+    if (ds3_model_load(path, &m) != DS3_OK) {
+        CHECK(0, "load %s: %s", path, ds3_last_error());
+        return;
+    }
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % ds3_model_vocab_size(m));
+    const long n = (long)N * ds3_model_vocab_size(m);
+    /* alone, one after the other */
+    ds3_real *ref_alone = run_with(m, DS3_KERNELS_REF, DS3_ATTN_ABSORB, tok, N - 1);
+    ds3_real *fast_alone = run_with(m, DS3_KERNELS_FAST, DS3_ATTN_ABSORB, tok, N - 1);
+    /* together */
+    job a = {m, DS3_KERNELS_REF, tok, NULL}, b = {m, DS3_KERNELS_FAST, tok, NULL};
+    pthread_t ta, tb;
+    bool started = pthread_create(&ta, NULL, job_run, &a) == 0;
+    started = started && pthread_create(&tb, NULL, job_run, &b) == 0;
+    CHECK(started, "%s: two threads started", name);
+    if (started) {
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+    }
+    CHECK(ref_alone && fast_alone && memcmp(ref_alone, fast_alone, n * sizeof(ds3_real)) != 0,
+          "%s: the two modes give different bits alone (so the test can tell them apart)", name);
+    CHECK(a.out && memcmp(a.out, ref_alone, n * sizeof(ds3_real)) == 0,
+          "%s: ref state beside a fast state in another thread: its own bits", name);
+    CHECK(b.out && memcmp(b.out, fast_alone, n * sizeof(ds3_real)) == 0,
+          "%s: fast state beside a ref state in another thread: its own bits", name);
+    free(a.out);
+    free(b.out);
+    free(ref_alone);
+    free(fast_alone);
+    ds3_model_free(m);
+}
+
 int main(void) {
     const char *dir = getenv("DS3_MODELS");
     if (!dir) dir = "build/models";
     model_case(dir, "tiny-f32");
     model_case(dir, "tiny-fp8");
     model_case(dir, "tiny-v2");
+    two_modes_at_once(dir, "tiny-fp8");
 
     th_section("state and argument errors");
     char path[1024];

@@ -1,11 +1,11 @@
 /*
- * test_moe.c — the router (SPEC §5) on hand-made scores whose expected
+ * test_moe.c — the router (docs/MODEL.md §5) on hand-made scores whose expected
  * choices are worked out in the comments: ties to the lowest index, bias for
  * selection only, group limiting, −inf masking when every kept score is
  * negative, normalisation and scaling, and V2's softmax variants.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 /* 8 experts in 4 groups of 2, keep 2 groups, choose 2 experts. */
 static ds3_config v3_like(void) {

@@ -26,7 +26,7 @@
  * job (the mtp.0.* tensors of ref_data); the acceptance rule is test_spec.c's.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -158,12 +158,9 @@ static void verify_rows_bits(const char *dir, const char *name) {
     if (!st) st = ds3_state_new(m, P + N, DS3_ATTN_ABSORB, &b);
     if (!st) st = ds3_forward(a, tok, P, 0, NULL);
     if (!st) st = ds3_forward(b, tok, P, 0, NULL);
-    ds3_kernels saved = ds3_get_kernels();
-    ds3_set_kernels(DS3_KERNELS_DETERMINISTIC);
+    if (!st) st = ds3_state_set_kernels(a, DS3_KERNELS_DETERMINISTIC);
     if (!st) st = ds3_forward(a, tok + P, N, P, lv);
-    ds3_set_kernels(DS3_KERNELS_FAST);
     for (int i = 0; i < N && !st; i++) st = ds3_forward(b, tok + P + i, 1, P + i, ld + (size_t)i * V);
-    ds3_set_kernels(saved);
     CHECK(st == DS3_OK, "runs: %s", ds3_last_error());
     if (!st)
         CHECK(memcmp(lv, ld, (size_t)N * V * sizeof *lv) == 0,

@@ -21,7 +21,7 @@
  *     chaining (on depth 0's output, across forward calls) is checked too.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <dirent.h>
 #include <stdlib.h>
@@ -152,7 +152,7 @@ static void run_case(const ds3_st_file *ref, const ds3_model *m, const char *cas
     if (!got) return;
     compare_dump(label, ref, got);
 
-    /* The −inf vs 0.0 group mask (SPEC §5): only where the oracle stored both. */
+    /* The −inf vs 0.0 group mask (docs/MODEL.md §5): only where the oracle stored both. */
     for (int i = 0; i < ref->n; i++) {
         const char *zn = ref->entries[i].name;
         if (!strstr(zn, "topk_idx_zero_fill")) continue;

@@ -1,10 +1,10 @@
 /*
  * test_rope.c — YaRN frequencies and the softmax scale against the numbers
- * SPEC §3/§4 states for DeepSeek-V3, and the rotation's defining property:
+ * docs/MODEL.md §3/§4 states for DeepSeek-V3, and the rotation's defining property:
  * scores depend only on the distance between positions.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 static void load_builtin(const char *name, ds3_config *c) {
     const char *json = ds3_builtin_config_json(name);
@@ -17,11 +17,11 @@ int main(void) {
     memset(&c, 0, sizeof c);
     load_builtin("v3", &c);
 
-    th_section("V3 YaRN frequencies (SPEC §4)");
+    th_section("V3 YaRN frequencies (docs/MODEL.md §4)");
     double f[64];
     ds3_yarn_freqs(f, &c);
     /* Below `low` (10) the ramp is 0: frequencies untouched; above `high` (23)
-     * it is 1: divided by factor 40. SPEC: f'_0 = 1, f'_31 = 3.3338e-6. */
+     * it is 1: divided by factor 40. docs/MODEL.md §4: f'_0 = 1, f'_31 = 3.3338e-6. */
     CHECK(f[0] == 1.0, "f'_0 = %.17g, expected 1", f[0]);
     CHECK(fabs(f[31] - 3.3338e-6) < 5e-10, "f'_31 = %.6e, expected 3.3338e-6", f[31]);
     CHECK(fabs(f[10] - pow(10000.0, -20.0 / 64)) < 1e-15, "j=10 is the last untouched pair (low = 10)");
@@ -33,7 +33,7 @@ int main(void) {
     double f16 = pow(10000.0, -32.0 / 64), r = 6.0 / 13;
     CHECK(fabs(f[16] - (f16 / 40 * r + f16 * (1 - r))) < 1e-18, "j=16 on the linear ramp");
 
-    th_section("softmax scale and mscale (SPEC §3)");
+    th_section("softmax scale and mscale (docs/MODEL.md §3)");
     double sc = ds3_attn_softmax_scale(&c);
     CHECK(fabs(sc - 0.13523378) < 5e-9, "V3 scale %.9f, expected 0.13523378", sc);
     CHECK(ds3_rope_attn_factor(&c) == 1.0, "V3 cos/sin factor is 1 (mscale == mscale_all_dim)");

@@ -8,7 +8,7 @@
  * user with a broken 700 GB download gets.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <cjson/cJSON.h>
 #include <signal.h>

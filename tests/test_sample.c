@@ -1,5 +1,5 @@
 /*
- * test_sample.c — the sampler (src/sample.c): greedy ties, the exact draw
+ * test_sample.c — the sampler (src/generate/sample.c): greedy ties, the exact draw
  * procedure and PRNG documented there, nucleus membership, frequencies
  * against a known distribution, temperature, determinism, argument errors.
  *

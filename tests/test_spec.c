@@ -1,5 +1,5 @@
 /*
- * test_spec.c — the speculative-sampling acceptance rule (src/spec.c) on
+ * test_spec.c — the speculative-sampling acceptance rule (src/generate/spec.c) on
  * hand-made distributions whose answer is known, apart from any model:
  *   - one drafted position: drafts drawn from q, accepted with min(1, p/q),
  *     rejected ones replaced from norm(max(0, p - q)): the emitted token is
@@ -13,7 +13,7 @@
  * standard deviations per cell and a chi-square at p = 1e-6.
  */
 #include "harness.h"
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <stdlib.h>
 

@@ -12,7 +12,7 @@
  * tests/cli_run.h).
  * The model with V3's vocabulary is made here (narrow layers, ~35 MB bf16).
  */
-#include "internal.h"
+#include "generate/generate.h"
 #include "harness.h"
 #include "cli_run.h"
 

@@ -12,7 +12,7 @@
  * The tokenizer is data/tokenizers/deepseek-v3 ($DS3_TOKENIZER overrides);
  * the goldens are $DS3_REF/tokenizer/deepseek-v3.json.
  */
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "harness.h"
 
 #include <cjson/cJSON.h>

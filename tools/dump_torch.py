@@ -270,7 +270,7 @@ def run(model, mtp, tokens, device):
     cap.acts["logits"] = out.logits.detach()[0].clone()
 
     if mtp is not None and hasattr(gen_ref, "mtp_forward"):
-        # gen_ref.mtp_forward wires each depth from transformers' decoder layer (SPEC §6);
+        # gen_ref.mtp_forward wires each depth from transformers' decoder layer (docs/MODEL.md §6);
         # run it unrecorded and take the activations with hooks here. It makes its index
         # tensors with torch.tensor/arange, so the default device is set for the call.
         for k, d in enumerate(mtp):

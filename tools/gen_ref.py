@@ -5,14 +5,14 @@ transformers, computed in float64.
 
 What it does (see tools/README.md and ref_data/README.md):
   1. reads a model directory in Hugging Face layout with the ORIGINAL DeepSeek
-     tensor names (SPEC §1): config.json + model.safetensors (or index + shards);
+     tensor names (docs/MODEL.md §1): config.json + model.safetensors (or index + shards);
   2. dequantises every weight to float64 (F8_E4M3 x `_scale_inv` 128x128 block
      scales, BF16/F16/F32 upcast), sets the MTP layers aside, fuses the
      per-expert weights into transformers v5's `gate_up_proj`/`down_proj` and
      loads them into DeepseekV3ForCausalLM / DeepseekV2ForCausalLM built in
      float64 with eager attention, after filling every parameter with NaN so that
      nothing can stay randomly initialised;
-  2b. wires the MTP depths (SPEC §6) from transformers' own modules, since
+  2b. wires the MTP depths (docs/MODEL.md §6) from transformers' own modules, since
      transformers has no MTP forward: DeepseekV3DecoderLayer(config, layer_idx=L+k)
      loaded with model.layers.L+k.*, DeepseekV3RMSNorm for enorm / hnorm /
      shared_head.norm, nn.Linear for eh_proj / shared_head.head, nn.Embedding for
@@ -25,7 +25,7 @@ What it does (see tools/README.md and ref_data/README.md):
      the per-layer activations captured by forward hooks.
 
 Nothing here derives from ds3's C code: the only inputs are the checkpoint,
-transformers, and SPEC.md (for the cross-checks of YaRN and the softmax scale).
+transformers, and docs/MODEL.md (for the cross-checks of YaRN and the softmax scale).
 
 Usage:
   gen_ref.py --model DIR --out ref_data/tiny-f32.safetensors --case tiny-f32 \
@@ -143,7 +143,7 @@ def parse_tokens(spec, vocab):
     return toks
 
 # ============================================================================
-# Checkpoint reading and dequantisation (SPEC §1)
+# Checkpoint reading and dequantisation (docs/MODEL.md §1)
 # ============================================================================
 
 def read_config(model_dir):
@@ -192,7 +192,7 @@ def dequant_fp8(q, scale_inv):
 
 
 def e4m3_by_spec(b):
-    """SPEC §1's decoding of one e4m3fn byte, independent of torch."""
+    """docs/MODEL.md §1's decoding of one e4m3fn byte, independent of torch."""
     sign = -1.0 if b >> 7 else 1.0
     e, m = (b >> 3) & 15, b & 7
     if e == 15 and m == 7:
@@ -203,13 +203,13 @@ def e4m3_by_spec(b):
 
 
 def self_check_fp8():
-    """torch.float8_e4m3fn agrees with SPEC §1 on all 256 bytes, and block dequantisation
+    """torch.float8_e4m3fn agrees with docs/MODEL.md §1 on all 256 bytes, and block dequantisation
     handles partial edge blocks."""
     allb = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(F64).tolist()
     for b, v in enumerate(allb):
         ref = e4m3_by_spec(b)
         if not ((math.isnan(ref) and math.isnan(v)) or ref == v):
-            raise AssertionError(f"e4m3 byte {b:#04x}: torch {v}, SPEC {ref}")
+            raise AssertionError(f"e4m3 byte {b:#04x}: torch {v}, docs/MODEL.md {ref}")
     g = torch.Generator().manual_seed(0)
     q = torch.randint(0, 256, (300, 200), generator=g, dtype=torch.uint8)
     q[q == 0x7F] = 0
@@ -224,7 +224,7 @@ def self_check_fp8():
 
 def load_float64_state(model_dir, cfg):
     """Checkpoint -> {original name: float64 tensor} for the main model, and the same for the
-    MTP layers L..L+n-1 (SPEC §6), which transformers' model class does not hold.
+    MTP layers L..L+n-1 (docs/MODEL.md §6), which transformers' model class does not hold.
     Returns the main state, a summary of its stored dtypes, and the MTP state."""
     raw = read_tensors(model_dir)
     L = cfg["num_hidden_layers"]
@@ -294,7 +294,7 @@ def hf_classes(model_type):
 
 def check_config_supported(cfg):
     """transformers' DeepSeek classes hard-code some choices that config.json may vary; refuse
-    the configs they would silently compute differently from SPEC §5."""
+    the configs they would silently compute differently from docs/MODEL.md §5."""
     mt = cfg["model_type"]
     if cfg.get("moe_layer_freq", 1) != 1:
         sys.exit("moe_layer_freq != 1: transformers makes every layer >= first_k_dense_replace MoE")
@@ -321,7 +321,7 @@ def build_hf_config(cfg):
     d.pop("torch_dtype", None)
     d.pop("dtype", None)
     if ConfigCls is transformers.DeepseekV3Config:
-        d["rope_interleave"] = True  # DeepSeek checkpoints store interleaved rope pairs (SPEC §3)
+        d["rope_interleave"] = True  # DeepSeek checkpoints store interleaved rope pairs (docs/MODEL.md §3)
     # JSON does not tell 1 from 1.0, but transformers' strict config classes do: a float field
     # written as `1` ("routed_scaling_factor": 1) is refused. Convert such ints.
     hints = {}
@@ -389,16 +389,16 @@ def cross_check_hf_loader(model_dir, model):
     return "transformers from_pretrained gives identical weights (fused experts included)"
 
 # ============================================================================
-# MTP depths (SPEC §6) from transformers' own modules
+# MTP depths (docs/MODEL.md §6) from transformers' own modules
 # ============================================================================
 # transformers has no MTP forward: DeepseekV3ForCausalLM drops layers >= L. The oracle wires
-# one from the same building blocks the main model uses, per SPEC §6 and nothing else:
+# one from the same building blocks the main model uses, per docs/MODEL.md §6 and nothing else:
 #   u      = eh_proj · concat(enorm(Emb(t_{i+1})), hnorm(h_i))      embedding first
 #   x      = DeepseekV3DecoderLayer(config, layer_idx=L+k)(u) at positions 0..n-1, causal,
 #            with its own (here: no) cache
 #   logits = shared_head.head · shared_head.norm(x)
 # h_i is RMSNorm_final(h_i), the main model's hidden state after model.norm. Depth k > 0 reads
-# depth k-1's output after its shared_head.norm (the choice of SPEC/ds3, as SGLang; vLLM passes
+# depth k-1's output after its shared_head.norm (the choice of docs/MODEL.md, as SGLang; vLLM passes
 # the pre-norm output) and the token t_{i+1+k}.
 
 MTP_NAMES = {"enorm.weight": "enorm.weight", "hnorm.weight": "hnorm.weight",
@@ -473,7 +473,7 @@ def mtp_forward(model, mtp, tokens, h_norm, acts, notes, with_zero_fill=False, c
             break
         ids = torch.tensor(tokens[1 + k: 1 + k + n])
         e = d.embed_tokens(ids)
-        # SPEC §6: the embedding first in the concat
+        # docs/MODEL.md §6: the embedding first in the concat
         u = d.eh_proj(torch.cat([d.enorm(e), d.hnorm(h[:n])], dim=-1))[None]
         pos = torch.arange(n)[None]
         pe = model.model.rotary_emb(u, pos)
@@ -521,7 +521,7 @@ F32_STEPS = [
     ("RoPE inverse frequencies: modeling_rope_utils._compute_yarn_parameters (lines 465, 471, 479) "
      "builds inv_freq with dtype=torch.float (float32)",
      "the same transformers function is run with torch.float/torch.float32 mapped to float64 "
-     "(a copy of the function object with a torch proxy in its globals); checked against SPEC §4"),
+     "(a copy of the function object with a torch proxy in its globals); checked against docs/MODEL.md §4"),
     ("DeepseekV3RotaryEmbedding.forward (modeling_deepseek_v3.py:96-101) and "
      "DeepseekV2RotaryEmbedding.forward (modeling_deepseek_v2.py:215-216): position_ids.float() * "
      "inv_freq.float(), cos/sin (V2: torch.polar, complex64) in float32",
@@ -714,11 +714,11 @@ def patch_rotary(model, inv_freq64, attention_scaling):
     rot.forward = forward
 
 # ============================================================================
-# Cross-checks against SPEC §3/§4
+# Cross-checks against docs/MODEL.md §3/§4
 # ============================================================================
 
 def spec_yarn(cfg):
-    """SPEC §4, written out independently in float64. Returns (f', low, high)."""
+    """docs/MODEL.md §4, written out independently in float64. Returns (f', low, high)."""
     rs = cfg.get("rope_scaling") or {}
     Dr = cfg["qk_rope_head_dim"]
     base = float(cfg.get("rope_theta", 10000.0))
@@ -741,7 +741,7 @@ def spec_yarn(cfg):
 
 
 def spec_softmax_scale(cfg):
-    """SPEC §3: (Dn+Dr)^-0.5 * m^2, m = 0.1*mscale_all_dim*ln(factor) + 1 for yarn."""
+    """docs/MODEL.md §3: (Dn+Dr)^-0.5 * m^2, m = 0.1*mscale_all_dim*ln(factor) + 1 for yarn."""
     scale = (cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]) ** -0.5
     rs = cfg.get("rope_scaling") or {}
     if (rs.get("type") or rs.get("rope_type")) == "yarn" and rs.get("mscale_all_dim"):
@@ -752,24 +752,24 @@ def spec_softmax_scale(cfg):
 
 
 def check_rope_and_scale(model, cfg, inv64, attn_scaling):
-    """HF float32 inv_freq ~ SPEC within float32 rounding; HF-code-in-float64 ~ SPEC to double
-    rounding; HF softmax scale == SPEC's. Returns a dict of findings for the metadata."""
+    """HF float32 inv_freq ~ docs/MODEL.md §4 within float32 rounding; HF-code-in-float64 ~ docs/MODEL.md §4 to double
+    rounding; HF softmax scale == docs/MODEL.md §3's. Returns a dict of findings for the metadata."""
     spec, low, high = spec_yarn(cfg)
     hf32 = model.model.rotary_emb.inv_freq.detach().to(F64).numpy()  # as transformers built it
     ours = inv64.numpy()
     rel32 = float(np.max(np.abs(hf32 - spec) / spec))
     rel64 = float(np.max(np.abs(ours - spec) / spec))
     if rel32 > 4 * 2.0 ** -24 * 4:  # a few float32 ulps
-        raise AssertionError(f"transformers' float32 inv_freq differs from SPEC §4 by {rel32:.3g} (relative)")
+        raise AssertionError(f"transformers' float32 inv_freq differs from docs/MODEL.md §4 by {rel32:.3g} (relative)")
     if rel64 > 1e-14:
-        raise AssertionError(f"transformers' rope init in float64 differs from SPEC §4 by {rel64:.3g}")
+        raise AssertionError(f"transformers' rope init in float64 differs from docs/MODEL.md §4 by {rel64:.3g}")
     scalings = {float(layer.self_attn.scaling) for layer in model.model.layers}
     if len(scalings) != 1:
         raise AssertionError(f"layers disagree on the softmax scale: {scalings}")
     hf_scale = scalings.pop()
     spec_scale = spec_softmax_scale(cfg)
     if abs(hf_scale - spec_scale) > 1e-15 * spec_scale:
-        raise AssertionError(f"softmax scale: transformers {hf_scale!r}, SPEC §3 {spec_scale!r}")
+        raise AssertionError(f"softmax scale: transformers {hf_scale!r}, docs/MODEL.md §3 {spec_scale!r}")
     if abs(attn_scaling - 1.0) > 1e-15:
         print(f"  note: rope attention_scaling (cos/sin factor) is {attn_scaling!r}, not 1", file=sys.stderr)
     rs = cfg.get("rope_scaling") or {}
@@ -982,7 +982,7 @@ def run_case(model_dir, out_path, case, tokens_spec, meta_extra, zero_fill=None)
     if "float8_e4m3fn" not in dtypes:
         loader_check = cross_check_hf_loader(model_dir, model)
 
-    # float64 rope from transformers' own init, checked against SPEC; then the patches
+    # float64 rope from transformers' own init, checked against docs/MODEL.md §4; then the patches
     inv64, att = rope_inv_freq_f64(model)
     rope_checks = check_rope_and_scale(model, cfg, inv64, att)
     unpatched_hits, unpatched_logits, unpatched_mtp = audit(model, tokens, mtp)

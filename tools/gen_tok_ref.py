@@ -31,11 +31,11 @@ decode gives the replaced text, not the raw bytes.
 Unicode classes: `tokenizers` runs the Split regexes with Oniguruma, whose
 Unicode tables are newer than those of the PCRE2 a distribution ships (Debian
 12: Unicode 14; tokenizers 0.23: Unicode 16). The script also writes
-src/tokenizer_unicode.h: the code points Oniguruma puts in \p{L} \p{N} \p{P}
+src/tokenizer/unicode.h: the code points Oniguruma puts in \p{L} \p{N} \p{P}
 \p{S} \p{M} and \s, read back through tokenizers itself (a Split that
 removes what the class matches, over every code point). ds3 uses PCRE2's own
 classes where they agree and adds the missing ranges where they do not
-(src/tokenizer_regex.c, docs/TOKENIZER.md).
+(src/tokenizer/regex.c, docs/TOKENIZER.md).
 
 Per case the file holds: name, text (hex of the raw bytes), valid_utf8, ids
 (encode(text, add_special_tokens=False)), ids_special_as_text (the same with
@@ -298,7 +298,7 @@ def write_header(path, ranges):
     members = {k: set() for k in ranges}
     for k, rs in ranges.items():
         for lo, hi in rs:
-            # src/tokenizer_regex.c asks PCRE2 about planes 0-3 and 14 only
+            # src/tokenizer/regex.c asks PCRE2 about planes 0-3 and 14 only
             assert hi < 0x40000 or 0xE0000 <= lo <= hi < 0xF0000, f"{k}: range {lo:x}-{hi:x} outside the scanned planes"
     version = "older than 14.0"
     for v, k, cp in VERSION_PROBES:
@@ -311,7 +311,7 @@ def write_header(path, ranges):
         " *",
         f" * The code points that Hugging Face tokenizers {tokenizers.__version__} (Oniguruma, Unicode {version})",
         " * matches with \\p{L} \\p{N} \\p{P} \\p{S} \\p{M} and \\s, as sorted ranges lo, hi (inclusive),",
-        " * read back through tokenizers itself. src/tokenizer_regex.c compares them with",
+        " * read back through tokenizers itself. src/tokenizer/regex.c compares them with",
         " * PCRE2's classes and adds what PCRE2's Unicode tables lack (docs/TOKENIZER.md).",
         " */",
         "#ifndef DS3_TOKENIZER_UNICODE_H",
@@ -344,7 +344,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", default="data/tokenizers/deepseek-v3")
     ap.add_argument("--out", default="ref_data/tokenizer/deepseek-v3.json")
-    ap.add_argument("--header", default="src/tokenizer_unicode.h")
+    ap.add_argument("--header", default="src/tokenizer/unicode.h")
     ap.add_argument("--seed", type=int, default=20261123)
     args = ap.parse_args()
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_config.c — libFuzzer target for config.json (src/config.c): the input
+ * fuzz_config.c — libFuzzer target for config.json (src/model/config.c): the input
  * is the file's text.
  *
  * A config that parses is what every later stage trusts — the loader sizes
@@ -15,7 +15,7 @@
  *     without undefined behaviour.
  * A failure must leave a message naming the source.
  */
-#include "../../src/info.c"
+#include "../../src/tools/info.c"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /*
  * fuzz_index.c — libFuzzer target for model.safetensors.index.json: the input
  * is the index file of a sharded checkpoint, loaded by ds3_model_load
- * (src/loader.c) together with real shards.
+ * (src/model/loader.c) together with real shards.
  *
  * Setup (once): the micro model (micro_model.h) written in shards of ~1 kB,
  * so a valid index names several files. Each input replaces the index and

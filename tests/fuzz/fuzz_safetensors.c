@@ -1,6 +1,6 @@
 /*
  * fuzz_safetensors.c — libFuzzer target for the safetensors header and offset
- * parser (src/safetensors.c): the input is a whole file.
+ * parser (src/io/safetensors.c): the input is a whole file.
  *
  * The parser is reached below the mmap: this file includes safetensors.c to
  * call its static parse_header() on the input placed so that its last byte
@@ -17,7 +17,7 @@
  */
 /* MAP_ANONYMOUS is not POSIX: ask for the system's extensions first. */
 #define _DEFAULT_SOURCE
-#include "../../src/safetensors.c"
+#include "../../src/io/safetensors.c"
 
 #include <stdio.h>
 #include <sys/mman.h>

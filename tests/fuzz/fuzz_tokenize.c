@@ -1,7 +1,7 @@
 /*
  * fuzz_tokenize.c — libFuzzer target for encoding and decoding arbitrary
- * bytes with DeepSeek-V3's own tokenizer (src/tokenizer.c,
- * src/tokenizer_encode.c).
+ * bytes with DeepSeek-V3's own tokenizer (src/tokenizer/tokenizer.c,
+ * src/tokenizer/encode.c).
  *
  * The tokenizer is loaded once: $FUZZ_TOKENIZER, else
  * data/tokenizers/deepseek-v3/ (run from the repository root, as
@@ -19,7 +19,7 @@
  *     else matches the concatenated token bytes, and so does the stream;
  *   - with DS3_TOKENIZE_BOS: the BOS id first, then the plain ids.
  */
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /*
  * fuzz_tokenizer.c — libFuzzer target for loading a tokenizer
- * (ds3_tokenizer_load_mem, src/tokenizer.c): the input is a tokenizer.json,
+ * (ds3_tokenizer_load_mem, src/tokenizer/tokenizer.c): the input is a tokenizer.json,
  * optionally followed by a NUL byte and a tokenizer_config.json.
  *
  * A failure must be an error with a message naming the file and hand out no
@@ -17,7 +17,7 @@
  *   - ds3_tokenizer_token_id finds every added token's bytes again, and
  *     whatever it finds for a token's bytes is a token of those bytes.
  */
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
 #ifndef DS3_FUZZ_MICRO_MODEL_H
 #define DS3_FUZZ_MICRO_MODEL_H
 
-#include "internal.h"
+#include "generate/generate.h"
 
 #include <dirent.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
 #ifndef DS3_FUZZ_TOKENIZER_CHECKS_H
 #define DS3_FUZZ_TOKENIZER_CHECKS_H
 
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,0 +1,233 @@
+/*
+ * sample.c — choosing the next token from a row of logits.
+ *
+ * Greedy (temp <= 0): argmax, the lowest index on ties, so that greedy output
+ * is a pure function of the logits (docs/MODEL.md §5's tie rule, applied to tokens).
+ *
+ * Otherwise, nucleus (top-p) sampling, defined exactly so that another
+ * implementation (tools/gen_ref.py, a test) can reproduce every draw:
+ *
+ *   1. p_i = exp((l_i - max l) / temp) / Σ_j exp((l_j - max l) / temp),
+ *      in double, the sum taken in index order.
+ *   2. Order the tokens by p descending, ties by index ascending.
+ *   3. Keep the shortest prefix of that order whose cumulative mass c_k
+ *      reaches top_p (at least one token; all of them when top_p == 1 or
+ *      when rounding keeps the total just below top_p).
+ *   4. Draw u in [0,1) from the PRNG; r = u · c_k; return the first token of
+ *      the prefix whose cumulative mass exceeds r (the last one if rounding
+ *      leaves none).
+ *
+ * PRNG: splitmix64 (Steele, Lea, Flood 2014; the constants of Vigna's
+ * reference C code), state initialised to the seed, one 64-bit output per
+ * draw, u = (output >> 11) · 2^-53. Any seed, 0 included, is fine.
+ *
+ * Logits that are NaN are an upstream bug, reported rather than sampled
+ * around. +Inf logits share all the mass; -Inf logits get none.
+ */
+#include "generate/generate.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* A token and its probability, sorted together so the comparator needs no
+ * context (qsort has none, and a global would make samplers share state). */
+struct tok_prob {
+    double p;
+    int id;
+};
+
+struct ds3_sampler {
+    float temp;            /* <= 0: greedy */
+    float top_p;           /* (0, 1] */
+    uint64_t state;        /* splitmix64 */
+    /* scratch grown to the largest vocab seen: sorting needs it */
+    int cap;
+    struct tok_prob *tp;   /* [cap] */
+};
+
+/* ---- PRNG ------------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* A double in [0, 1): the top 53 bits, so every value is exact. */
+static double next_unit(uint64_t *state) {
+    return (double)(splitmix64(state) >> 11) * 0x1.0p-53;
+}
+
+/* ---- construction ------------------------------------------------------------ */
+
+ds3_status ds3_sampler_new(float temp, float top_p, uint64_t seed, ds3_sampler **out) {
+    if (!out) return ds3_fail(DS3_ERR_ARG, "ds3_sampler_new: out is NULL");
+    *out = NULL;
+    if (isnan(temp) || isinf(temp))
+        return ds3_fail(DS3_ERR_ARG, "sampler: temperature %g is not a finite number", (double)temp);
+    if (!(top_p > 0.0f && top_p <= 1.0f))
+        return ds3_fail(DS3_ERR_ARG, "sampler: top_p %g is outside (0, 1]", (double)top_p);
+    ds3_sampler *s = ds3_calloc(1, sizeof *s);
+    if (!s) return DS3_ERR_NOMEM;
+    s->temp = temp;
+    s->top_p = top_p;
+    s->state = seed;
+    *out = s;
+    return DS3_OK;
+}
+
+void ds3_sampler_free(ds3_sampler *s) {
+    if (!s) return;
+    free(s->tp);
+    free(s);
+}
+
+/* ---- sampling ------------------------------------------------------------------ */
+
+static int argmax(const ds3_real *logits, int vocab) {
+    int best = 0;
+    for (int i = 1; i < vocab; i++)
+        if (logits[i] > logits[best]) best = i;   /* strict: the first maximum wins */
+    return best;
+}
+
+/* Descending probability, ties by ascending id: a total order, so qsort's
+ * instability cannot show. */
+static int by_prob_desc(const void *a, const void *b) {
+    const struct tok_prob *x = a, *y = b;
+    if (x->p > y->p) return -1;
+    if (x->p < y->p) return 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static bool reserve(ds3_sampler *s, int vocab) {
+    if (vocab <= s->cap) return true;
+    struct tok_prob *tp = ds3_malloc((size_t)vocab * sizeof *tp);
+    if (!tp) return false;
+    free(s->tp);
+    s->tp = tp;
+    s->cap = vocab;
+    return true;
+}
+
+int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
+    if (!s || !logits || vocab <= 0) {
+        ds3_fail(DS3_ERR_ARG, "ds3_sample: %s", !s ? "sampler is NULL" : !logits ? "logits is NULL"
+                                                                                : "vocab must be positive");
+        return -1;
+    }
+    for (int i = 0; i < vocab; i++) {
+        if (isnan(logits[i])) {
+            ds3_fail(DS3_ERR_ARG, "ds3_sample: logits[%d] is NaN", i);
+            return -1;
+        }
+    }
+    if (s->temp <= 0.0f) return argmax(logits, vocab);
+    if (!reserve(s, vocab)) return -1;
+
+    /* 1. softmax(l / temp) in double. x == max handles +Inf (all +Inf share the
+     *    mass) and the all -Inf row (uniform) without computing Inf - Inf. */
+    double mx = (double)logits[argmax(logits, vocab)];
+    double t = (double)s->temp, sum = 0.0;
+    struct tok_prob *tp = s->tp;
+    for (int i = 0; i < vocab; i++) {
+        double x = (double)logits[i];
+        tp[i].p = (x == mx) ? 1.0 : isinf(mx) ? 0.0 : exp((x - mx) / t);
+        tp[i].id = i;
+        sum += tp[i].p;
+    }
+    for (int i = 0; i < vocab; i++) tp[i].p /= sum;
+
+    /* 2. the nucleus order. */
+    qsort(tp, (size_t)vocab, sizeof *tp, by_prob_desc);
+
+    /* 3. the nucleus: shortest prefix with mass >= top_p (all when top_p is 1,
+     *    so that rounding cannot drop the tail there). */
+    int keep = vocab;
+    double mass = 0.0;
+    for (int k = 0; k < vocab; k++) {
+        mass += tp[k].p;
+        if (s->top_p < 1.0f && mass >= (double)s->top_p) {
+            keep = k + 1;
+            break;
+        }
+    }
+
+    /* 4. inverse CDF over the nucleus, renormalised by its mass. */
+    double r = next_unit(&s->state) * mass, c = 0.0;
+    for (int k = 0; k < keep; k++) {
+        c += tp[k].p;
+        if (c > r) return tp[k].id;
+    }
+    return tp[keep - 1].id;
+}
+
+/* ---- distributions, for speculative sampling (spec.c) ------------------------ */
+
+bool ds3_sampler_greedy(const ds3_sampler *s) { return s->temp <= 0.0f; }
+
+double ds3_sampler_uniform(ds3_sampler *s) { return next_unit(&s->state); }
+
+/*
+ * The distribution ds3_sample draws from, written out: steps 1-3 above, then
+ * each nucleus token's p divided by the nucleus mass (step 4 draws r = u·mass
+ * from the unnormalised masses, the same thing). Greedy: one-hot at the argmax.
+ */
+int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double *p) {
+    for (int i = 0; i < vocab; i++)
+        if (isnan(logits[i])) {
+            ds3_fail(DS3_ERR_ARG, "ds3_sampler_probs: logits[%d] is NaN", i);
+            return -1;
+        }
+    if (s->temp <= 0.0f) {
+        for (int i = 0; i < vocab; i++) p[i] = 0.0;
+        p[argmax(logits, vocab)] = 1.0;
+        return 0;
+    }
+    double mx = (double)logits[argmax(logits, vocab)];
+    double t = (double)s->temp, sum = 0.0;
+    for (int i = 0; i < vocab; i++) {
+        double x = (double)logits[i];
+        p[i] = (x == mx) ? 1.0 : isinf(mx) ? 0.0 : exp((x - mx) / t);
+        sum += p[i];
+    }
+    for (int i = 0; i < vocab; i++) p[i] /= sum;
+    if (s->top_p >= 1.0f) return 0;
+
+    /* The nucleus, chosen exactly as ds3_sample chooses it. */
+    if (!reserve(s, vocab)) return -1;
+    struct tok_prob *tp = s->tp;
+    for (int i = 0; i < vocab; i++) {
+        tp[i].p = p[i];
+        tp[i].id = i;
+    }
+    qsort(tp, (size_t)vocab, sizeof *tp, by_prob_desc);
+    int keep = vocab;
+    double mass = 0.0;
+    for (int k = 0; k < vocab; k++) {
+        mass += tp[k].p;
+        if (mass >= (double)s->top_p) {
+            keep = k + 1;
+            break;
+        }
+    }
+    for (int k = keep; k < vocab; k++) p[tp[k].id] = 0.0;
+    for (int k = 0; k < keep; k++) p[tp[k].id] = tp[k].p / mass;
+    return 0;
+}
+
+int ds3_sample_from(const double *p, int vocab, double u) {
+    double sum = 0.0;
+    int last = 0;
+    for (int i = 0; i < vocab; i++) {
+        sum += p[i];
+        if (p[i] > 0) last = i;
+    }
+    double r = u * sum, c = 0.0;
+    for (int i = 0; i < vocab; i++) {
+        c += p[i];
+        if (p[i] > 0 && c > r) return i;
+    }
+    return last;
+}

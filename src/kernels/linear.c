@@ -1,0 +1,270 @@
+/*
+ * linear.c — out = in · Wᵀ for weights kept in their checkpoint dtype.
+ *
+ *   out[T][rows] = in[T][cols] · w[rows][cols]ᵀ        (PyTorch's nn.Linear, no bias)
+ *
+ * Every projection of the model goes through here. Weights stay as stored
+ * (F32, BF16, F16 or block-scaled F8_E4M3, mmap'd) and are dequantised exactly
+ * into the scalar type as they are read (docs/MODEL.md §1, §7), 128 columns at a time,
+ * so each weight byte is read once per call.
+ *
+ * Three implementations of the same product:
+ *   - ds3_linear_ref: the plain loops. Each output element is one sequential
+ *     sum over j = 0..cols-1. The slow, obviously-right twin the tests hold the
+ *     others to (and the path of DS3_KERNELS_REF).
+ *   - the lane kernel (linear_lanes): each element is the sum of LANES
+ *     partial sums — lane k adds the products j ≡ k (mod LANES) in order —
+ *     combined by a fixed tree. Written with GCC/clang vector extensions so the
+ *     compiler emits SIMD without intrinsics; no FMA contraction (the Makefile
+ *     passes -ffp-contract=off), so the bits are the same on every x86-64 and
+ *     every compiler. It serves decode (T = 1), and every T in deterministic
+ *     mode and in BLAS=none builds.
+ *   - the BLAS path (T > 1): rows are dequantised 128 at a time into a tile
+ *     and each tile is one single-threaded sgemm (dgemm in the f64 build);
+ *     OpenMP runs the tiles in parallel.
+ *
+ * Determinism. An element's value depends only on its input row and weight
+ * row, never on T or on the thread count: OpenMP splits output rows (and
+ * tiles), and no reduction crosses threads. The lane kernel also gives the
+ * same bits for any T, so in deterministic mode a full prefill and
+ * prefill-then-decode produce byte-identical logits. OpenBLAS's GEMM does not
+ * promise that across M (its kernels block the reduction by M-dependent
+ * paths), which is why deterministic mode exists; it is off by default
+ * because it makes prefill several times slower (docs/ARCHITECTURE.md §6).
+ */
+#include "kernels/kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Inside another parallel region (experts run in parallel) the kernels stay
+ * on the calling thread rather than rely on the nesting setting. (Without
+ * OpenMP the pragmas that ask are ignored, and so is this.) */
+#ifdef _OPENMP
+static bool in_parallel(void) { return omp_in_parallel(); }
+#endif
+
+#ifdef DS3_BLAS
+#include <cblas.h>
+bool ds3_use_blas = true;
+#else
+bool ds3_use_blas = false;
+#endif
+
+bool ds3_have_blas(void) {
+#ifdef DS3_BLAS
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* Columns decoded at once in the plain path: one FP8 scale block. */
+#define COL_BLOCK DS3_FP8_BLOCK
+
+void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    const int64_t rows = w->rows, cols = w->cols;
+    for (int64_t i = 0; i < (int64_t)T * rows; i++) out[i] = 0;
+#pragma omp parallel for schedule(static) if (!in_parallel())
+    for (int64_t i = 0; i < rows; i++) {
+        ds3_real buf[COL_BLOCK];  /* row i, columns [j0, j0+nb), dequantised */
+        for (int64_t j0 = 0; j0 < cols; j0 += COL_BLOCK) {
+            int64_t nb = cols - j0 < COL_BLOCK ? cols - j0 : COL_BLOCK;
+            ds3_tensor_block(buf, w, i, j0, nb);
+            /* out[t][i] carries the running sum, so each element is one
+             * sequential sum in column order whatever the blocking. */
+            for (int t = 0; t < T; t++) {
+                const ds3_real *x = in + (int64_t)t * cols + j0;
+                ds3_real s = out[(int64_t)t * rows + i];
+                for (int64_t j = 0; j < nb; j++) s += x[j] * buf[j];
+                out[(int64_t)t * rows + i] = s;
+            }
+        }
+    }
+}
+
+/* ========================================================================== */
+/* The lane kernel (src/kernels/lanes.h), built portably here and with AVX2 in         */
+/* linear_avx2.c; the CPU picks at run time. Same arithmetic, same bits.       */
+/* ========================================================================== */
+
+#define LANES_FN(name) name##_portable
+typedef float v8f_portable __attribute__((vector_size(32)));
+#ifndef DS3_F64
+/* Eight e4m3 codes to their exact values, by table (float builds' fused loops). */
+static inline void fp8x8_portable(v8f_portable *out, const unsigned char *q) {
+    float v[8];
+    for (int k = 0; k < 8; k++) v[k] = ds3_e4m3_table[q[k]];
+    memcpy(out, v, sizeof v);
+}
+#endif
+#include "lanes.h"
+#undef LANES_FN
+
+typedef void lanes_fn(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
+#if defined(__x86_64__) && defined(__GNUC__)
+lanes_fn ds3_lanes_rows_avx2;  /* linear_avx2.c */
+#endif
+
+static bool have_avx2(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return ds3_cpu_has_avx2_f16c();  /* what linear_avx2.c is built with */
+#else
+    return false;
+#endif
+}
+
+/* The kernel copy in use: NULL until the first call picks the AVX2 one where
+ * the CPU has it (no FMA: the bits do not change) and DS3_NO_AVX2 is unset. */
+static lanes_fn *lanes_kernel;
+
+static lanes_fn *pick_lanes(void) {
+    lanes_fn *k;
+#pragma omp atomic read
+    k = lanes_kernel;
+    if (k) return k;
+#if defined(__x86_64__) && defined(__GNUC__)
+    k = !getenv("DS3_NO_AVX2") && have_avx2() ? ds3_lanes_rows_avx2 : lanes_rows_portable;
+#else
+    k = lanes_rows_portable;
+#endif
+#pragma omp atomic write
+    lanes_kernel = k;
+    return k;
+}
+
+bool ds3_lanes_select_avx2(bool on) {
+    if (on && !have_avx2()) return false;
+#if defined(__x86_64__) && defined(__GNUC__)
+    lanes_kernel = on ? ds3_lanes_rows_avx2 : lanes_rows_portable;
+#else
+    lanes_kernel = lanes_rows_portable;
+#endif
+    return true;
+}
+
+/* Rows handed to one OpenMP iteration: small enough to balance, large enough
+ * that the loop overhead does not show on small matrices. */
+#define ROW_CHUNK 16
+
+static void linear_lanes(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    lanes_fn *k = pick_lanes();
+    const int64_t rows = w->rows;
+    const int64_t nchunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
+#pragma omp parallel for schedule(static) if (rows * w->cols * (int64_t)T > 32768 && !in_parallel())
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t i0 = c * ROW_CHUNK, i1 = i0 + ROW_CHUNK < rows ? i0 + ROW_CHUNK : rows;
+        k(out, in, w, T, i0, i1);
+    }
+}
+
+#ifdef DS3_BLAS
+/*
+ * Tile buffer for the BLAS path, one per thread, grown to the largest tile
+ * seen and then reused: after the first forward pass no call allocates.
+ */
+static _Thread_local ds3_real *tile_buf;
+static _Thread_local size_t tile_cap;
+
+/* Rows per tile: one FP8 scale block, large enough for an efficient GEMM. */
+#define TILE_ROWS 128
+
+/*
+ * OpenBLAS's own threading is switched off. Measured on OpenBLAS 0.3.21: a
+ * threaded sgemm gives different bits for 1 and 2 threads on most shapes
+ * (M=64, N=512, K=320, say), because how it splits the work changes
+ * which kernel computes which element. ds3 instead splits the output into
+ * fixed 128-row tiles, one single-threaded GEMM each, run in parallel by
+ * OpenMP: an element is always computed by the same call on the same data,
+ * whatever the thread count. In an OpenMP build of OpenBLAS a call from inside
+ * a parallel region is single-threaded anyway; a pthreads build needs telling.
+ */
+static void blas_single_threaded(void) {
+    /* 1: pthreads build. Checked on every call, in case the program changed it. */
+    if (openblas_get_parallel() == 1 && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    const int64_t rows = w->rows, cols = w->cols;
+    const int64_t ntiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
+    blas_single_threaded();
+    bool fail = false;
+#pragma omp parallel for schedule(static) reduction(|| : fail) if (!in_parallel())
+    for (int64_t tile = 0; tile < ntiles; tile++) {
+        int64_t r0 = tile * TILE_ROWS;
+        int64_t nr = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
+        size_t need = (size_t)TILE_ROWS * (size_t)cols;
+        if (need > tile_cap) {
+            ds3_real *nb = realloc(tile_buf, need * sizeof(ds3_real));
+            if (!nb) { fail = true; continue; }
+            tile_buf = nb;
+            tile_cap = need;
+        }
+        ds3_tensor_rows(tile_buf, w, r0, nr);
+        /* out[:, r0:r0+nr] = in · tileᵀ; ldc = rows writes into the full output. */
+#ifdef DS3_F64
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)cols, 1.0, in,
+                    (int)cols, tile_buf, (int)cols, 0.0, out + r0, (int)rows);
+#else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)cols, 1.0f, in,
+                    (int)cols, tile_buf, (int)cols, 0.0f, out + r0, (int)rows);
+#endif
+    }
+    /* Out of memory for a tile buffer: the plain path needs none. */
+    if (fail) ds3_linear_ref(out, in, w, T);
+}
+#endif
+
+/* Calls of at most this many tokens use the lane kernel in fast mode too. */
+#define LANES_MAX_T 4
+
+ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out) {
+    static const char *const names[] = {"fast", "deterministic", "ref"};
+    for (int i = 0; i < 3; i++)
+        if (name && strcmp(name, names[i]) == 0) {
+            *out = (ds3_kernels)i;
+            return DS3_OK;
+        }
+    return ds3_fail(DS3_ERR_ARG, "unknown kernels '%s' (expected fast, deterministic or ref)", name ? name : "");
+}
+
+void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    switch (k) {
+    case DS3_KERNELS_REF:
+        ds3_linear_ref(out, in, w, T);
+        return;
+    case DS3_KERNELS_FAST:
+#ifdef DS3_BLAS
+        /* A GEMM on a dequantised tile pays for the dequantisation and the
+         * packing once per call; up to LANES_MAX_T tokens the lane kernel,
+         * which decodes each weight once for up to four tokens, is faster
+         * (measured on a 256 x 1024 FP8 expert: 2-2.6x for 2-4 tokens, about
+         * even at 6-8, BLAS 2x ahead at 16). Most experts of a prefill see
+         * that few tokens. */
+        if (ds3_use_blas && T > LANES_MAX_T) {
+            linear_blas(out, in, w, T);
+            return;
+        }
+#endif
+        /* fall through - a few tokens, or no BLAS */
+    case DS3_KERNELS_DETERMINISTIC:
+        linear_lanes(out, in, w, T);
+        return;
+    }
+}
+
+void ds3_linear_release(void) {
+#ifdef DS3_BLAS
+    /* every thread of the team frees its own buffer */
+#pragma omp parallel
+    {
+        free(tile_buf);
+        tile_buf = NULL;
+        tile_cap = 0;
+    }
+#endif
+}

@@ -1,0 +1,129 @@
+/*
+ * linear_avx2.c — the lane kernel of src/kernels/lanes.h built with -mavx2 -mf16c
+ * (the Makefile adds the flags for this file on x86-64). linear.c calls it when
+ * the CPU has AVX2 and F16C; the arithmetic, hence every bit, is that of the portable copy
+ * (tests/test_linear.c compares the two).
+ */
+#include "kernels/kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include <string.h>
+
+#define LANES_FN(name) name##_avx2
+
+#ifndef DS3_F64  /* the fused FP8 loops exist in float builds only */
+/*
+ * Eight e4m3 codes to their exact f32 values with AVX2 and F16C, no table.
+ * An e4m3 code s|eeee|mmm, shifted left by 7 in a 16-bit lane, is the IEEE
+ * half s|0eeee|mmm0000000 once the sign moves from bit 14 to bit 15: its
+ * value is the e4m3 value times 2^-8 exactly, because half's exponent bias is
+ * 15 where e4m3's is 7, and half's subnormals (exponent field 0) line up with
+ * e4m3's. vcvtph2ps widens it exactly and the product by 2^8 is exact. Only
+ * the NaN codes (0x7f, 0xff: all seven low bits set) would come out as
+ * finite halves; they are detected on the eight bytes with integer
+ * arithmetic and decoded by the bit-by-bit path above. (This file is built
+ * with -mavx2 -mf16c; it runs only where the CPU has both.) Every step is
+ * exact, so the values equal ds3_e4m3_table's (tests/test_linear.c checks all 256 codes through both
+ * copies of the kernel).
+ */
+static inline void fp8x8_bits(__m256 *out, long long raw) {
+    __m256i b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(raw));
+    __m256i em = _mm256_and_si256(b, _mm256_set1_epi32(0x7f));
+    __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(em, 20), _mm256_set1_epi32(120 << 23));
+    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(em), _mm256_set1_ps(0x1p-9f));
+    __m256i is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(8), em);
+    __m256i is_nan = _mm256_cmpeq_epi32(em, _mm256_set1_epi32(0x7f));
+    __m256i bits = _mm256_blendv_epi8(normal, _mm256_castps_si256(sub), is_sub);
+    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), is_nan);
+    bits = _mm256_or_si256(bits, _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24));
+    *out = _mm256_castsi256_ps(bits);
+}
+
+static inline void fp8x8_avx2(__m256 *out, const unsigned char *q) {
+    long long raw;
+    memcpy(&raw, q, 8);
+    /* a byte whose low seven bits are all set carries into its top bit */
+    const unsigned long long low7 = (unsigned long long)raw & 0x7f7f7f7f7f7f7f7full;
+    if (__builtin_expect(((low7 + 0x0101010101010101ull) & 0x8080808080808080ull) != 0, 0)) {
+        fp8x8_bits(out, raw);
+        return;
+    }
+    __m128i u = _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(raw)), 7);
+    u = _mm_add_epi16(u, _mm_and_si128(u, _mm_set1_epi16(0x4000)));  /* sign: bit 14 -> 15 */
+    *out = _mm256_mul_ps(_mm256_cvtph_ps(u), _mm256_set1_ps(256.0f));
+}
+#endif
+
+#include "lanes.h"
+
+void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
+void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1) {
+    lanes_rows_avx2(out, in, w, T, i0, i1);
+}
+
+#ifndef DS3_F64
+/*
+ * ds3_tensor_rows for BF16 and F8_E4M3 rows, eight elements per step: the
+ * dequantisation of a BLAS tile (linear.c) and of every other block of rows.
+ * Element-wise and exact up to the one rounding of value · scale that the
+ * scalar loop also does, so the values are bit-identical to dtype.c's
+ * (tests/test_dtype.c compares them). Returns false for other dtypes.
+ */
+bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n);
+bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n) {
+    const int64_t cols = w->cols;
+    if (w->dtype == DS3_DT_BF16) {
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 * cols) * 2;
+        const int64_t count = n * cols;
+        int64_t k = 0;
+        for (; k + 8 <= count; k += 8) {
+            __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * k));
+            __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);  /* bf16: the top half of an f32 */
+            _mm256_storeu_ps(out + k, _mm256_castsi256_ps(u));
+        }
+        for (; k < count; k++) {
+            uint32_t u = (uint32_t)((uint16_t)(p[2 * k] | p[2 * k + 1] << 8)) << 16;
+            memcpy(out + k, &u, 4);
+        }
+        return true;
+    }
+    if (w->dtype != DS3_DT_F8_E4M3) return false;
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 * cols);
+    const int64_t ncb = (cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
+    for (int64_t i = 0; i < n; i++) {
+        const unsigned char *q = p + i * cols;
+        float *o = out + i * cols;
+        const unsigned char *srow = (const unsigned char *)w->scale_inv + 4 * (size_t)(((r0 + i) / DS3_FP8_BLOCK) * ncb);
+        for (int64_t j0 = 0; j0 < cols; j0 += DS3_FP8_BLOCK) {
+            float sc = 1.0f;  /* unscaled e4m3 (tests, tools) */
+            if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
+            const __m256 sv = _mm256_set1_ps(sc);
+            const int64_t j1 = j0 + DS3_FP8_BLOCK < cols ? j0 + DS3_FP8_BLOCK : cols;
+            int64_t j = j0;
+            for (; j + 8 <= j1; j += 8) {
+                __m256 v;
+                fp8x8_avx2(&v, q + j);
+                _mm256_storeu_ps(o + j, _mm256_mul_ps(v, sv));
+            }
+            for (; j < j1; j++) o[j] = ds3_e4m3_table[q[j]] * sc;
+        }
+    }
+    return true;
+}
+
+/* ops.c's attention dot product and axpy (vecops.h), AVX2 copy. */
+#define VEC_FN(name) name##_avx2
+#include "vecops.h"
+#undef VEC_FN
+
+ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n);
+ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n) { return dot_avx2(a, b, n); }
+void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
+void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n) { axpy_avx2(y, a, x, n); }
+#endif
+
+#else
+/* Not x86-64: nothing here; linear.c uses the portable copy. */
+typedef int ds3_linear_avx2_unused;
+#endif

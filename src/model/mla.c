@@ -1,0 +1,272 @@
+/*
+ * mla.c — multi-head latent attention (docs/MODEL.md §3: equations (1)-(11)
+ * of the DeepSeek-V3 technical report; DeepSeek-V2 paper §2.1).
+ *
+ * For each token x (already RMS-normalised) at position p:
+ *   c^Q  = RMSNorm_qa(q_a_proj · x)                              (6)  [Rq]
+ *   q    = q_b_proj · c^Q  (or q_proj · x)  = H × [q^C (7) | q^R]  [H][Dn+Dr]
+ *   q^R  = RoPE(q^R, p)                                          (8), q = [q^C; q^R] (9)
+ *   [c | k^R] = kv_a_proj_with_mqa · x                                [C+Dr]
+ *   c^KV = RMSNorm_kva(c)     the compressed latent              (1): all the
+ *                             per-head information the cache keeps
+ *   k^R  = RoPE(k^R, p)       one rotary key shared by all heads (3)
+ * and then, with kv_b_proj viewed as H × [W^UK (Dn rows) | W^UV (Dv rows)] × C,
+ *
+ *   naive:    k^C[h] = W^UK[h]·c^KV (2),  k = [k^C; k^R] (4),  v[h] = W^UV[h]·c^KV (5),
+ *             cached per head; score = q·k · scale
+ *   absorbed: score = ((W^UK[h]ᵀ q^C)·c^KV + q^R·k^R) · scale
+ *             o[h]  = W^UV[h] · Σ_t P_t c^KV_t
+ *   o[h] = Σ_t softmax(score)_t v_t                              (10)
+ *   out  = o_proj · [o_1 … o_H]                                  (11)
+ *
+ * The two forms are the same sums regrouped; the absorbed one (the official
+ * code's default) caches C + Dr values per token and layer instead of
+ * H·(Dn+Dr+Dv). Both are kept: the naive form is the one that reads like the
+ * paper and is what tests hold the absorbed form to.
+ *
+ * The softmax scale (Dn+Dr)^-0.5 · m² (rope.c: YaRN's m) is applied in one
+ * place, mla_scale_scores, for both forms. Scratch: the buffers of `mla_bufs`,
+ * laid out once by `plan`.
+ */
+#include "model/model.h"
+
+#include <string.h>
+
+/* The scratch of one call, for T tokens and a cache of S positions. */
+typedef struct {
+    ds3_real *q;        /* [T][H][Dn+Dr] queries [q^C | q^R] */
+    ds3_real *kv;       /* [T][C+Dr] [c^KV | k^R] of the new tokens */
+    ds3_real *scores;   /* [T][H][S] attention scores, then probabilities */
+    ds3_real *o;        /* [T][H][Dv] per-head outputs */
+    ds3_real *cq;       /* [T][Rq] c^Q (q-LoRA) */
+    ds3_real *wkvb;     /* absorbed: [H][Dn+Dv][C] kv_b_proj, dequantised */
+    ds3_real *qc;       /* absorbed: [T][H][C] W^UKᵀ q^C */
+    ds3_real *oc;       /* absorbed: [T][H][C] Σ_t P_t c^KV_t */
+    ds3_real *kvb;      /* naive: [T][H][Dn+Dv] [k^C | v] of the new tokens */
+} mla_bufs;
+
+static void plan(mla_bufs *b, ds3_arena *a, const ds3_config *c, int T, int S, ds3_attn_mode attn) {
+    const size_t H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
+                 Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, Rq = c->q_lora_rank;
+    memset(b, 0, sizeof *b);
+    b->q = ds3_take(a, T * H * (Dn + Dr));
+    b->kv = ds3_take(a, T * (C + Dr));
+    b->scores = ds3_take(a, T * H * (size_t)S);
+    b->o = ds3_take(a, T * H * Dv);
+    b->cq = ds3_take(a, T * Rq);
+    if (attn == DS3_ATTN_ABSORB) {
+        b->wkvb = ds3_take(a, H * (Dn + Dv) * C);
+        b->qc = ds3_take(a, T * H * C);
+        b->oc = ds3_take(a, T * H * C);
+    } else {
+        b->kvb = ds3_take(a, T * H * (Dn + Dv));
+    }
+}
+
+void ds3_mla_reserve(ds3_arena *a, const ds3_config *c, int T, int max_seq, ds3_attn_mode attn) {
+    mla_bufs b;
+    plan(&b, a, c, T, max_seq, attn);
+}
+
+/* ========================================================================== */
+/* Projections in                                                              */
+/* ========================================================================== */
+
+/* (6)-(9): q = [q^C | RoPE(q^R)] per head, through the low-rank c^Q (q-LoRA)
+ * or one projection when q_lora_rank is null (V2-Lite). */
+static void mla_queries(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, const ds3_real *x, int T,
+                        int start) {
+    const ds3_config *c = &s->m->cfg;
+    const int H = c->num_attention_heads, Dn = c->qk_nope_head_dim, Dr = c->qk_rope_head_dim,
+              Rq = c->q_lora_rank, Dq = Dn + Dr;
+    if (Rq > 0) {
+        ds3_proj(s, b->cq, x, &l->q_a_proj, T);
+        for (int t = 0; t < T; t++) ds3_norm(s, b->cq + (size_t)t * Rq, b->cq + (size_t)t * Rq, l->q_a_layernorm, Rq);
+        ds3_proj(s, b->q, b->cq, &l->q_b_proj, T);
+    } else {
+        ds3_proj(s, b->q, x, &l->q_proj, T);
+    }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) ds3_rotate(s, b->q + ((size_t)t * H + h) * Dq + Dn, start + t);
+    ds3_round(s, b->q, (size_t)T * H * Dq, DS3_EMUL_ROPE);  /* q^R (q^C is bf16 already) */
+}
+
+/* (1) and (3): [c^KV | k^R] per token, the latent normalised, the key rotated. */
+static void mla_latent(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, const ds3_real *x, int T,
+                       int start) {
+    const ds3_config *c = &s->m->cfg;
+    const int C = c->kv_lora_rank, Dr = c->qk_rope_head_dim;
+    ds3_proj(s, b->kv, x, &l->kv_a_proj_with_mqa, T);
+    for (int t = 0; t < T; t++) {
+        ds3_real *row = b->kv + (size_t)t * (C + Dr);
+        ds3_norm(s, row, row, l->kv_a_layernorm, C);  /* c^KV */
+        ds3_rotate(s, row + C, start + t);            /* k^R */
+    }
+    ds3_round(s, b->kv, (size_t)T * (C + Dr), DS3_EMUL_ROPE);  /* k^R (c^KV is bf16 already) */
+}
+
+/* ========================================================================== */
+/* Scores                                                                      */
+/* ========================================================================== */
+
+/* (10)'s 1/√(Dn+Dr), times YaRN's m² (ds3_attn_softmax_scale), applied to
+ * the n scores q·k of one (token, head): the only place the scale is applied.
+ * A bf16 build rounds q·k (a matmul result) and the product (a bf16 op). */
+static void mla_scale_scores(const ds3_state *s, ds3_real *sc, int n) {
+    const ds3_real scale = (ds3_real)s->m->attn_scale;
+    ds3_round(s, sc, (size_t)n, DS3_EMUL_SCORES);
+    for (int u = 0; u < n; u++) sc[u] *= scale;
+    ds3_round(s, sc, (size_t)n, DS3_EMUL_SCORES);
+}
+
+/* Scores of n positions, then softmax: the probabilities, in place. */
+static void mla_softmax(const ds3_state *s, ds3_real *sc, int n) {
+    mla_scale_scores(s, sc, n);
+    ds3_softmax(sc, n);
+    ds3_round(s, sc, (size_t)n, DS3_EMUL_PROBS);
+}
+
+/* ========================================================================== */
+/* The two forms                                                               */
+/* ========================================================================== */
+
+/*
+ * Naive: expand the latent into per-head keys and values, cache those, and
+ * attend as ordinary multi-head attention.
+ *   k^C, v = kv_b_proj · c^KV (2), (5);  k = [k^C; k^R] (4);  (10)
+ */
+static void mla_attend_naive(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, ds3_kv_cache *kv, int T,
+                             int start) {
+    const ds3_config *c = &s->m->cfg;
+    const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
+              Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, S = s->max_seq, Dq = Dn + Dr;
+    /* The shared rotary key goes into every head's cached key [k^C | k^R]. */
+    for (int t = 0; t < T; t++) {
+        size_t pos = (size_t)(start + t);
+        const ds3_real *kpe = b->kv + (size_t)t * (C + Dr) + C;
+        for (int h = 0; h < H; h++) memcpy(kv->k + (pos * H + h) * Dq + Dn, kpe, Dr * sizeof(ds3_real));
+    }
+    /* Pack the latents c^KV contiguously ([T][C]) as the GEMM's input. */
+    for (int t = 0; t < T; t++)
+        memmove(b->kv + (size_t)t * C, b->kv + (size_t)t * (C + Dr), C * sizeof(ds3_real));
+    ds3_proj(s, b->kvb, b->kv, &l->kv_b_proj, T);
+    for (int t = 0; t < T; t++) {
+        size_t pos = (size_t)(start + t);
+        for (int h = 0; h < H; h++) {
+            const ds3_real *src = b->kvb + ((size_t)t * H + h) * (Dn + Dv);
+            memcpy(kv->k + (pos * H + h) * Dq, src, Dn * sizeof(ds3_real));                /* k^C */
+            memcpy(kv->v + (pos * H + h) * Dv, src + Dn, Dv * sizeof(ds3_real));           /* v */
+        }
+    }
+
+    /* Each (token, head) pair is independent and writes only its own rows. */
+#pragma omp parallel for schedule(static)
+    for (int th = 0; th < T * H; th++) {
+        const int t = th / H, h = th % H, pos = start + t;
+        const ds3_real *qh = b->q + (size_t)th * Dq;
+        ds3_real *sc = b->scores + (size_t)th * S;
+        /* Causal: position pos sees keys 0..pos. */
+        for (int u = 0; u <= pos; u++) sc[u] = ds3_sdot(s, qh, kv->k + ((size_t)u * H + h) * Dq, Dq);
+        mla_softmax(s, sc, pos + 1);
+        ds3_real *oh = b->o + (size_t)th * Dv;
+        for (int e = 0; e < Dv; e++) oh[e] = 0;
+        for (int u = 0; u <= pos; u++) ds3_axpy(oh, sc[u], kv->v + ((size_t)u * H + h) * Dv, Dv);
+        ds3_round(s, oh, (size_t)Dv, DS3_EMUL_ATTN);
+    }
+}
+
+/*
+ * Absorbed: W^UK is absorbed into the query and W^UV applied after the
+ * weighted sum, so attention runs in the latent space and the cache holds
+ * only c^KV and k^R:
+ *   q·k = q^C·(W^UK c^KV) + q^R·k^R = (W^UKᵀ q^C)·c^KV + q^R·k^R
+ *   o   = Σ_t P_t W^UV c^KV_t = W^UV (Σ_t P_t c^KV_t)
+ */
+static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, ds3_kv_cache *kv,
+                                int T, int start) {
+    const ds3_config *c = &s->m->cfg;
+    const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
+              Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, S = s->max_seq, Dq = Dn + Dr;
+    for (int t = 0; t < T; t++) {
+        const ds3_real *row = b->kv + (size_t)t * (C + Dr);
+        memcpy(kv->c + (size_t)(start + t) * C, row, C * sizeof(ds3_real));
+        memcpy(kv->k_pe + (size_t)(start + t) * Dr, row + C, Dr * sizeof(ds3_real));
+    }
+    /* kv_b_proj dequantised once per call: [H][Dn+Dv][C]. */
+    ds3_tensor_rows(b->wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
+    ds3_round_weights(s, b->wkvb, (size_t)H * (Dn + Dv) * C, l->kv_b_proj.dtype);
+    const ds3_real *q = b->q, *wkvb = b->wkvb;
+    ds3_real *qc = b->qc, *oc = b->oc, *scores = b->scores, *o = b->o;
+
+    /*
+     * Each (token, head) pair is independent and writes only its own rows.
+     * A work item is one token and a group of G heads: all heads of a
+     * token read the same cached latents, so in prefill (G = H) each
+     * cache row is loaded once for the H heads instead of H times; a
+     * decode step (T = 1, G = 1) keeps the heads as its parallel items.
+     * Every head does the same operations in the same order either way,
+     * so G changes no bit.
+     */
+    const int G = T > 1 ? H : 1, groups = H / G;
+#pragma omp parallel for schedule(static)
+    for (int tg = 0; tg < T * groups; tg++) {
+        const int t = tg / groups, h0 = (tg % groups) * G, pos = start + t;
+        const size_t th0 = (size_t)t * H + h0;  /* first (token, head) of the item */
+
+        /* Absorb W^UK into the query: q_c = W^UKᵀ q^C (length C). */
+        for (int g = 0; g < G; g++) {
+            const ds3_real *qh = q + (th0 + g) * Dq;                        /* [q^C | q^R] */
+            const ds3_real *wuk = wkvb + (size_t)(h0 + g) * (Dn + Dv) * C;  /* [Dn][C] */
+            ds3_real *qch = qc + (th0 + g) * C;
+            for (int k = 0; k < C; k++) qch[k] = 0;
+            for (int d = 0; d < Dn; d++) ds3_axpy(qch, qh[d], wuk + (size_t)d * C, C);
+            ds3_round(s, qch, (size_t)C, DS3_EMUL_ATTN);
+        }
+
+        /* Causal: position pos sees keys 0..pos. The score is the sum of two
+         * products (two einsums in the official code, each a bf16 result). */
+        for (int u = 0; u <= pos; u++) {
+            const ds3_real *cu = kv->c + (size_t)u * C, *ku = kv->k_pe + (size_t)u * Dr;
+            for (int g = 0; g < G; g++) {
+                const ds3_real nope = ds3_sdot(s, qc + (th0 + g) * C, cu, C);
+                const ds3_real rope = ds3_sdot(s, q + (th0 + g) * Dq + Dn, ku, Dr);
+                scores[(th0 + g) * S + u] = ds3_round_add(s, nope, rope, DS3_EMUL_SCORES);
+            }
+        }
+        for (int g = 0; g < G; g++) mla_softmax(s, scores + (th0 + g) * S, pos + 1);
+
+        /* Attend in latent space, then expand with W^UV. */
+        for (int g = 0; g < G; g++)
+            for (int k = 0; k < C; k++) oc[(th0 + g) * C + k] = 0;
+        for (int u = 0; u <= pos; u++) {
+            const ds3_real *cu = kv->c + (size_t)u * C;
+            for (int g = 0; g < G; g++) ds3_axpy(oc + (th0 + g) * C, scores[(th0 + g) * S + u], cu, C);
+        }
+        for (int g = 0; g < G; g++) {
+            const ds3_real *wuv = wkvb + ((size_t)(h0 + g) * (Dn + Dv) + Dn) * C;  /* [Dv][C] */
+            ds3_real *och = oc + (th0 + g) * C, *oh = o + (th0 + g) * Dv;
+            ds3_round(s, och, (size_t)C, DS3_EMUL_ATTN);
+            for (int e = 0; e < Dv; e++) oh[e] = ds3_sdot(s, wuv + (size_t)e * C, och, C);
+            ds3_round(s, oh, (size_t)Dv, DS3_EMUL_ATTN);
+        }
+    }
+}
+
+/* ========================================================================== */
+/* The sublayer                                                                */
+/* ========================================================================== */
+
+void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, const ds3_real *x, int T,
+             int start) {
+    mla_bufs b;
+    ds3_arena a = ds3_scratch(s);
+    plan(&b, &a, &s->m->cfg, T, s->max_seq, s->attn);
+
+    mla_queries(s, l, &b, x, T, start);
+    mla_latent(s, l, &b, x, T, start);
+    if (s->attn == DS3_ATTN_ABSORB) mla_attend_absorbed(s, l, &b, kv, T, start);
+    else mla_attend_naive(s, l, &b, kv, T, start);
+
+    /* (11): out = o_proj · [o_1 … o_H] */
+    ds3_proj(s, out, b.o, &l->o_proj, T);
+}

@@ -1,0 +1,77 @@
+/*
+ * model.c — the forward pass (docs/MODEL.md §2):
+ *
+ *   h = embed_tokens[token]                     (no scaling)
+ *   for each layer:  h = h + Attn(RMSNorm_in(h))         (layer.c)
+ *                    h = h + FFN(RMSNorm_post(h))      FFN: dense SwiGLU or MoE
+ *   logits = lm_head · RMSNorm_final(h)
+ *
+ * A call runs T tokens at positions start..start+T-1 against the KV caches,
+ * which must already hold positions 0..start-1: prefill, chunked prefill and
+ * decode are the same code with different T. Calls longer than the state's
+ * scratch (max_T tokens) are split into chunks, which is the same computation.
+ * The state (state.c) owns everything the pass writes; nothing is allocated
+ * while running.
+ *
+ * The final-normed hidden states RMSNorm_final(h) of a chunk stay in the state
+ * (s->hfinal) after the call, with the row of the position before the chunk:
+ * the MTP module reads them (mtp.c, docs/MODEL.md §6). When MTP runs with the
+ * forward pass (ds3_state_set_mtp, or while dumping), each chunk ends with the
+ * MTP depths on the rows whose next token the chunk supplies.
+ */
+#include "model/model.h"
+
+/* T <= max_T tokens; logits [T][V] or NULL. */
+static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start, ds3_real *logits) {
+    const ds3_model *m = s->m;
+    const ds3_config *c = &m->cfg;
+    const int D = c->hidden_size;
+
+    for (int t = 0; t < T; t++) ds3_tensor_rows(s->x + (size_t)t * D, &m->embed_tokens, tokens[t], 1);
+    ds3_round(s, s->x, (size_t)T * D, DS3_EMUL_RESIDUAL);
+    ds3_dump_act(s, DS3_DT_REAL, D, start, T, s->x, "embed");
+
+    char prefix[32];
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        snprintf(prefix, sizeof prefix, "layers.%d", i);
+        ds3_layer_forward(s, &m->layers[i], &s->cache[i], T, start, prefix);
+    }
+
+    /* RMSNorm_final(h) stays in the state: the MTP rows read it (docs/MODEL.md §6). */
+    ds3_real *hn = ds3_hwin_begin(&s->hfinal, start, D);
+    for (int t = 0; t < T; t++) ds3_norm(s, hn + (size_t)t * D, s->x + (size_t)t * D, m->norm, D);
+    s->hfinal.n += T;
+    ds3_dump_act(s, DS3_DT_REAL, D, start, T, hn, "norm");
+
+    if (!logits && s->dump) logits = s->dump_logits;
+    if (logits) {
+        ds3_proj(s, logits, hn, &m->lm_head, T);
+        ds3_dump_act(s, DS3_DT_REAL, c->vocab_size, start, T, logits, "logits");
+    }
+
+    if (m->n_mtp > 0 && (s->mtp_on || s->dump)) ds3_mtp_chunk(s, tokens, T, start);
+}
+
+ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits) {
+    const ds3_config *c = &s->m->cfg;
+    if (n <= 0) return ds3_fail(DS3_ERR_ARG, "ds3_forward: %d tokens (need at least 1)", n);
+    if (start < 0 || (int64_t)start + n > s->max_seq)
+        return ds3_fail(DS3_ERR_ARG, "ds3_forward: positions %d..%d exceed the state's %d positions", start,
+                        start + n - 1, s->max_seq);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return ds3_fail(DS3_ERR_ARG, "token %d at index %d is out of range (vocab %d)", tokens[i], i,
+                            c->vocab_size);
+    /* Dumps record logits even when the caller wants none: give them a buffer,
+     * once, before the pass (not inside it). */
+    if (s->dump && (!logits || s->m->n_mtp > 0) && !s->dump_logits) {
+        s->dump_logits = ds3_calloc((size_t)s->max_T * c->vocab_size, sizeof(ds3_real));
+        if (!s->dump_logits) return DS3_ERR_NOMEM;
+    }
+    for (int off = 0; off < n; off += s->max_T) {
+        int T = n - off < s->max_T ? n - off : s->max_T;
+        forward_chunk(s, tokens + off, T, start + off,
+                      logits ? logits + (size_t)off * c->vocab_size : NULL);
+    }
+    return DS3_OK;
+}
