@@ -17,6 +17,7 @@
  */
 #include "check/check.h"
 #include "common.h"
+#include "compare.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -54,7 +55,7 @@ static const char *const help_compare =
     "2 usage error\n";
 
 /* A finite non-negative number, the whole string. */
-static double parse_tol(const char *opt, const char *s) {
+double cmp_parse_tol(const char *opt, const char *s) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -92,8 +93,8 @@ static void index_str(char *buf, size_t size, const ds3_cmp_result *r) {
     if (k < size) snprintf(buf + k, size - k, "]");
 }
 
-static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
-                        const char *test_path) {
+void cmp_print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
+                     const char *test_path) {
     const ds3_cmp_profile *p = o->profile;
     printf("REF  %s\nTEST %s\n", ref_path, test_path);
     if (o->elementwise)
@@ -131,7 +132,9 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
             if (r->rows_excluded && !strstr(r->name, "topk_weight"))
                 printf("%-28s %-10s   %ld of %lld rows left out: their experts differ upstream\n", "", "",
                        r->rows_excluded, (long long)r->shape[0]);
-            if (strstr(r->name, "topk_weight") && r->rows >= 0)
+            if (strstr(r->name, "topk_weight") && r->rows >= 0 && o->weights_at_test_idx)
+                printf("%-28s %-10s   the weights of TEST's experts, every row\n", "", "");
+            else if (strstr(r->name, "topk_weight") && r->rows >= 0)
                 printf("%-28s %-10s   paired by expert on the %ld rows whose expert sets agree (here and upstream)\n",
                        "", "", r->rows);
             if (r->rows > 0 && (strcmp(r->name, "logits") == 0 || strstr(r->name, ".logits")))
@@ -141,6 +144,9 @@ static void print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const 
         if (!r->ok) printf("%-28s   -> %s\n", "", r->why);
     }
     for (int i = 0; i < rep->n_missing; i++) printf("%-28s MISSING\n", rep->missing[i]);
+}
+
+static void print_summary(const ds3_cmp_report *rep) {
     int empty = 0;
     for (int i = 0; i < rep->n; i++) empty += rep->r[i].nothing_compared;
     printf("\n%d compared: %d within, %d outside, %d not checked; %d missing%s\n", rep->n, rep->n - rep->n_fail,
@@ -155,8 +161,7 @@ static void add_num(cJSON *o, const char *k, double v) {
     else cJSON_AddNullToObject(o, k);
 }
 
-static void print_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
-                       const char *test_path) {
+cJSON *cmp_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path, const char *test_path) {
     const ds3_cmp_profile *p = o->profile;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "ref", ref_path);
@@ -228,6 +233,10 @@ static void print_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const c
     add_num(root, "compared", rep->n);
     add_num(root, "outside", rep->n_fail);
     cJSON_AddBoolToObject(root, "pass", rep->ok);
+    return root;
+}
+
+void cmp_json_print(cJSON *root) {
     char *s = cJSON_Print(root);
     if (!s) cli_die("out of memory writing JSON");
     printf("%s\n", s);
@@ -244,7 +253,7 @@ int ds3_cli_compare(int argc, char **argv) {
     const char *paths[2] = {NULL, NULL}, *v;
     int npaths = 0;
     bool json = false, have_atol = false, have_rtol = false;
-    ds3_cmp_opts o = {ds3_cmp_profile_find("fp32"), false, 0, 0, NULL, false};
+    ds3_cmp_opts o = {.profile = ds3_cmp_profile_find("fp32")};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) {
@@ -254,10 +263,10 @@ int ds3_cli_compare(int argc, char **argv) {
             o.profile = ds3_cmp_profile_find(v);
             if (!o.profile) cli_usage("--profile: '%s' is not one of fp32, bf16, fp8", v);
         } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--atol"))) {
-            o.atol = parse_tol("--atol", v);
+            o.atol = cmp_parse_tol("--atol", v);
             have_atol = true;
         } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--rtol"))) {
-            o.rtol = parse_tol("--rtol", v);
+            o.rtol = cmp_parse_tol("--rtol", v);
             have_rtol = true;
         } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--names"))) {
             if (!v[0]) cli_usage("--names: empty pattern");
@@ -283,8 +292,12 @@ int ds3_cli_compare(int argc, char **argv) {
 
     ds3_cmp_report rep;
     if ((st = ds3_cmp_files(ref, test, &o, &rep)) != DS3_OK) cli_die("compare: %s", ds3_last_error());
-    if (json) print_json(&rep, &o, paths[0], paths[1]);
-    else print_table(&rep, &o, paths[0], paths[1]);
+    if (json) {
+        cmp_json_print(cmp_json(&rep, &o, paths[0], paths[1]));
+    } else {
+        cmp_print_table(&rep, &o, paths[0], paths[1]);
+        print_summary(&rep);
+    }
     fflush(stdout);
     int rc = rep.ok ? CMP_OK : CMP_OUTSIDE;
     ds3_cmp_report_free(&rep);

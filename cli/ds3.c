@@ -182,6 +182,7 @@ static const char *const help_main =
     "  run       generate tokens from a prompt of token ids or text\n"
     "  dump      run a prompt and write named activations to a safetensors file\n"
     "  compare   compare two dumps tensor by tensor (docs/COMPARING.md)\n"
+    "  replay    check a build's dump one layer at a time, on its own inputs\n"
     "  tokenize  text on stdin to token ids (docs/TOKENIZER.md)\n"
     "  detokenize\n"
     "            token ids on stdin to the exact text\n"
@@ -890,6 +891,14 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "help") == 0 && argc == 3 && strcmp(argv[2], "compare") == 0)
         return ds3_cli_compare(1, (char *[]){"--help", NULL});
+    /* ds3 replay: cli/replay.c. */
+    int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv);
+    if (strcmp(cmd, "replay") == 0) {
+        cli_command = cmd;
+        return ds3_cli_replay(argc - 2, argv + 2, argc, argv);
+    }
+    if (strcmp(cmd, "help") == 0 && argc == 3 && strcmp(argv[2], "replay") == 0)
+        return ds3_cli_replay(1, (char *[]){"--help", NULL}, 0, NULL);
     if (strcmp(cmd, "help") == 0) {
         if (argc == 2) help_exit(help_main);
         const char *h = help_for(argv[2]);

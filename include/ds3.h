@@ -331,6 +331,40 @@ ds3_status ds3_set_emulation(ds3_state *s, const ds3_emulation *e);
  * router, combine, actquant) to keep only those, "-NAME" to leave one out. */
 ds3_status ds3_emulation_parse(const char *spec, ds3_emulation *out);
 
+/* ---- replay: one layer from given inputs ------------------------------------ */
+
+/*
+ * Run one decoder layer on a build's own values instead of ds3's, so that each
+ * of its outputs measures the error of that layer alone (`ds3 replay`,
+ * docs/COMPARING.md "Replay"). Shapes: T positions, D hidden size, K experts
+ * per token, E routed experts.
+ */
+typedef struct {
+    const ds3_real *in;        /* [T][D] the residual stream entering the layer (required) */
+    const ds3_real *attn_out;  /* [T][D] the build's attention output: the FFN sublayer runs on
+                                  in + attn_out (rounded as the residual stream when emulating);
+                                  NULL: on in + ds3's own attention output */
+    const int32_t *topk_idx;   /* [T][K] MoE layers: run these experts, weighted by ds3's router
+                                  scores at them as its own choice would be (normalised, scaled);
+                                  NULL: ds3's own choice. Ignored by dense layers */
+} ds3_replay_inputs;
+
+typedef struct {               /* every pointer may be NULL (not wanted) */
+    ds3_real *attn_out;        /* [T][D] the attention sublayer's output from `in` */
+    ds3_real *ffn_out;         /* [T][D] the FFN sublayer's output */
+    ds3_real *out;             /* [T][D] the residual stream after the layer */
+    int32_t *topk_idx;         /* [T][K] MoE layers: ds3's own choice of experts */
+    ds3_real *topk_weight;     /* [T][K] MoE layers: the weights of the experts that ran */
+    ds3_real *scores;          /* [T][E] MoE layers: the router scores */
+} ds3_replay_outputs;
+
+/* Layer `layer` (0..L-1 a main layer, L+k the block of MTP depth k) at
+ * positions 0..T-1 (T <= the state's max_seq), attention over all T rows of
+ * in->in. Uses the state's kernels, attention form and emulation. The state's
+ * caches hold no sequence afterwards (the next ds3_forward starts at 0). */
+ds3_status ds3_replay_layer(ds3_state *s, int layer, int T, const ds3_replay_inputs *in,
+                            ds3_replay_outputs *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -552,7 +552,7 @@ static void vs_transformers(const char *models, const char *refdir) {
                 double early = INFINITY, sum[2] = {0, 0};
                 char worst[256] = "-";  /* a copy: the report holding the name is freed below */
                 for (int kept = 0; kept < 2; kept++) {
-                    ds3_cmp_opts o = {ds3_cmp_profile_find("bf16"), false, 0, 0, "*", !kept};
+                    ds3_cmp_opts o = {.profile = ds3_cmp_profile_find("bf16"), .names = "*", .all_rows = !kept};
                     ds3_cmp_report rp, re;
                     ds3_cmp_files(ref, pl, &o, &rp);
                     ds3_cmp_files(ref, em, &o, &re);

@@ -21,6 +21,10 @@ statistic a profile bounds, over every tensor of every case, and which tensor it
 
     python tools/measure_profiles.py --ds3 build/ds3 --models build/models --work /tmp/profiles \\
         [--cases tiny-f32,tiny-bf16,...] [--prompts lcg:1:12,lcg:2:32,lcg:3:64] [--json out.json]
+        [--replay]
+
+--replay measures `ds3 replay -m MODEL TEST --json` on the same builds instead: the replay
+profiles (each layer from the build's own inputs; docs/COMPARING.md, "Replay").
 
 Dumps are cached in --work (delete it to start again).
 """
@@ -71,7 +75,14 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="Python with torch and transformers")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write every case's statistics here")
+    ap.add_argument("--replay", action="store_true",
+                    help="measure `ds3 replay -m MODEL TEST` (the replay profiles) instead of `ds3 compare REF TEST`")
     args = ap.parse_args()
+
+    def check(mdir, ref, out, kind):
+        if args.replay:
+            return run([args.ds3, "replay", "-m", mdir, out, "--json", "--profile", PROFILE_OF[kind]])
+        return run([args.ds3, "compare", ref, out, "--json", "--profile", PROFILE_OF[kind]])
 
     rows = []
     for case in filter(None, args.cases.split(",")):
@@ -99,21 +110,18 @@ def main():
                 run([args.ds3, "dump", "-m", mdir, "--tokens", read_meta(hf0)["tokens"], "-o", ref])
             for kind in kinds:
                 out = os.path.join(d, kind + ".safetensors")
-                j = json.loads(run([args.ds3, "compare", ref, out, "--json", "--profile",
-                                    PROFILE_OF[kind]]).stdout)
+                j = json.loads(check(mdir, ref, out, kind).stdout)
                 rows.append({"case": case, "prompt": prompt, "kind": kind, "T": len(read_meta(out)["tokens"].split(",")),
                              "tensors": j["tensors"]})
 
     for case in filter(None, args.emulated_cases.split(",")):
         mdir = os.path.join(args.models, case)
-        sys.path.insert(0, HERE)
-        import gen_ref  # lcg:SEED:N as dump_torch.py expands it
         with open(os.path.join(mdir, "config.json")) as f:
             vocab = json.load(f)["vocab_size"]
         for prompt in args.prompts.split(","):
             d = os.path.join(args.work, case, prompt.replace(":", "_"))
             os.makedirs(d, exist_ok=True)
-            toks = ",".join(map(str, gen_ref.parse_tokens(prompt, vocab)))
+            toks = ",".join(map(str, parse_tokens(prompt, vocab)))
             ref = os.path.join(d, "ds3.safetensors")
             if not os.path.exists(ref):
                 run([args.ds3, "dump", "-m", mdir, "--tokens", toks, "-o", ref])
@@ -124,8 +132,7 @@ def main():
                 if not os.path.exists(out):
                     print(f"[{case} {prompt}] {kind}", file=sys.stderr, flush=True)
                     run([args.ds3, "dump", "-m", mdir, "--tokens", toks, "--emulate", mode, "-o", out])
-                j = json.loads(run([args.ds3, "compare", ref, out, "--json", "--profile",
-                                    PROFILE_OF[kind]]).stdout)
+                j = json.loads(check(mdir, ref, out, kind).stdout)
                 rows.append({"case": case, "prompt": prompt, "kind": kind, "T": len(toks.split(",")),
                              "tensors": j["tensors"]})
 
@@ -133,6 +140,19 @@ def main():
         with open(args.json, "w") as f:
             json.dump(rows, f)
     report(rows)
+
+
+def parse_tokens(spec, vocab):
+    """lcg:SEED:N as tools/gen_ref.py expands it (64-bit LCG, MMIX constants), without importing
+    torch; or a list "1|2|3" (prompts are comma-separated)."""
+    if not spec.startswith("lcg:"):
+        return [int(t) for t in spec.split("|")]
+    _, seed, n = spec.split(":")
+    state, out = int(seed) & 0xFFFFFFFFFFFFFFFF, []
+    for _ in range(int(n)):
+        state = (state * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        out.append((state >> 33) % vocab)
+    return out
 
 
 def read_meta(path):

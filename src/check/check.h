@@ -23,6 +23,11 @@ void ds3_dumper_free(ds3_dumper *d);
 void ds3_dump_rows(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, const int64_t *inner,
                    int row0, int nrows, const void *data);
 ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv);
+/* The captured tensors as an opened file, without writing one: the entries
+ * point into the dumper (valid while it lives and captures nothing more); no
+ * metadata. Free with ds3_dumper_view_free, never ds3_st_close. */
+ds3_status ds3_dumper_view(const ds3_dumper *d, ds3_st_file **out);
+void ds3_dumper_view_free(ds3_st_file *f);
 
 /* ========================================================================== */
 /* emulate.c — GPU rounding points (docs/MODEL.md §7, docs/COMPARING.md)       */
@@ -114,6 +119,10 @@ typedef struct {
 /* The built-in profiles, NULL-terminated list and lookup by name (NULL if unknown). */
 extern const ds3_cmp_profile *const ds3_cmp_profiles[];
 const ds3_cmp_profile *ds3_cmp_profile_find(const char *name);
+/* The replay's profiles (ds3 replay: one layer's error, not the sum of all
+ * before it), the same names. */
+extern const ds3_cmp_profile *const ds3_cmp_replay_profiles[];
+const ds3_cmp_profile *ds3_cmp_replay_profile_find(const char *name);
 
 typedef enum { DS3_CMP_FLOAT = 0, DS3_CMP_INDEX, DS3_CMP_INT } ds3_cmp_kind;
 
@@ -162,6 +171,11 @@ typedef struct {
     const char *names;               /* comma-separated globs, "!GLOB" excludes; NULL = all */
     bool all_rows;                   /* false (default): a row whose experts differ in some MoE
                                         layer is left out of every tensor downstream of it */
+    /* ds3 replay (REF the replay, TEST the build): */
+    bool weights_at_test_idx;        /* REF's topk_weight are the weights of TEST's experts, in
+                                        TEST's order: compared row by row, every row */
+    bool ignore_test_only;           /* a tensor only in TEST is not "missing" (the replay
+                                        reports the layers it could not check itself) */
 } ds3_cmp_opts;
 
 typedef struct {

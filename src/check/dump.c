@@ -267,3 +267,45 @@ ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *
     free(incomplete);
     return st;
 }
+
+/* ========================================================================== */
+/* In memory                                                                   */
+/* ========================================================================== */
+
+ds3_status ds3_dumper_view(const ds3_dumper *d, ds3_st_file **out) {
+    *out = NULL;
+    if (d->failed) return ds3_fail(DS3_ERR_NOMEM, "%s", d->errmsg);
+    ds3_st_file *f = ds3_calloc(1, sizeof *f);
+    if (!f) return DS3_ERR_NOMEM;
+    /* ds3_st_find's name-sorted index follows the entries (safetensors.c) */
+    f->entries = ds3_calloc(1, (size_t)(d->n ? d->n : 1) * (sizeof *f->entries + sizeof(int32_t)));
+    if (!f->entries) {
+        free(f);
+        return DS3_ERR_NOMEM;
+    }
+    for (int i = 0; i < d->n; i++) {
+        const dump_tensor *t = &d->t[i];
+        ds3_st_entry *e = &f->entries[f->n++];
+        e->name = t->name;  /* borrowed from the dumper */
+        e->dtype = t->dt;
+        e->ndim = 1 + t->ninner;
+        e->shape[0] = t->rows;
+        for (int j = 0; j < t->ninner; j++) e->shape[1 + j] = t->inner[j];
+        e->data = t->data;
+        e->nbytes = (uint64_t)t->rows * t->row_bytes;
+    }
+    int32_t *idx = (int32_t *)(void *)(f->entries + d->n);
+    for (int i = 0; i < d->n; i++) {  /* insertion sort: a dump has hundreds of names */
+        int j = i;
+        for (; j > 0 && strcmp(d->t[idx[j - 1]].name, d->t[i].name) > 0; j--) idx[j] = idx[j - 1];
+        idx[j] = i;
+    }
+    *out = f;
+    return DS3_OK;
+}
+
+void ds3_dumper_view_free(ds3_st_file *f) {
+    if (!f) return;
+    free(f->entries);
+    free(f);
+}

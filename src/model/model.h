@@ -214,6 +214,17 @@ typedef struct {
     int pos, n;
 } ds3_hwin;
 
+/* A replay's hold on the router (replay.c; NULL in a forward pass): rows by
+ * position. ds3_moe copies its own choice and scores out, then runs the
+ * experts of force_idx instead of its own, with weights (13) from its own
+ * scores at them. Every pointer may be NULL. */
+typedef struct {
+    const int32_t *force_idx;            /* [S][K] the experts to run, or NULL: the own choice */
+    int32_t *own_idx;                    /* [S][K] out: the router's own choice */
+    ds3_real *scores;                    /* [S][E] out: s */
+    ds3_real *weight;                    /* [S][K] out: the weights of the experts that ran */
+} ds3_route_hook;
+
 struct ds3_state {
     const ds3_model *m;
     int max_seq;                         /* S */
@@ -239,6 +250,7 @@ struct ds3_state {
     ds3_hwin *hmtp;                      /* [n_mtp] depth k's outputs after its shared_head.norm */
     bool mtp_on;                         /* ds3_state_set_mtp: forward calls run the MTP depths too */
     int mtp_done;                        /* depth-0 rows 0..mtp_done-1 hold their true inputs */
+    const ds3_route_hook *route;         /* replay only (replay.c); NULL otherwise */
 };
 
 /* An arena over the state's whole scratch, from its start: each sublayer call
@@ -325,6 +337,8 @@ void ds3_moe_route(int32_t *idx, ds3_real *weight, ds3_real *s, const ds3_real *
 void ds3_moe_scores(ds3_real *s, const ds3_real *logits, const ds3_config *c);
 void ds3_moe_select(int32_t *idx, ds3_real *weight, const ds3_real *s, const ds3_real *bias, const ds3_config *c,
                     ds3_real *scratch);
+/* (13) alone: weight[K] from s at the experts idx[K]. */
+void ds3_moe_weights(ds3_real *weight, const ds3_real *s, const int32_t *idx, const ds3_config *c);
 /* (12)'s weighted sum, in a fixed order: out[t] = Σ_k w[t][k] · ye[slot[t][k]]
  * (+ shared[t] when not NULL), k = 0..K-1, whichever thread ran which expert;
  * a bf16 build adds in ascending expert index, each product and sum rounded
@@ -341,6 +355,10 @@ void ds3_moe_reserve(ds3_arena *a, const ds3_config *c, int T);
  * positions start..; kv is its cache; `prefix` names its dumps ("layers.3",
  * "mtp.0"). Used by the main layers and by the MTP block. */
 void ds3_layer_forward(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T, int start, const char *prefix);
+/* Its two halves, on s->x in place; each leaves its output before the residual
+ * add in s->y. ds3_layer_forward is attn then ffn. */
+void ds3_layer_attn(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T, int start, const char *prefix);
+void ds3_layer_ffn(ds3_state *s, const ds3_layer *l, int T, int start, const char *prefix);
 
 /* ========================================================================== */
 /* mtp.c — multi-token prediction (docs/MODEL.md §6)                           */
@@ -354,6 +372,9 @@ void ds3_layer_forward(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T
  * rows r0.. when the state is dumping (the chained draft steps do not). */
 void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, int n, int r0, ds3_real *out,
                    ds3_real *logits, int n_logits, bool dump);
+/* (21) alone: the block's input u [n][D] into s->x, from in [n][D] (not
+ * state scratch) and the tokens tok[n]. */
+void ds3_mtp_in(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, int n);
 /* What ds3_mtp_block takes from the scratch (before the block's own). */
 void ds3_mtp_reserve(ds3_arena *a, const ds3_config *c, int T);
 /* Depth k on rows r0..r0+n-1 whose inputs are in the window (hfinal for
@@ -367,5 +388,25 @@ void ds3_mtp_chunk(ds3_state *s, const int32_t *tok, int T, int start);
  * the window holds it (as row 0) and returns where the row of `first` goes;
  * the caller then adds the rows it writes to w->n. */
 ds3_real *ds3_hwin_begin(ds3_hwin *w, int first, int D);
+
+/* ========================================================================== */
+/* replay.c — a build's dump replayed layer by layer (ds3 replay)              */
+/* ========================================================================== */
+
+/* Layers a replay could not check: "layers.3: NOT CHECKED (no layers.2.out in BUILD)". */
+typedef struct {
+    int n_not_checked;
+    char **not_checked;
+} ds3_replay_report;
+void ds3_replay_report_free(ds3_replay_report *r);
+
+/* Every tensor of docs/DUMP_FORMAT.md recomputed from BUILD's own inputs
+ * (replay.c's opening comment says from which), captured into d (a dumper of
+ * T rows) in forward order. tok[T] are the tokens; routing_build: MoE layers
+ * run the build's topk_idx. Inputs BUILD lacks are listed in *rep (free with
+ * ds3_replay_report_free); a shape or dtype that does not fit is an error
+ * naming the tensor. */
+ds3_status ds3_replay_dump(ds3_state *s, const ds3_st_file *b, const int32_t *tok, int T, bool routing_build,
+                           ds3_dumper *d, ds3_replay_report *rep);
 
 #endif /* DS3_MODEL_H */

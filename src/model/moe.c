@@ -116,8 +116,14 @@ void ds3_moe_select(int32_t *idx, ds3_real *weight, const ds3_real *s, const ds3
         int e = argmax_free(sel, taken, E);
         taken[e] = 1;
         idx[k] = e;
-        weight[k] = s[e];
     }
+    ds3_moe_weights(weight, s, idx, c);
+}
+
+/* (13): w = s[idx], normalised to sum 1 if norm_topk_prob, times the scaling factor. */
+void ds3_moe_weights(ds3_real *weight, const ds3_real *s, const int32_t *idx, const ds3_config *c) {
+    const int K = c->num_experts_per_tok;
+    for (int k = 0; k < K; k++) weight[k] = s[idx[k]];
     if (c->norm_topk_prob) {
         ds3_real sum = 0;
         for (int k = 0; k < K; k++) sum += weight[k];
@@ -217,8 +223,21 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
         /* the official bf16 Gate: sigmoid of bf16 logits is a bf16 op; softmax(dtype=float32) is not */
         if (c->scoring_func == DS3_SCORE_SIGMOID) ds3_round(s, st, (size_t)E, DS3_EMUL_ROUTER);
         ds3_moe_select(it, wt, st, l->e_score_correction_bias, c, b.rs);
+        const ds3_route_hook *h = s->route;
+        if (h) {
+            /* A replay (replay.c): report the router's own choice, then run the
+             * experts it was given, weighted by this router's scores at them. */
+            const size_t p = (size_t)(start + t);
+            if (h->own_idx) memcpy(h->own_idx + p * K, it, (size_t)K * sizeof(int32_t));
+            if (h->scores) memcpy(h->scores + p * E, st, (size_t)E * sizeof(ds3_real));
+            if (h->force_idx) {
+                memcpy(it, h->force_idx + p * K, (size_t)K * sizeof(int32_t));
+                ds3_moe_weights(wt, st, it, c);
+            }
+        }
         ds3_emul_router_weights(s->emul, wt, st, it, K, c->scoring_func == DS3_SCORE_SIGMOID, c->norm_topk_prob,
                                 c->routed_scaling_factor);
+        if (h && h->weight) memcpy(h->weight + (size_t)(start + t) * K, wt, (size_t)K * sizeof(ds3_real));
     }
     ds3_dump_act(s, DS3_DT_I32, K, start, T, idx, "%s.moe.topk_idx", prefix);
     ds3_dump_act(s, DS3_DT_REAL, K, start, T, b.w, "%s.moe.topk_weight", prefix);

@@ -64,23 +64,14 @@ void ds3_mtp_reserve(ds3_arena *a, const ds3_config *c, int T) {
     plan(&cat, a, c, T);
 }
 
-void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, int n, int r0, ds3_real *out,
-                   ds3_real *logits, int n_logits, bool dump) {
-    const ds3_model *m = s->m;
-    const ds3_config *c = &m->cfg;
-    const ds3_mtp_layer *t = &m->mtp[k];
-    const int D = c->hidden_size, V = c->vocab_size;
-    DS3_ASSERT(k >= 0 && k < m->n_mtp && n >= 1 && n <= s->max_T && n_logits >= 0 && n_logits <= n);
+void ds3_mtp_in(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, int n) {
+    const ds3_config *c = &s->m->cfg;
+    const ds3_mtp_layer *t = &s->m->mtp[k];
+    const int D = c->hidden_size;
+    DS3_ASSERT(k >= 0 && k < s->m->n_mtp && n >= 1 && n <= s->max_T);
     ds3_real *cat;
     ds3_arena a = ds3_scratch(s);
     plan(&cat, &a, c, n);
-
-    /* Drafting steps are not rows of the sequence: they must not be dumped. */
-    ds3_dumper *saved = s->dump;
-    if (!dump) s->dump = NULL;
-    char prefix[32];
-    snprintf(prefix, sizeof prefix, "mtp.%d", k);
-
     /* (21): [enorm(Emb(t)) | hnorm(h)], embedding first (see the top of the file). */
     for (int r = 0; r < n; r++) {
         ds3_real *row = cat + (size_t)r * 2 * D;
@@ -90,6 +81,23 @@ void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, 
         ds3_norm(s, row + D, in + (size_t)r * D, t->hnorm, D);
     }
     ds3_proj(s, s->x, cat, &t->eh_proj, n);
+}
+
+void ds3_mtp_block(ds3_state *s, int k, const ds3_real *in, const int32_t *tok, int n, int r0, ds3_real *out,
+                   ds3_real *logits, int n_logits, bool dump) {
+    const ds3_model *m = s->m;
+    const ds3_config *c = &m->cfg;
+    const ds3_mtp_layer *t = &m->mtp[k];
+    const int D = c->hidden_size, V = c->vocab_size;
+    DS3_ASSERT(k >= 0 && k < m->n_mtp && n >= 1 && n <= s->max_T && n_logits >= 0 && n_logits <= n);
+
+    /* Drafting steps are not rows of the sequence: they must not be dumped. */
+    ds3_dumper *saved = s->dump;
+    if (!dump) s->dump = NULL;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "mtp.%d", k);
+
+    ds3_mtp_in(s, k, in, tok, n);
     ds3_dump_act(s, DS3_DT_REAL, D, r0, n, s->x, "%s.in", prefix);
 
     /* (22): the block, an ordinary decoder layer with its own cache at positions r0.. */

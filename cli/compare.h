@@ -1,0 +1,21 @@
+/*
+ * compare.h — the comparison's output, shared by `ds3 compare` (cli/compare.c)
+ * and `ds3 replay` (cli/replay.c): the table, the JSON object, option values.
+ */
+#ifndef DS3_CLI_COMPARE_H
+#define DS3_CLI_COMPARE_H
+
+#include "check/check.h"
+
+#include <cjson/cJSON.h>
+
+/* --atol/--rtol values: a finite non-negative number (usage error otherwise). */
+double cmp_parse_tol(const char *opt, const char *s);
+/* The header and one line per tensor, then the missing names; no summary. */
+void cmp_print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
+                     const char *test_path);
+/* The report as a JSON object (the caller may add keys), and printing it (frees it). */
+cJSON *cmp_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path, const char *test_path);
+void cmp_json_print(cJSON *root);
+
+#endif /* DS3_CLI_COMPARE_H */

@@ -1,0 +1,249 @@
+/*
+ * replay.c — `ds3 replay -m DIR BUILD`: a build's dump checked one layer at a
+ * time, each layer recomputed by ds3 from the build's own inputs
+ * (src/model/replay.c), then compared tensor by tensor with the build's values
+ * (src/check/compare.c, the replay profiles). docs/COMPARING.md, "Replay".
+ *
+ * Exit status: 0 every tensor within the bounds and every layer checked;
+ * 1 a tensor outside, a layer not checked (an input missing from BUILD), a
+ * file that cannot be read or written; 2 usage error.
+ */
+#include "model/model.h"
+#include "args.h"
+#include "common.h"
+#include "compare.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const help_replay =
+    "usage: ds3 replay -m DIR BUILD.safetensors [--tokens IDS] [--profile fp32|bf16|fp8]\n"
+    "                  [--atol A --rtol R] [--routing build|own] [-o OUT.safetensors]\n"
+    "                  [--json] [--kernels K] [--emulate SPEC] [--attn absorb|naive]\n"
+    "\n"
+    "Check a build one layer at a time: ds3 recomputes every layer from the build's\n"
+    "own values in BUILD (a dump in the names of docs/DUMP_FORMAT.md: ds3 dump,\n"
+    "tools/dump_torch.py, any engine) and compares each tensor with the build's, so\n"
+    "errors do not accumulate and every row is compared. The attention sublayer of\n"
+    "layer N runs on the build's layer input (embed, or layers.{N-1}.out), the FFN\n"
+    "sublayer on that input plus the build's layers.N.attn.out; norm from the build's\n"
+    "last layers.*.out, logits from the build's norm; mtp.K.* from the build's inputs\n"
+    "of each depth.\n"
+    "\n"
+    "  -m, --model DIR   the checkpoint the build ran\n"
+    "  --tokens IDS      the token ids (default: BUILD's metadata 'tokens')\n"
+    "  --profile P       bounds for a build: fp32 (default), bf16 or fp8; the replay\n"
+    "                    profiles, much tighter than compare's (docs/COMPARING.md)\n"
+    "  --atol A --rtol R elementwise bound |t-r| <= A + R·|r| on float tensors instead\n"
+    "  --routing R       build: MoE layers run BUILD's experts (topk_idx), weighted by\n"
+    "                    ds3's scores at them, so an expert kernel is checked where a\n"
+    "                    near-tie flipped the choice; the router is judged by its\n"
+    "                    scores and by the rows choosing the same set (default when\n"
+    "                    BUILD has topk_idx). own: ds3's own choice\n"
+    "  -o OUT            write ds3's replayed values under the same names\n"
+    "  --json            one JSON object on stdout instead of the table\n"
+    "  --kernels K       fast (default), deterministic or ref\n"
+    "  --emulate SPEC    round where a bf16 / FP8 build rounds (as ds3 dump --emulate)\n"
+    "  --attn A          absorb (default) or naive attention\n"
+    "\n"
+    "exit status: 0 every tensor within the bounds, 1 a tensor outside them or a\n"
+    "layer not checked (an input missing from BUILD), 2 usage error\n";
+
+/* Does BUILD hold any routing choice? */
+static bool has_topk_idx(const ds3_st_file *b) {
+    for (int i = 0; i < b->n; i++) {
+        size_t n = strlen(b->entries[i].name);
+        if (n >= 9 && strcmp(b->entries[i].name + n - 9, ".topk_idx") == 0) return true;
+    }
+    return false;
+}
+
+static int32_t *tokens_from(const char *s, const char *what, int *n) {
+    int32_t *tok = NULL;
+    char err[256];
+    int rc = cli_parse_tokens(s, &tok, n, err, sizeof err);
+    if (rc == CLI_ARGS_USAGE) cli_usage("%s: %s", what, err);
+    if (rc != CLI_ARGS_OK) cli_die("%s: %s", what, err);
+    return tok;
+}
+
+static char *join_args(int argc, char **argv) {
+    size_t len = 1;
+    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
+    char *s = malloc(len);
+    if (!s) cli_die("out of memory");
+    s[0] = '\0';
+    for (int i = 0; i < argc; i++) {
+        if (i) strcat(s, " ");
+        strcat(s, argv[i]);
+    }
+    return s;
+}
+
+/* "layers.17.ffn.out (row 5, col 812)": the first tensor outside the bounds. */
+static void first_outside(char *buf, size_t size, const ds3_cmp_report *rep) {
+    for (int i = 0; i < rep->n; i++) {
+        const ds3_cmp_result *r = &rep->r[i];
+        if (r->ok) continue;
+        long cols = r->ndim >= 2 ? (long)r->shape[1] : 1;
+        if (r->worst >= 0 && r->kind == DS3_CMP_INDEX)
+            snprintf(buf, size, "%s (row %ld)", r->name, r->worst / cols);
+        else if (r->worst >= 0 && r->ndim == 2 && !(r->max_abs == 0 && r->n_nonfinite == 0))
+            snprintf(buf, size, "%s (row %ld, col %ld)", r->name, r->worst / cols, r->worst % cols);
+        else
+            snprintf(buf, size, "%s", r->name);
+        return;
+    }
+    snprintf(buf, size, "none");
+}
+
+/* argv[0] is the first argument after "replay". */
+int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
+    const char *model = NULL, *build = NULL, *tokstr = NULL, *out = NULL, *emulate = NULL, *v;
+    const char *routing = NULL;
+    bool json = false, have_atol = false, have_rtol = false;
+    ds3_attn_mode attn = DS3_ATTN_ABSORB;
+    ds3_kernels kernels = DS3_KERNELS_FAST;
+    ds3_emulation emu = {DS3_EMULATE_NONE, 0, 0};
+    ds3_cmp_opts o = {.profile = ds3_cmp_replay_profile_find("fp32"), .all_rows = true, .ignore_test_only = true};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is_help(a)) {
+            fputs(help_replay, stdout);
+            return 0;
+        } else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) {
+            model = v;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokens"))) {
+            tokstr = v;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--profile"))) {
+            o.profile = ds3_cmp_replay_profile_find(v);
+            if (!o.profile) cli_usage("--profile: '%s' is not one of fp32, bf16, fp8", v);
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--atol"))) {
+            o.atol = cmp_parse_tol("--atol", v);
+            have_atol = true;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--rtol"))) {
+            o.rtol = cmp_parse_tol("--rtol", v);
+            have_rtol = true;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--routing"))) {
+            if (strcmp(v, "build") != 0 && strcmp(v, "own") != 0)
+                cli_usage("--routing: '%s' is not one of build, own", v);
+            routing = v;
+        } else if ((v = cli_opt_value(argc, argv, &i, "-o", "--output"))) {
+            out = v;
+        } else if (strcmp(a, "--json") == 0) {
+            json = true;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--kernels"))) {
+            if (ds3_kernels_parse(v, &kernels) != DS3_OK) cli_usage("--kernels: %s", ds3_last_error());
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--emulate"))) {
+            if (ds3_emulation_parse(v, &emu) != DS3_OK) cli_usage("--emulate: %s", ds3_last_error());
+            emulate = v;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) {
+            if (strcmp(v, "absorb") == 0) attn = DS3_ATTN_ABSORB;
+            else if (strcmp(v, "naive") == 0) attn = DS3_ATTN_NAIVE;
+            else cli_usage("--attn: '%s' is not one of absorb, naive", v);
+        } else if (a[0] == '-' && a[1] != '\0') {
+            cli_usage("unknown option '%s'", a);
+        } else {
+            if (build) cli_usage("unexpected argument '%s' (give one BUILD dump)", a);
+            build = a;
+        }
+    }
+    if (!model) cli_usage("missing -m DIR");
+    if (!build) cli_usage("missing BUILD.safetensors (the build's dump)");
+    o.elementwise = have_atol || have_rtol;
+
+    ds3_st_file *b = NULL;
+    ds3_status st = ds3_st_open(build, &b);
+    if (st != DS3_OK) cli_die("BUILD: %s", ds3_last_error());
+    const char *meta_tok = ds3_st_meta(b, "tokens");
+    if (!tokstr && !meta_tok) cli_usage("no tokens: give --tokens IDS (BUILD has no 'tokens' metadata)");
+    int T = 0;
+    int32_t *tok = tokens_from(tokstr ? tokstr : meta_tok, tokstr ? "--tokens" : "BUILD's tokens metadata", &T);
+    if (tokstr && meta_tok) {
+        int T2;
+        int32_t *t2 = tokens_from(meta_tok, "BUILD's tokens metadata", &T2);
+        if (T2 != T || memcmp(t2, tok, sizeof(int32_t) * (size_t)T) != 0)
+            cli_die("--tokens differ from BUILD's tokens metadata (%.80s): the replay would be of other inputs",
+                    meta_tok);
+        free(t2);
+    }
+    bool routing_build = routing ? strcmp(routing, "build") == 0 : has_topk_idx(b);
+    o.weights_at_test_idx = routing_build;
+
+    ds3_model *m = NULL;
+    if ((st = ds3_model_load(model, &m)) != DS3_OK) cli_die("loading model: %s", ds3_last_error());
+    if (T > ds3_model_max_positions(m))
+        cli_die("%d tokens exceed the model's max_position_embeddings %d", T, ds3_model_max_positions(m));
+    ds3_state *s = NULL;
+    if ((st = ds3_state_new(m, T, attn, &s)) != DS3_OK) cli_die("creating state: %s", ds3_last_error());
+    if ((st = ds3_state_set_kernels(s, kernels)) != DS3_OK) cli_die("--kernels: %s", ds3_last_error());
+    if ((st = ds3_set_emulation(s, &emu)) != DS3_OK) cli_die("--emulate: %s", ds3_last_error());
+
+    ds3_dumper *d = ds3_dumper_new(T);
+    if (!d) cli_die("out of memory");
+    ds3_replay_report gaps;
+    if ((st = ds3_replay_dump(s, b, tok, T, routing_build, d, &gaps)) != DS3_OK)
+        cli_die("replay: %s", ds3_last_error());
+
+    ds3_st_file *view = NULL;
+    if ((st = ds3_dumper_view(d, &view)) != DS3_OK) cli_die("replay: %s", ds3_last_error());
+    ds3_cmp_report rep;
+    if ((st = ds3_cmp_files(view, b, &o, &rep)) != DS3_OK) cli_die("compare: %s", ds3_last_error());
+    bool ok = rep.ok && gaps.n_not_checked == 0;
+    char first[256];
+    first_outside(first, sizeof first, &rep);
+    const char *bound = o.elementwise ? "the bounds" : o.profile->name;
+
+    if (out) {
+        char *cmdline = join_args(full_argc, full_argv);
+        const char *meta[] = {
+            "command", cmdline,
+            "model_dir", model,
+            "tokens", tokstr ? tokstr : meta_tok,
+            "replay_of", build,
+            "routing", routing_build ? "build" : "own",
+            "attn", attn == DS3_ATTN_NAIVE ? "naive" : "absorb",
+            "emulate", emulate ? emulate : "none",
+            "kernels", (const char *[]){"fast", "deterministic", "ref"}[kernels],
+            NULL,
+        };
+        st = ds3_dumper_write(d, out, meta);
+        free(cmdline);
+        if (st != DS3_OK) cli_die("-o: %s", ds3_last_error());
+    }
+
+    if (json) {
+        cJSON *root = cmp_json(&rep, &o, "replay", build);
+        cJSON_AddStringToObject(root, "routing", routing_build ? "build" : "own");
+        cJSON *nc = cJSON_AddArrayToObject(root, "not_checked");
+        for (int i = 0; i < gaps.n_not_checked; i++) cJSON_AddItemToArray(nc, cJSON_CreateString(gaps.not_checked[i]));
+        if (strcmp(first, "none") != 0) cJSON_AddStringToObject(root, "first_outside", first);
+        else cJSON_AddNullToObject(root, "first_outside");
+        cJSON_ReplaceItemInObject(root, "pass", cJSON_CreateBool(ok));
+        cmp_json_print(root);
+    } else {
+        printf("replay of %s on %s, %d positions, routing %s\n", build, model, T,
+               routing_build ? "build (BUILD's experts run; the router judged by its scores and sets)"
+                             : "own (ds3's experts run)");
+        cmp_print_table(&rep, &o, "ds3 replay", build);
+        for (int i = 0; i < gaps.n_not_checked; i++) printf("%s\n", gaps.not_checked[i]);
+        printf("\n%d compared: %d within, %d outside; %d missing; %d not checked\n", rep.n, rep.n - rep.n_fail,
+               rep.n_fail, rep.n_missing, gaps.n_not_checked);
+        if (strcmp(first, "none") != 0) printf("first outside %s: %s\n", bound, first);
+        else if (gaps.n_not_checked) printf("first not checked: %s\n", gaps.not_checked[0]);
+        else printf("every tensor within %s\n", bound);
+        printf("%s\n", ok ? "PASS" : "FAIL");
+    }
+    fflush(stdout);
+
+    ds3_cmp_report_free(&rep);
+    ds3_dumper_view_free(view);
+    ds3_dumper_free(d);
+    ds3_replay_report_free(&gaps);
+    ds3_state_free(s);
+    ds3_model_free(m);
+    ds3_st_close(b);
+    free(tok);
+    return ok ? 0 : 1;
+}

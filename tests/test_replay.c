@@ -1,0 +1,434 @@
+/*
+ * test_replay.c — `ds3 replay` and the call behind it (src/model/replay.c,
+ * ds3_replay_layer in ds3.h).
+ *
+ *   - ds3's own dump replayed gives the same bits in every tensor (fp32 and
+ *     with --emulate bf16 on both sides; absorbed and naive attention);
+ *   - ds3_replay_layer: the outputs of one layer from given inputs equal the
+ *     forward pass's, argument errors;
+ *   - planted faults, each a build made by running ds3 with one layer broken,
+ *     dumped, then replayed on the clean checkpoint: each must fail first at
+ *     its own layer's tensor, and every tensor of every other layer must pass
+ *     (a wrong expert in every row of one MoE layer; that layer's softmax
+ *     scale without YaRN's mscale²; 1% on one expert's down projection in a
+ *     copy of the checkpoint);
+ *   - the CLI: usage errors (exit 2), a missing input (NOT CHECKED, exit 1), a
+ *     shape mismatch naming the tensor, -o written only on success, --json.
+ */
+#include "model/model.h"
+#include "harness.h"
+#include "cli_run.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <unistd.h>
+
+static const char *TOKENS = "5,17,300,2,99,41,7,250,128,3";
+
+/* Expect exit `rc` and, if want != NULL, `want` in stdout+stderr. */
+static void expect(result r, int rc, const char *want, const char *what) {
+    CHECK(r.rc == rc, "%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", what, r.rc, rc, r.out, r.err);
+    if (want) CHECK(has(r.out, want) || has(r.err, want), "%s: output lacks \"%s\"\n%s%s", what, want, r.out, r.err);
+    done(&r);
+}
+
+static int32_t *parse(const char *s, int *T) {
+    int32_t *t = malloc(64 * sizeof *t);
+    *T = 0;
+    for (const char *p = s; *p;) {
+        t[(*T)++] = (int32_t)strtol(p, (char **)&p, 10);
+        if (*p == ',') p++;
+    }
+    return t;
+}
+
+/* ========================================================================== */
+/* A build: ds3's forward pass, optionally with one layer broken               */
+/* ========================================================================== */
+
+typedef enum { FAULT_NONE, FAULT_WRONG_EXPERT, FAULT_NO_MSCALE } fault;
+
+/*
+ * The forward pass of model.c, layer by layer, so that one layer can be
+ * broken: FAULT_WRONG_EXPERT runs `wrong` [T][K] as that layer's experts,
+ * FAULT_NO_MSCALE its softmax scale without YaRN's m². Dumped to path.
+ */
+static void build_dump(ds3_model *m, const int32_t *tok, int T, const ds3_emulation *emu, fault f, int layer,
+                       const int32_t *wrong, const char *path) {
+    const ds3_config *c = &m->cfg;
+    const int D = c->hidden_size;
+    ds3_state *s = NULL;
+    CHECK(ds3_state_new(m, T, DS3_ATTN_ABSORB, &s) == DS3_OK, "state: %s", ds3_last_error());
+    if (emu) ds3_set_emulation(s, emu);
+    ds3_dump_begin(s, T);
+    s->dump_logits = ds3_calloc((size_t)T * c->vocab_size, sizeof(ds3_real));
+    for (int t = 0; t < T; t++) ds3_tensor_rows(s->x + (size_t)t * D, &m->embed_tokens, tok[t], 1);
+    ds3_round(s, s->x, (size_t)T * D, DS3_EMUL_RESIDUAL);
+    ds3_dump_act(s, DS3_DT_REAL, D, 0, T, s->x, "embed");
+    char prefix[32];
+    const double scale = m->attn_scale;
+    ds3_route_hook hook = {wrong, NULL, NULL, NULL};
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        snprintf(prefix, sizeof prefix, "layers.%d", i);
+        if (i == layer && f == FAULT_WRONG_EXPERT) s->route = &hook;
+        if (i == layer && f == FAULT_NO_MSCALE) m->attn_scale = 1.0 / sqrt((double)(c->qk_nope_head_dim + c->qk_rope_head_dim));
+        ds3_layer_forward(s, &m->layers[i], &s->cache[i], T, 0, prefix);
+        s->route = NULL;
+        m->attn_scale = scale;
+    }
+    ds3_real *hn = ds3_hwin_begin(&s->hfinal, 0, D);
+    for (int t = 0; t < T; t++) ds3_norm(s, hn + (size_t)t * D, s->x + (size_t)t * D, m->norm, D);
+    s->hfinal.n += T;
+    ds3_dump_act(s, DS3_DT_REAL, D, 0, T, hn, "norm");
+    ds3_proj(s, s->dump_logits, hn, &m->lm_head, T);
+    ds3_dump_act(s, DS3_DT_REAL, c->vocab_size, 0, T, s->dump_logits, "logits");
+    if (m->n_mtp > 0) ds3_mtp_chunk(s, tok, T, 0);
+    const char *meta[] = {"tokens", TOKENS, NULL};
+    CHECK(ds3_dump_write(s, path, meta) == DS3_OK, "dump %s: %s", path, ds3_last_error());
+    ds3_state_free(s);
+}
+
+/* ========================================================================== */
+/* Replaying ds3's own dump gives its bits                                     */
+/* ========================================================================== */
+
+static void test_self(const char *models) {
+    th_section("replay of ds3's own dump: the same bits in every tensor");
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/tiny-f32", models);
+    ds3_model *m = NULL;
+    CHECK(ds3_model_load(dir, &m) == DS3_OK, "load %s: %s", dir, ds3_last_error());
+    if (!m) return;
+    int T;
+    int32_t *tok = parse(TOKENS, &T);
+    ds3_emulation bf16 = {DS3_EMULATE_BF16, 0, 0};
+    for (int e = 0; e < 2; e++)
+        for (int a = 0; a < 2; a++) {
+            const ds3_attn_mode attn = a ? DS3_ATTN_NAIVE : DS3_ATTN_ABSORB;
+            snprintf(path, sizeof path, "%s/self-%d-%d.safetensors", tmpdir, e, a);
+            ds3_state *s = NULL;
+            ds3_state_new(m, T, attn, &s);
+            if (e) ds3_set_emulation(s, &bf16);
+            ds3_dump_begin(s, T);
+            CHECK(ds3_forward(s, tok, T, 0, NULL) == DS3_OK, "forward");
+            CHECK(ds3_dump_write(s, path, NULL) == DS3_OK, "dump: %s", ds3_last_error());
+            ds3_st_file *b = NULL;
+            CHECK(ds3_st_open(path, &b) == DS3_OK, "open %s", path);
+            ds3_dumper *d = ds3_dumper_new(T);
+            ds3_replay_report rep;
+            CHECK(ds3_replay_dump(s, b, tok, T, true, d, &rep) == DS3_OK, "replay: %s", ds3_last_error());
+            CHECK(rep.n_not_checked == 0, "%d layers not checked", rep.n_not_checked);
+            ds3_st_file *v = NULL;
+            ds3_dumper_view(d, &v);
+            CHECK(v->n == b->n, "%s%s: %d tensors replayed, the dump has %d", e ? "bf16 " : "",
+                  a ? "naive" : "absorb", v->n, b->n);
+            int same = 0;
+            for (int i = 0; i < v->n; i++) {
+                const ds3_st_entry *x = &v->entries[i], *y = ds3_st_find(b, x->name);
+                bool eq = y && x->nbytes == y->nbytes && memcmp(x->data, y->data, x->nbytes) == 0;
+                CHECK(eq, "%s%s: %s differs from the dump", e ? "bf16 " : "", a ? "naive" : "absorb", x->name);
+                same += eq;
+            }
+            printf("  %s %s: %d of %d tensors bit-identical\n", e ? "--emulate bf16" : "fp32", a ? "naive" : "absorb",
+                   same, v->n);
+            ds3_dumper_view_free(v);
+            ds3_dumper_free(d);
+            ds3_replay_report_free(&rep);
+            ds3_st_close(b);
+            ds3_state_free(s);
+        }
+
+    th_section("ds3_replay_layer: one layer from given inputs");
+    {
+        snprintf(path, sizeof path, "%s/self-0-0.safetensors", tmpdir);
+        ds3_st_file *b = NULL;
+        ds3_st_open(path, &b);
+        ds3_state *s = NULL;
+        ds3_state_new(m, T, DS3_ATTN_ABSORB, &s);
+        const int D = m->cfg.hidden_size, K = m->cfg.num_experts_per_tok, E = m->cfg.n_routed_experts;
+        const ds3_st_entry *in = ds3_st_find(b, "layers.1.out"), *att = ds3_st_find(b, "layers.2.attn.out"),
+                           *ffn = ds3_st_find(b, "layers.2.ffn.out"), *idx = ds3_st_find(b, "layers.2.moe.topk_idx"),
+                           *sc = ds3_st_find(b, "layers.2.moe.scores");
+        ds3_real *o_att = calloc((size_t)T * D, sizeof(ds3_real)), *o_ffn = calloc((size_t)T * D, sizeof(ds3_real));
+        ds3_real *o_sc = calloc((size_t)T * E, sizeof(ds3_real));
+        int32_t *o_idx = calloc((size_t)T * K, sizeof(int32_t));
+        ds3_replay_inputs ri = {in->data, att->data, idx->data};
+        ds3_replay_outputs ro = {o_att, o_ffn, NULL, o_idx, NULL, o_sc};
+        CHECK(ds3_replay_layer(s, 2, T, &ri, &ro) == DS3_OK, "replay layer 2: %s", ds3_last_error());
+        CHECK(memcmp(o_att, att->data, att->nbytes) == 0, "attn.out: not the forward pass's bits");
+        CHECK(memcmp(o_ffn, ffn->data, ffn->nbytes) == 0, "ffn.out: not the forward pass's bits");
+        CHECK(memcmp(o_idx, idx->data, idx->nbytes) == 0, "topk_idx: not the forward pass's choice");
+        CHECK(memcmp(o_sc, sc->data, sc->nbytes) == 0, "scores: not the forward pass's bits");
+        /* Afterwards the state runs a sequence from 0 as if new. */
+        ds3_real *l1 = malloc(sizeof(ds3_real) * (size_t)T * m->cfg.vocab_size);
+        CHECK(ds3_forward(s, tok, T, 0, l1) == DS3_OK, "forward after replay");
+        const ds3_st_entry *lg = ds3_st_find(b, "logits");
+        CHECK(memcmp(l1, lg->data, lg->nbytes) == 0, "a forward after a replay: not the same logits");
+        CHECK(ds3_replay_layer(s, -1, T, &ri, &ro) == DS3_ERR_ARG, "layer -1 accepted");
+        CHECK(ds3_replay_layer(s, m->cfg.num_hidden_layers + m->n_mtp, T, &ri, &ro) == DS3_ERR_ARG,
+              "layer past the MTP blocks accepted");
+        CHECK(ds3_replay_layer(s, 2, T + 1, &ri, &ro) == DS3_ERR_ARG, "T past max_seq accepted");
+        int32_t *bad = malloc((size_t)T * K * sizeof(int32_t));
+        memcpy(bad, idx->data, idx->nbytes);
+        bad[3] = E;
+        ri.topk_idx = bad;
+        CHECK(ds3_replay_layer(s, 2, T, &ri, &ro) == DS3_ERR_ARG && has(ds3_last_error(), "not an expert"),
+              "an expert index out of range: %s", ds3_last_error());
+        free(bad);
+        free(l1);
+        free(o_att);
+        free(o_ffn);
+        free(o_sc);
+        free(o_idx);
+        ds3_state_free(s);
+        ds3_st_close(b);
+    }
+    free(tok);
+    ds3_model_free(m);
+}
+
+/* ========================================================================== */
+/* Planted faults: caught at their own layer, nowhere else                     */
+/* ========================================================================== */
+
+/* Replay `build` on `model`; the first tensor outside must be `first`, and
+ * every tensor of another layer than `own` ("layers.2.") must be within. */
+static void expect_fault(const char *model, const char *build, const char *first, const char *own,
+                         const char *what) {
+    result r = RUN("replay", "-m", model, build, "--json");
+    CHECK(r.rc == 1, "%s: exit %d, want 1\n%s%s", what, r.rc, r.out, r.err);
+    cJSON *j = cJSON_Parse(r.out);
+    CHECK(j != NULL, "%s: --json output does not parse", what);
+    if (j) {
+        const cJSON *fo = cJSON_GetObjectItem(j, "first_outside");
+        CHECK(cJSON_IsString(fo) && strncmp(fo->valuestring, first, strlen(first)) == 0 &&
+                  (fo->valuestring[strlen(first)] == '\0' || fo->valuestring[strlen(first)] == ' '),
+              "%s: first outside is %s, want %s", what, cJSON_IsString(fo) ? fo->valuestring : "null", first);
+        int others = 0, bad = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tensors")) {
+            const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+            if (strncmp(name, own, strlen(own)) == 0) continue;
+            others++;
+            bool ok = cJSON_IsTrue(cJSON_GetObjectItem(t, "ok"));
+            bad += !ok;
+            CHECK(ok, "%s: %s (another layer) is outside: %s", what, name,
+                  cJSON_GetStringValue(cJSON_GetObjectItem(t, "why")));
+        }
+        printf("  %s: first outside %s; %d tensors of other layers, %d outside\n", what,
+               cJSON_IsString(fo) ? fo->valuestring : "none", others, bad);
+        cJSON_Delete(j);
+    }
+    done(&r);
+}
+
+static void test_faults(const char *models) {
+    th_section("planted faults: each caught at its own layer and nowhere else");
+    char dir[512], clean[600], path[600];
+    snprintf(dir, sizeof dir, "%s/tiny-f32", models);
+    ds3_model *m = NULL;
+    CHECK(ds3_model_load(dir, &m) == DS3_OK, "load: %s", ds3_last_error());
+    if (!m) return;
+    int T;
+    int32_t *tok = parse(TOKENS, &T);
+    const int K = m->cfg.num_experts_per_tok, E = m->cfg.n_routed_experts;
+
+    snprintf(clean, sizeof clean, "%s/clean.safetensors", tmpdir);
+    build_dump(m, tok, T, NULL, FAULT_NONE, -1, NULL, clean);
+    expect(RUN("replay", "-m", dir, clean), 0, "every tensor within fp32", "the clean build");
+
+    /* one wrong expert in every row of layer 2: its last expert replaced by
+     * the next index the row does not hold */
+    ds3_st_file *c = NULL;
+    ds3_st_open(clean, &c);
+    const ds3_st_entry *ci = ds3_st_find(c, "layers.2.moe.topk_idx");
+    int32_t *wrong = malloc((size_t)T * K * sizeof(int32_t));
+    memcpy(wrong, ci->data, ci->nbytes);
+    for (int t = 0; t < T; t++) {
+        int32_t *row = wrong + (size_t)t * K, e = row[K - 1];
+        for (bool in = true; in;) {
+            e = (e + 1) % E;
+            in = false;
+            for (int k = 0; k < K; k++) in |= row[k] == e;
+        }
+        row[K - 1] = e;
+    }
+    snprintf(path, sizeof path, "%s/wrong-expert.safetensors", tmpdir);
+    build_dump(m, tok, T, NULL, FAULT_WRONG_EXPERT, 2, wrong, path);
+    expect_fault(dir, path, "layers.2.moe.topk_idx", "layers.2.", "one wrong expert per row in layer 2");
+    free(wrong);
+
+    snprintf(path, sizeof path, "%s/no-mscale.safetensors", tmpdir);
+    build_dump(m, tok, T, NULL, FAULT_NO_MSCALE, 1, NULL, path);
+    expect_fault(dir, path, "layers.1.attn.out", "layers.1.", "layer 1's softmax scale without mscale");
+
+    /* 1% on the down projection of an expert layer 2's first row runs, in a
+     * copy of the checkpoint */
+    char copy[600], cmd[1400];
+    snprintf(copy, sizeof copy, "%s/tiny-f32-fault", tmpdir);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", dir, copy);
+    CHECK(system(cmd) == 0, "copy the checkpoint");
+    int expert = ((const int32_t *)ci->data)[0];
+    char wname[128], file[700];
+    snprintf(wname, sizeof wname, "model.layers.2.mlp.experts.%d.down_proj.weight", expert);
+    snprintf(file, sizeof file, "%s/model.safetensors", copy);
+    ds3_st_file *w = NULL;
+    CHECK(ds3_st_open(file, &w) == DS3_OK, "open %s: %s", file, ds3_last_error());
+    const ds3_st_entry *we = w ? ds3_st_find(w, wname) : NULL;
+    CHECK(we && we->dtype == DS3_DT_F32, "%s: an F32 tensor in %s", wname, file);
+    if (we) {
+        size_t n = we->nbytes / 4;
+        float *v = malloc(we->nbytes);
+        memcpy(v, we->data, we->nbytes);
+        for (size_t i = 0; i < n; i++) v[i] *= 1.01f;
+        long off = (long)((const char *)we->data - (const char *)w->map);
+        FILE *fp = fopen(file, "r+b");
+        CHECK(fp && fseek(fp, off, SEEK_SET) == 0 && fwrite(v, 4, n, fp) == n, "patch %s", file);
+        if (fp) fclose(fp);
+        free(v);
+    }
+    ds3_st_close(w);
+    snprintf(path, sizeof path, "%s/down-proj.safetensors", tmpdir);
+    expect(RUN("dump", "-m", copy, "--tokens", TOKENS, "-o", path), 0, NULL, "dump of the faulty checkpoint");
+    expect_fault(dir, path, "layers.2.ffn.out", "layers.2.", "1% on one expert's down_proj in layer 2");
+    ds3_st_close(c);
+    free(tok);
+    ds3_model_free(m);
+}
+
+/* ========================================================================== */
+/* The CLI                                                                     */
+/* ========================================================================== */
+
+/* A copy of dump src without tensor `drop` (NULL: none), with `tokens`
+ * metadata (NULL: none), and with tensor `shrink` (NULL: none) one row short. */
+static void variant(const char *src, const char *dst, const char *drop, const char *tokens, const char *shrink) {
+    ds3_st_file *f = NULL;
+    CHECK(ds3_st_open(src, &f) == DS3_OK, "open %s", src);
+    if (!f) return;
+    ds3_st_writer *w = ds3_stw_new();
+    for (int i = 0; i < f->n; i++) {
+        const ds3_st_entry *e = &f->entries[i];
+        if (drop && strcmp(e->name, drop) == 0) continue;
+        int64_t shape[8];
+        memcpy(shape, e->shape, sizeof shape);
+        if (shrink && strcmp(e->name, shrink) == 0) shape[0]--;
+        ds3_stw_add(w, e->name, e->dtype, e->ndim, shape, e->data);
+    }
+    if (tokens) ds3_stw_meta(w, "tokens", tokens);
+    CHECK(ds3_stw_write(w, dst) == DS3_OK, "write %s: %s", dst, ds3_last_error());
+    ds3_stw_free(w);
+    ds3_st_close(f);
+}
+
+static void test_cli(const char *models) {
+    th_section("ds3 replay: usage, missing inputs, errors, -o, --json");
+    char dir[512], build[600], path[600], out[600];
+    snprintf(dir, sizeof dir, "%s/tiny-f32", models);
+    snprintf(build, sizeof build, "%s/cli.safetensors", tmpdir);
+    expect(RUN("dump", "-m", dir, "--tokens", TOKENS, "-o", build), 0, NULL, "dump");
+    expect(RUN("replay", "--help"), 0, "usage: ds3 replay", "--help");
+    expect(RUN("help", "replay"), 0, "usage: ds3 replay", "help replay");
+    expect(RUN("replay", build), 2, "missing -m DIR", "no -m");
+    expect(RUN("replay", "-m", dir), 2, "missing BUILD", "no BUILD");
+    expect(RUN("replay", "-m", dir, build, "--routing", "x"), 2, "--routing", "bad --routing");
+    expect(RUN("replay", "-m", dir, build, "--profile", "x"), 2, "--profile", "bad --profile");
+    expect(RUN("replay", "-m", dir, build, "--bogus"), 2, "unknown option", "unknown option");
+    snprintf(path, sizeof path, "%s/notok.safetensors", tmpdir);
+    variant(build, path, NULL, NULL, NULL);
+    expect(RUN("replay", "-m", dir, path), 2, "no tokens", "no tokens anywhere");
+    expect(RUN("replay", "-m", dir, path, "--tokens", TOKENS), 0, "PASS", "--tokens given");
+    expect(RUN("replay", "-m", dir, build, "--tokens", "1,2,3"), 1, "differ", "--tokens not BUILD's");
+    expect(RUN("replay", "-m", dir, build, "--routing", "own"), 0, "routing own", "--routing own");
+    expect(RUN("replay", "-m", dir, build, "--kernels", "ref"), 0, "PASS", "--kernels ref against fast");
+    expect(RUN("replay", "-m", dir, "/nonexistent.safetensors"), 1, "BUILD", "a missing BUILD");
+
+    snprintf(path, sizeof path, "%s/noattn.safetensors", tmpdir);
+    variant(build, path, "layers.1.attn.out", TOKENS, NULL);
+    expect(RUN("replay", "-m", dir, path), 1, "NOT CHECKED (no layers.1.attn.out in BUILD)", "attn.out missing");
+    snprintf(path, sizeof path, "%s/noout.safetensors", tmpdir);
+    variant(build, path, "layers.0.out", TOKENS, NULL);
+    expect(RUN("replay", "-m", dir, path), 1, "layers.1: NOT CHECKED (no layers.0.out in BUILD)",
+           "layer input missing");
+    snprintf(path, sizeof path, "%s/short.safetensors", tmpdir);
+    variant(build, path, NULL, TOKENS, "layers.1.out");
+    snprintf(out, sizeof out, "%s/replayed.safetensors", tmpdir);
+    expect(RUN("replay", "-m", dir, path, "-o", out), 1, "BUILD layers.1.out: shape [9,200], expected [10,200]",
+           "a shape mismatch");
+    CHECK(!exists(out), "-o written on an error");
+    expect(RUN("replay", "-m", dir, build, "-o", out), 0, "PASS", "-o");
+    ds3_st_file *f = NULL;
+    CHECK(exists(out) && ds3_st_open(out, &f) == DS3_OK, "-o: no readable file");
+    if (f) {
+        CHECK(ds3_st_find(f, "layers.2.ffn.out") && ds3_st_meta(f, "replay_of"), "-o: tensors and metadata");
+        ds3_st_close(f);
+    }
+    result r = RUN("replay", "-m", dir, build, "--json");
+    cJSON *j = cJSON_Parse(r.out);
+    CHECK(r.rc == 0 && j && cJSON_IsTrue(cJSON_GetObjectItem(j, "pass")) &&
+              cJSON_IsNull(cJSON_GetObjectItem(j, "first_outside")) &&
+              cJSON_GetArraySize(cJSON_GetObjectItem(j, "tensors")) == 27,
+          "--json: rc %d\n%s", r.rc, r.out);
+    cJSON_Delete(j);
+    done(&r);
+}
+
+/* ========================================================================== */
+/* Genuine builds pass their replay profile, with every row compared           */
+/* ========================================================================== */
+
+static void test_genuine(const char *models, const char *refdir) {
+    th_section("genuine builds: transformers bf16 / fp8, ds3 --emulate fp8, the float64 oracle");
+    char dir[512], build[600], emu[600];
+    struct { const char *model, *file, *pass, *fail; } g[] = {
+        {"tiny-bf16", "emulate/tiny-bf16-hf-bf16.safetensors", "bf16", "fp32"},
+        {"tiny-fp8", "emulate/tiny-fp8-hf-fp8act.safetensors", "fp8", "bf16"},
+        {"tiny-f32", "tiny-f32.safetensors", "fp32", NULL},
+        {"tiny-v2", "tiny-v2.safetensors", "fp32", NULL},
+        {"tiny-mtp2", "tiny-mtp2.safetensors", "fp32", NULL},
+    };
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+        snprintf(dir, sizeof dir, "%s/%s", models, g[i].model);
+        snprintf(build, sizeof build, "%s/%s", refdir, g[i].file);
+        result r = RUN("replay", "-m", dir, build, "--profile", g[i].pass, "--json");
+        cJSON *j = cJSON_Parse(r.out);
+        int rows_out = 0, n = 0;
+        const cJSON *t;
+        if (j) cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tensors")) {
+            rows_out += (int)cJSON_GetNumberValue(cJSON_GetObjectItem(t, "rows_excluded"));
+            n++;
+        }
+        CHECK(r.rc == 0 && j && rows_out == 0 && n >= 18, "%s on %s: exit %d, %d tensors, %d rows left out\n%s",
+              g[i].file, g[i].pass, r.rc, n, rows_out, r.out);
+        cJSON_Delete(j);
+        done(&r);
+        if (g[i].fail)
+            expect(RUN("replay", "-m", dir, build, "--profile", g[i].fail), 1, "first outside",
+                   "a genuine build outside a tighter profile");
+    }
+    snprintf(dir, sizeof dir, "%s/tiny-fp8", models);
+    snprintf(emu, sizeof emu, "%s/emu-fp8.safetensors", tmpdir);
+    expect(RUN("dump", "-m", dir, "--tokens", TOKENS, "--emulate", "fp8", "-o", emu), 0, NULL, "dump --emulate fp8");
+    expect(RUN("replay", "-m", dir, emu, "--profile", "fp8"), 0, "every tensor within fp8", "ds3 --emulate fp8");
+}
+
+int main(void) {
+    cli = getenv("DS3_CLI");
+    const char *models = getenv("DS3_MODELS");
+    if (!cli || !models) {
+        fprintf(stderr, "-- DS3_CLI or DS3_MODELS not set: replay tests skipped\n");
+        return th_finish();
+    }
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/ds3-replay-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_self(models);
+    test_faults(models);
+    test_cli(models);
+    const char *refdir = getenv("DS3_REF");
+    if (refdir) test_genuine(models, refdir);
+    remove_tmpdir();
+    return th_finish();
+}
