@@ -190,6 +190,8 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     if ((st = ds3_dumper_view(d, &view)) != DS3_OK) cli_die("replay: %s", ds3_last_error());
     ds3_cmp_report rep;
     if ((st = ds3_cmp_files(view, b, &o, &rep)) != DS3_OK) cli_die("compare: %s", ds3_last_error());
+    /* the replay has no metadata of its own: it ran on the tokens named here */
+    snprintf(rep.tokens_note, sizeof rep.tokens_note, "tokens from %s", tokstr ? "--tokens" : "BUILD's metadata");
     bool ok = rep.ok && gaps.n_not_checked == 0;
     char first[256];
     first_outside(first, sizeof first, &rep);
