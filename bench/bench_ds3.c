@@ -33,6 +33,7 @@
 
 #include <stdint.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -350,6 +351,66 @@ static void layer_part(bench *b, part p, int layer, int T, int start, ds3_real *
         fprintf(stderr, "              %d of %d routed experts touched\n", touched, c->n_routed_experts);
 }
 
+/*
+ * ds3 replay's cost (src/model/replay.c): a dump of T tokens replayed and
+ * compared, as `ds3 replay` does (open the dump, every layer from its inputs,
+ * the comparison), against what it should cost at most: one prefill of the
+ * same tokens plus reading the dump (open, every tensor read as doubles).
+ * Rows replay_ms and replay_budget_ms; replay's limit is the budget.
+ */
+static void replay_cost(bench *b, int T, int threads) {
+    char path[] = "/tmp/ds3-bench-replay-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) die("mkstemp", DS3_ERR_IO);
+    close(fd);
+    ds3_status st = ds3_dump_begin(b->s, T);
+    if (st == DS3_OK) st = ds3_forward(b->s, b->tokens, T, 0, NULL);
+    if (st == DS3_OK) st = ds3_dump_write(b->s, path, NULL);
+    if (st != DS3_OK) die("dump for replay", st);
+    double vr[64], vb[64];
+    const ds3_cmp_opts o = {.profile = ds3_cmp_replay_profile_find("fp32"), .all_rows = true,
+                            .weights_at_test_idx = true, .ignore_test_only = true};
+    for (int r = -b->warmup; r < b->runs; r++) {
+        /* the budget: a prefill, then reading the dump */
+        double t0 = bench_now();
+        timed_forward(b, b->tokens, T, 0, b->logits);
+        ds3_st_file *f = NULL;
+        if ((st = ds3_st_open(path, &f)) != DS3_OK) die("open dump", st);
+        for (int i = 0; i < f->n; i++) {
+            long n;
+            free(ds3_cmp_read(&f->entries[i], &n));
+        }
+        ds3_st_close(f);
+        double budget = bench_now() - t0;
+        /* the replay */
+        t0 = bench_now();
+        if ((st = ds3_st_open(path, &f)) != DS3_OK) die("open dump", st);
+        ds3_dumper *d = ds3_dumper_new(T);
+        ds3_replay_report rep;
+        if ((st = ds3_replay_dump(b->s, f, b->tokens, T, true, d, &rep)) != DS3_OK) die("replay", st);
+        ds3_st_file *v = NULL;
+        ds3_cmp_report cr;
+        if ((st = ds3_dumper_view(d, &v)) != DS3_OK || (st = ds3_cmp_files(v, f, &o, &cr)) != DS3_OK)
+            die("replay compare", st);
+        double replay = bench_now() - t0;
+        ds3_cmp_report_free(&cr);
+        ds3_dumper_view_free(v);
+        ds3_dumper_free(d);
+        ds3_replay_report_free(&rep);
+        ds3_st_close(f);
+        if (r >= 0) {
+            vr[r] = replay * 1e3;
+            vb[r] = budget * 1e3;
+        }
+    }
+    unlink(path);
+    bench_stat sr = bench_summarise(vr, b->runs), sb = bench_summarise(vb, b->runs);
+    bench_row(b->csv, "replay_budget_ms", b->name, b->dtype, threads, T, 0, sb, "ms", NAN, 0);
+    bench_row(b->csv, "replay_ms", b->name, b->dtype, threads, T, 0, sr, "ms", sb.med, 0);
+    fprintf(stderr, "  replay of %d tokens: %.1f ms; one prefill + reading the dump: %.1f ms (x%.2f)\n", T, sr.med,
+            sb.med, sr.med / sb.med);
+}
+
 /* ---- memory ----------------------------------------------------------------- */
 
 static void memory_rows(bench *b, int logits_rows) {
@@ -536,6 +597,7 @@ int main(int argc, char **argv) {
         free(x);
     }
 
+    replay_cost(&b, 64, b.nmax);
     memory_rows(&b, quick ? 64 : 512);
     bench_row(b.csv, "loadavg_end", b.name, b.dtype, -1, -1, -1, bench_one(loadavg()), "runnable", NAN, 1);
     fclose(b.csv);

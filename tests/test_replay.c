@@ -9,9 +9,10 @@
  *   - planted faults, each a build made by running ds3 with one layer broken,
  *     dumped, then replayed on the clean checkpoint: each must fail first at
  *     its own layer's tensor, and every tensor of every other layer must pass
- *     (a wrong expert in every row of one MoE layer; that layer's softmax
- *     scale without YaRN's mscale²; 1% on one expert's down projection in a
- *     copy of the checkpoint);
+ *     (a wrong expert in every row of one MoE layer; a layer's softmax scale
+ *     without YaRN's mscale²; q's RoPE on the wrong half, in an attention
+ *     written out here; 1% on one expert's down projection in a copy of the
+ *     checkpoint);
  *   - the CLI: usage errors (exit 2), a missing input (NOT CHECKED, exit 1), a
  *     shape mismatch naming the tensor, -o written only on success, --json.
  */
@@ -46,7 +47,63 @@ static int32_t *parse(const char *s, int *T) {
 /* A build: ds3's forward pass, optionally with one layer broken               */
 /* ========================================================================== */
 
-typedef enum { FAULT_NONE, FAULT_WRONG_EXPERT, FAULT_NO_MSCALE } fault;
+typedef enum { FAULT_NONE, FAULT_WRONG_EXPERT, FAULT_NO_MSCALE, FAULT_ROPE_HALF } fault;
+
+/*
+ * The build under test for FAULT_ROPE_HALF: naive MLA written out here
+ * (docs/MODEL.md §3) from x [T][D] = RMSNorm_in(h) at positions 0..T-1, with
+ * q's RoPE applied to the wrong half when `wrong`: the first Dr values of
+ * each head's q (part of q^C) rotated, q^R left as it is. With wrong = false
+ * it is the plain attention, which the test holds against ds3's own first.
+ */
+static void attn_written_out(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x, int T, bool wrong) {
+    const ds3_config *c = &s->m->cfg;
+    const int D = c->hidden_size, H = c->num_attention_heads, Dn = c->qk_nope_head_dim, Dr = c->qk_rope_head_dim,
+              Dv = c->v_head_dim, C = c->kv_lora_rank, Rq = c->q_lora_rank, Dq = Dn + Dr;
+    ds3_real *q = calloc((size_t)T * H * Dq, sizeof(ds3_real)), *kv = calloc((size_t)T * (C + Dr), sizeof(ds3_real));
+    ds3_real *ckv = calloc((size_t)T * C, sizeof(ds3_real)), *kvb = calloc((size_t)T * H * (Dn + Dv), sizeof(ds3_real));
+    ds3_real *o = calloc((size_t)T * H * Dv, sizeof(ds3_real)), *p = calloc((size_t)T, sizeof(ds3_real));
+    if (Rq > 0) {
+        ds3_real *cq = calloc((size_t)T * Rq, sizeof(ds3_real));
+        ds3_proj(s, cq, x, &l->q_a_proj, T);
+        for (int t = 0; t < T; t++) ds3_norm(s, cq + (size_t)t * Rq, cq + (size_t)t * Rq, l->q_a_layernorm, Rq);
+        ds3_proj(s, q, cq, &l->q_b_proj, T);
+        free(cq);
+    } else {
+        ds3_proj(s, q, x, &l->q_proj, T);
+    }
+    ds3_proj(s, kv, x, &l->kv_a_proj_with_mqa, T);
+    for (int t = 0; t < T; t++) {
+        ds3_norm(s, ckv + (size_t)t * C, kv + (size_t)t * (C + Dr), l->kv_a_layernorm, C);
+        ds3_rotate(s, kv + (size_t)t * (C + Dr) + C, t);                       /* k^R */
+        for (int h = 0; h < H; h++) ds3_rotate(s, q + ((size_t)t * H + h) * Dq + (wrong ? 0 : Dn), t);
+    }
+    ds3_proj(s, kvb, ckv, &l->kv_b_proj, T);
+    const double scale = s->m->attn_scale;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const ds3_real *qh = q + ((size_t)t * H + h) * Dq;
+            for (int u = 0; u <= t; u++) {
+                const ds3_real *k = kvb + ((size_t)u * H + h) * (Dn + Dv), *kr = kv + (size_t)u * (C + Dr) + C;
+                double a = 0;
+                for (int d = 0; d < Dn; d++) a += (double)qh[d] * k[d];
+                for (int d = 0; d < Dr; d++) a += (double)qh[Dn + d] * kr[d];
+                p[u] = (ds3_real)(a * scale);
+            }
+            ds3_softmax(p, t + 1);
+            ds3_real *oh = o + ((size_t)t * H + h) * Dv;
+            for (int u = 0; u <= t; u++)
+                for (int d = 0; d < Dv; d++) oh[d] += p[u] * kvb[((size_t)u * H + h) * (Dn + Dv) + Dn + d];
+        }
+    ds3_proj(s, out, o, &l->o_proj, T);
+    (void)D;
+    free(q);
+    free(kv);
+    free(ckv);
+    free(kvb);
+    free(o);
+    free(p);
+}
 
 /*
  * The forward pass of model.c, layer by layer, so that one layer can be
@@ -72,7 +129,17 @@ static void build_dump(ds3_model *m, const int32_t *tok, int T, const ds3_emulat
         snprintf(prefix, sizeof prefix, "layers.%d", i);
         if (i == layer && f == FAULT_WRONG_EXPERT) s->route = &hook;
         if (i == layer && f == FAULT_NO_MSCALE) m->attn_scale = 1.0 / sqrt((double)(c->qk_nope_head_dim + c->qk_rope_head_dim));
-        ds3_layer_forward(s, &m->layers[i], &s->cache[i], T, 0, prefix);
+        if (i == layer && f == FAULT_ROPE_HALF) {
+            /* the attention sublayer of layer.c with the written-out, faulty MLA */
+            const ds3_layer *l = &m->layers[i];
+            for (int t = 0; t < T; t++) ds3_norm(s, s->xn + (size_t)t * D, s->x + (size_t)t * D, l->input_layernorm, D);
+            attn_written_out(s, l, s->y, s->xn, T, true);
+            ds3_dump_act(s, DS3_DT_REAL, D, 0, T, s->y, "%s.attn.out", prefix);
+            for (size_t j = 0; j < (size_t)T * D; j++) s->x[j] += s->y[j];
+            ds3_layer_ffn(s, l, T, 0, prefix);
+        } else {
+            ds3_layer_forward(s, &m->layers[i], &s->cache[i], T, 0, prefix);
+        }
         s->route = NULL;
         m->attn_scale = scale;
     }
@@ -193,9 +260,9 @@ static void test_self(const char *models) {
 
 /* Replay `build` on `model`; the first tensor outside must be `first`, and
  * every tensor of another layer than `own` ("layers.2.") must be within. */
-static void expect_fault(const char *model, const char *build, const char *first, const char *own,
-                         const char *what) {
-    result r = RUN("replay", "-m", model, build, "--json");
+static void expect_fault_profile(const char *model, const char *build, const char *profile, const char *first,
+                                 const char *own, const char *what) {
+    result r = RUN("replay", "-m", model, build, "--json", "--profile", profile);
     CHECK(r.rc == 1, "%s: exit %d, want 1\n%s%s", what, r.rc, r.out, r.err);
     cJSON *j = cJSON_Parse(r.out);
     CHECK(j != NULL, "%s: --json output does not parse", what);
@@ -220,6 +287,11 @@ static void expect_fault(const char *model, const char *build, const char *first
         cJSON_Delete(j);
     }
     done(&r);
+}
+
+static void expect_fault(const char *model, const char *build, const char *first, const char *own,
+                         const char *what) {
+    expect_fault_profile(model, build, "fp32", first, own, what);
 }
 
 static void test_faults(const char *models) {
@@ -256,11 +328,65 @@ static void test_faults(const char *models) {
     snprintf(path, sizeof path, "%s/wrong-expert.safetensors", tmpdir);
     build_dump(m, tok, T, NULL, FAULT_WRONG_EXPERT, 2, wrong, path);
     expect_fault(dir, path, "layers.2.moe.topk_idx", "layers.2.", "one wrong expert per row in layer 2");
-    free(wrong);
 
     snprintf(path, sizeof path, "%s/no-mscale.safetensors", tmpdir);
     build_dump(m, tok, T, NULL, FAULT_NO_MSCALE, 1, NULL, path);
     expect_fault(dir, path, "layers.1.attn.out", "layers.1.", "layer 1's softmax scale without mscale");
+
+    /* RoPE on the wrong half of q in layer 1; first, the written-out attention
+     * without the fault is ds3's own (so the fault is the only difference) */
+    {
+        ds3_state *s = NULL;
+        ds3_state_new(m, T, DS3_ATTN_NAIVE, &s);
+        const int D = m->cfg.hidden_size;
+        const ds3_st_entry *h = ds3_st_find(c, "layers.0.out"), *a = ds3_st_find(c, "layers.1.attn.out");
+        ds3_real *xn = malloc(h->nbytes), *y = malloc(h->nbytes);
+        for (int t = 0; t < T; t++)
+            ds3_norm(s, xn + (size_t)t * D, (const ds3_real *)h->data + (size_t)t * D, m->layers[1].input_layernorm, D);
+        attn_written_out(s, &m->layers[1], y, xn, T, false);
+        double worst = 0, mx = 0;
+        for (long i = 0; i < (long)T * D; i++) {
+            double r = ((const ds3_real *)a->data)[i];
+            worst = fmax(worst, fabs(y[i] - r));
+            mx = fmax(mx, fabs(r));
+        }
+        CHECK(worst <= 1e-5 * mx, "the written-out attention is not ds3's: max|Δ|/max|r| = %.3g", worst / mx);
+        printf("  the written-out attention without the fault: max|Δ|/max|ref| = %.2g against ds3's\n", worst / mx);
+        free(xn);
+        free(y);
+        ds3_state_free(s);
+    }
+    snprintf(path, sizeof path, "%s/rope-half.safetensors", tmpdir);
+    build_dump(m, tok, T, NULL, FAULT_ROPE_HALF, 1, NULL, path);
+    expect_fault(dir, path, "layers.1.attn.out", "layers.1.", "layer 1's q RoPE on the wrong half");
+
+    /* The same faults in a bf16 build (ds3 --emulate bf16 with the fault),
+     * against the bf16 profiles: replay catches each at its layer; end-to-end
+     * compare against ds3's plain dump is shown for contrast (printed, and in
+     * docs/COMPARING.md). */
+    {
+        ds3_emulation bf16 = {DS3_EMULATE_BF16, 0, 0};
+        char e2e[600];
+        struct { fault f; int layer; const char *first, *own, *what; } bf[] = {
+            {FAULT_WRONG_EXPERT, 2, "layers.2.moe.topk_idx", "layers.2.", "bf16 build, one wrong expert per row in layer 2"},
+            {FAULT_NO_MSCALE, 1, "layers.1.attn.out", "layers.1.", "bf16 build, layer 1 without mscale"},
+        };
+        for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) {
+            snprintf(path, sizeof path, "%s/bf16-fault-%zu.safetensors", tmpdir, i);
+            build_dump(m, tok, T, &bf16, bf[i].f, bf[i].layer, bf[i].f == FAULT_WRONG_EXPERT ? wrong : NULL, path);
+            expect_fault_profile(dir, path, "bf16", bf[i].first, bf[i].own, bf[i].what);
+            result r = RUN("compare", clean, path, "--profile", "bf16");
+            /* the first tensor end to end fails, if any: its line in the table */
+            const char *bad = strstr(r.out, "OUTSIDE") ? strstr(r.out, "OUTSIDE") : strstr(r.out, "NOT CHECKED");
+            const char *line = bad;
+            while (line && line > r.out && line[-1] != '\n') line--;
+            snprintf(e2e, sizeof e2e, "%.*s", line ? (int)strcspn(line, " ") : 0, line ? line : "");
+            printf("  %s, end to end (compare --profile bf16 against ds3's dump): exit %d, %s%s\n", bf[i].what, r.rc,
+                   r.rc == 0 ? "not caught" : "first failing: ", e2e);
+            done(&r);
+        }
+    }
+    free(wrong);
 
     /* 1% on the down projection of an expert layer 2's first row runs, in a
      * copy of the checkpoint */
