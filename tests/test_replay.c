@@ -504,11 +504,12 @@ static void test_cli(const char *models) {
 /* ========================================================================== */
 
 static void test_genuine(const char *models, const char *refdir) {
-    th_section("genuine builds: transformers bf16 / fp8, ds3 --emulate fp8, the float64 oracle");
+    th_section("genuine builds: transformers float32 / bf16 / fp8, ds3 --emulate fp8, the float64 oracle");
     char dir[512], build[600], emu[600];
     struct { const char *model, *file, *pass, *fail; } g[] = {
         {"tiny-bf16", "emulate/tiny-bf16-hf-bf16.safetensors", "bf16", "fp32"},
         {"tiny-fp8", "emulate/tiny-fp8-hf-fp8act.safetensors", "fp8", "bf16"},
+        {"tiny-f32", "replay/tiny-f32-hf-f32.safetensors", "fp32", NULL},
         {"tiny-f32", "tiny-f32.safetensors", "fp32", NULL},
         {"tiny-v2", "tiny-v2.safetensors", "fp32", NULL},
         {"tiny-mtp2", "tiny-mtp2.safetensors", "fp32", NULL},
