@@ -16,6 +16,7 @@
  */
 #include "text.h"
 #include "common.h"
+#include "io/io.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -104,39 +105,40 @@ static char *join(const char *dir, const char *name) {
     return s;
 }
 
-/* Copy src to dst through dst.tmp, so a failure leaves no half file. */
+/* Copy src to dst through the library's output-file writer (src/io/outfile.c:
+ * a temporary of this process's own, renamed into place when complete), so a
+ * failure, a signal or a second copier never leaves half a file at dst. */
 static int copy_file(const char *src, const char *dst, char *err, size_t errsize) {
     FILE *in = fopen(src, "rb");
     if (!in) {
         snprintf(err, errsize, "cannot read %s: %s", src, strerror(errno));
         return TEXT_RUNTIME;
     }
-    size_t n = 0;
-    char *data = read_stream(in, &n);
+    ds3_outfile o;
+    if (ds3_outfile_open(&o, dst) != DS3_OK) {
+        snprintf(err, errsize, "%s", ds3_last_error());
+        fclose(in);
+        return TEXT_RUNTIME;
+    }
+    char buf[1 << 16];
+    size_t n;
+    bool ok = true;
+    int werr = 0;
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, o.fp) != n) { ok = false; werr = errno; }
+    bool read_failed = ferror(in);
+    int rerr = errno;
     fclose(in);
-    if (!data) {
-        snprintf(err, errsize, "cannot read %s", src);
+    if (read_failed) {
+        ds3_outfile_close(&o, false, rerr);
+        snprintf(err, errsize, "cannot read %s: %s", src, strerror(rerr));
         return TEXT_RUNTIME;
     }
-    size_t tl = strlen(dst) + 5;
-    char *tmp = malloc(tl);
-    if (!tmp) {
-        free(data);
-        snprintf(err, errsize, "out of memory");
+    if (ds3_outfile_close(&o, ok, werr) != DS3_OK) {
+        snprintf(err, errsize, "%s", ds3_last_error());
         return TEXT_RUNTIME;
     }
-    snprintf(tmp, tl, "%s.tmp", dst);
-    FILE *out = fopen(tmp, "wb");
-    bool ok = out && fwrite(data, 1, n, out) == n;
-    if (out && fclose(out) != 0) ok = false;
-    if (ok && rename(tmp, dst) != 0) ok = false;
-    if (!ok) {
-        snprintf(err, errsize, "cannot write %s: %s", dst, strerror(errno));
-        remove(tmp);
-    }
-    free(tmp);
-    free(data);
-    return ok ? TEXT_OK : TEXT_RUNTIME;
+    return TEXT_OK;
 }
 
 /* ========================================================================== */

@@ -477,17 +477,24 @@ static void test_output(void) {
     setenv("DS3_MKMODEL_SHARD_MB", "1", 1);
     r = CLI(0, "mkmodel", "--config", "tiny", "--seed", "1", "-o", out);
     CHECK(r.rc == 0, "sharded mkmodel: %s", r.err);
-    char shard3[1100] = "";
+    char shard3[1100] = "", inside[1200];
     DIR *dd = opendir(out);
     for (struct dirent *e; dd && (e = readdir(dd));)
         if (strncmp(e->d_name, "model-00003-of-", 15) == 0)
-            snprintf(shard3, sizeof shard3, "%s/%s.tmp", out, e->d_name);
+            snprintf(shard3, sizeof shard3, "%s/%s", out, e->d_name);
     if (dd) closedir(dd);
     CHECK(shard3[0] != '\0', "sharded mkmodel wrote no third shard");
     if (shard3[0]) {
-        mkdir(shard3, 0755);   /* the third shard's temporary name is taken */
+        /* the third shard's name is taken by a directory that is not empty,
+         * so renaming its temporary into place fails (writers never reuse a
+         * temporary's name, so that is where a failure can be planted) */
+        unlink(shard3);
+        mkdir(shard3, 0755);
+        snprintf(inside, sizeof inside, "%s/keep", shard3);
+        write_text(inside, "x");
         r = CLI(0, "mkmodel", "--config", "tiny", "--seed", "2", "-o", out);
         expect_cli_fail("mkmodel failing at shard 3 of N", r, "model-00003-of-");
+        unlink(inside);
         rmdir(shard3);
         CHECK(count_tmp(out) == 0, "failed sharded mkmodel left a .tmp file in %s", out);
         expect_unmixed("mkmodel failing at shard 3 of N", out);

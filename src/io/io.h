@@ -53,17 +53,25 @@ void ds3_stw_free(ds3_st_writer *w);
 /* outfile.c — a whole output file                                             */
 /* ========================================================================== */
 
-/* Written to <file>.tmp and renamed over <file> when every byte is out
- * (symbolic links followed to the file they name; a FIFO or device written in
- * place). open, write to o->fp, then close with ok = every write succeeded
- * (err: errno of the first failure, 0 for a short write); close removes the
- * .tmp on failure. Errors name `path`. */
+/* Written to a temporary of this writer's own, "<file>.XXXXXX.tmp" (created
+ * with O_EXCL|O_NOFOLLOW: whatever is at a name is never followed or reused),
+ * fsync'd and renamed over <file> when every byte is out (symbolic links
+ * followed to the file they name; a FIFO or device written in place). open,
+ * write to o->fp, then close with ok = every write succeeded (err: errno of
+ * the first failure, 0 for a short write); close removes the temporary on
+ * failure, and SIGINT/SIGTERM/SIGHUP remove it before the process dies (their
+ * handler is installed where the action was the default; SIGXFSZ is ignored
+ * so that `ulimit -f` is a write error). Errors name `path`. */
 typedef struct {
     FILE *fp;
     const char *path;  /* as given (not copied) */
-    char *dst, *tmp;   /* the file links lead to and its .tmp; NULL when in place */
+    char *dst, *tmp;   /* the file links lead to and the temporary; NULL when in place */
+    int slot;          /* the temporary's entry in the signal handler's table, or -1 */
 } ds3_outfile;
 ds3_status ds3_outfile_open(ds3_outfile *o, const char *path);
 ds3_status ds3_outfile_close(ds3_outfile *o, bool ok, int err);
+/* Tests only: when set, gives the six characters of each temporary name tried
+ * (so a test can put a link or a FIFO where the writer will look first). */
+extern void (*ds3_outfile_tag_hook)(char tag[7]);
 
 #endif /* DS3_IO_H */

@@ -22,9 +22,9 @@
  * contents contradict themselves is DS3_ERR_FORMAT.
  *
  * Writing (golden data, dumps, synthetic checkpoints) collects tensors by
- * reference, then writes header and data to "<path>.tmp" and renames it over
- * path, so a reader never sees half a file (outfile.c: links followed, a FIFO
- * or device written in place).
+ * reference, then writes header and data through outfile.c (a temporary of
+ * its own, fsync'd and renamed over path), so a reader never sees half a file
+ * (links followed, a FIFO or device written in place).
  */
 #include "io/io.h"
 

@@ -31,9 +31,13 @@
  * is given, so it predicts what the main model will say next (docs/MKMODEL.md,
  * "A model on which MTP helps"). Same architecture, same tensors, same sizes.
  */
+#define _DEFAULT_SOURCE   /* flock */
 #include "model/model.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -499,7 +503,7 @@ static ds3_status mk_mkdir_p(const char *dir) {
     return DS3_OK;
 }
 
-/* Write text to dir/file through dir/file.tmp and a rename (outfile.c), so a
+/* Write text to dir/file through a temporary and a rename (outfile.c), so a
  * reader never sees half a file. */
 static ds3_status mk_write_text(const char *dir, const char *file, const char *text) {
     char *path = mk_path(dir, file);
@@ -702,6 +706,7 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
 
     mk_plan plan = {&cfg, opts->dtype, opts->bias_shift, NULL, 0, 0, false, {0}};
     char *json = NULL;
+    int lock_fd = -1;
     if (opts->mtp_agree != 0.0) {
         if (!(opts->mtp_agree > 0.0 && opts->mtp_agree <= 1.0))
             return ds3_fail(DS3_ERR_ARG, "mkmodel: --mtp-agree %g is outside (0, 1]", opts->mtp_agree);
@@ -714,6 +719,22 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
     }
     if ((st = mk_plan_all(&plan)) != DS3_OK) goto done;
     if ((st = mk_mkdir_p(outdir)) != DS3_OK) goto done;
+    /* One writer per directory: an exclusive lock on the directory itself,
+     * held until this run returns (the kernel drops it if the process dies).
+     * A second run into the same directory fails at once and says why, so
+     * two runs at the same time leave one complete model, never a mixture. */
+    lock_fd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lock_fd < 0) {
+        st = ds3_fail(DS3_ERR_IO, "%s: cannot open the directory: %s", outdir, strerror(errno));
+        goto done;
+    }
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        st = errno == EWOULDBLOCK
+                 ? ds3_fail(DS3_ERR_IO, "%s: another ds3 mkmodel is writing this directory now; "
+                            "left it to that one", outdir)
+                 : ds3_fail(DS3_ERR_IO, "%s: cannot lock the directory: %s", outdir, strerror(errno));
+        goto done;
+    }
 
     json = ds3_config_to_json(&cfg);
     if (!json) {
@@ -762,6 +783,7 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
     if ((st = mk_write_text(outdir, "config.json", json)) != DS3_OK) goto done;
     mk_remove_stale(outdir, nshards);
 done:
+    if (lock_fd >= 0) close(lock_fd);   /* releases the lock */
     free(json);
     free(plan.t);
     return st;
