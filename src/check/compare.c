@@ -245,17 +245,20 @@ static long row_common(const double *a, const double *b, long K) {
     return n;
 }
 
-/* Index of the largest finite value not in `skip` (ties → lowest index); -1 if none. */
-static long argmax_skip(const double *v, long n, const long *skip, int nskip) {
-    long best = -1;
+/* The k largest values of v[n] that are finite or +Inf, their indices in
+ * top[k] in descending order, ties to the lowest index (what k successive
+ * argmaxes give), in one pass; slots without a value get -1. */
+static void top_k(long *top, int k, const double *v, long n) {
+    int have = 0;
     for (long i = 0; i < n; i++) {
         if (!isfinite(v[i]) && !(isinf(v[i]) && v[i] > 0)) continue;
-        bool skipped = false;
-        for (int k = 0; k < nskip; k++) skipped |= skip[k] == i;
-        if (skipped) continue;
-        if (best < 0 || v[i] > v[best]) best = i;
+        if (have == k && !(v[i] > v[top[k - 1]])) continue;
+        int j = have < k ? have++ : k - 1;
+        /* strict >: an equal value already held has the lower index and stays ahead */
+        for (; j > 0 && v[i] > v[top[j - 1]]; j--) top[j] = top[j - 1];
+        top[j] = i;
     }
-    return best;
+    for (int j = have; j < k; j++) top[j] = -1;
 }
 
 /* Argmax and top-5 agreement of logits [rows][V]; `bound` is the per-element
@@ -269,10 +272,8 @@ static void logits_stats(ds3_cmp_result *r, const double *got, const double *ref
     for (long t = 0; t < rows; t++) {
         const double *g = got + t * V, *e = ref + t * V;
         long tg[5], te[5];
-        for (int k = 0; k < k5; k++) {
-            tg[k] = argmax_skip(g, V, tg, k);
-            te[k] = argmax_skip(e, V, te, k);
-        }
+        top_k(tg, k5, g, V);
+        top_k(te, k5, e, V);
         if (k5 > 0 && tg[0] == te[0]) r->argmax_same++;
         else if (k5 > 0 && tg[0] >= 0 && te[0] >= 0 && e[te[0]] - e[tg[0]] <= 2 * bound) r->argmax_near_tie++;
         int common = 0;
