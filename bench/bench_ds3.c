@@ -26,7 +26,7 @@
  * (absorbed MLA: scores over C+Dr, values over C).
  *
  * usage: bench_ds3 --model DIR --csv FILE [--name small] [--dtype fp8]
- *                  [--runs R] [--steps N] [--quick]
+ *                  [--runs R] [--steps N] [--quick] [--replay-only]
  */
 #include "bench.h"
 #include "generate/generate.h"
@@ -355,9 +355,9 @@ static void layer_part(bench *b, part p, int layer, int T, int start, ds3_real *
  * ds3 replay's cost (src/model/replay.c): a dump of T tokens replayed and
  * compared, as `ds3 replay` does (open the dump, every layer from its inputs,
  * the comparison), against what it should cost at most: one prefill of the
- * same tokens that computes what the dump holds (every row's logits, the MTP
- * rows, as ds3 dump's does) plus reading the dump (open, every tensor read as
- * doubles).
+ * same tokens that computes what the dump holds (ds3 dump's prefill: every
+ * row's logits, the MTP rows and their logits) plus reading the dump (open,
+ * every tensor read as doubles).
  * Rows replay_ms and replay_budget_ms; replay's limit is the budget.
  */
 static void replay_cost(bench *b, int T, int threads) {
@@ -373,12 +373,16 @@ static void replay_cost(bench *b, int T, int threads) {
     const ds3_cmp_opts o = {.profile = ds3_cmp_replay_profile_find("fp32"), .all_rows = true,
                             .weights_at_test_idx = true, .ignore_test_only = true};
     for (int r = -b->warmup; r < b->runs; r++) {
-        /* the budget: a prefill computing what the dump holds (every row's
-         * logits and, as ds3 dump does, the MTP rows), then reading the dump */
-        ds3_state_set_mtp(b->s, 1);
+        /* the budget: the prefill that made the dump, computing what it holds
+         * (every row's logits, the MTP rows and their logits: a dumping
+         * forward, its capture included, its write to /dev/null not timed),
+         * then reading the dump */
+        if ((st = ds3_dump_begin(b->s, T)) != DS3_OK) die("dump", st);
         double t0 = bench_now();
         timed_forward(b, b->tokens, T, 0, b->logits);
-        ds3_state_set_mtp(b->s, 0);
+        double t_fwd = bench_now() - t0;
+        if ((st = ds3_dump_write(b->s, "/dev/null", NULL)) != DS3_OK) die("dump to /dev/null", st);
+        t0 = bench_now() - t_fwd;  /* the budget so far: the forward alone */
         ds3_st_file *f = NULL;
         if ((st = ds3_st_open(path, &f)) != DS3_OK) die("open dump", st);
         for (int i = 0; i < f->n; i++) {
@@ -474,7 +478,7 @@ static double loadavg(void) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_ds3 --model DIR --csv FILE [--name small] [--dtype fp8] [--runs R] "
-                    "[--steps N] [--quick]\n");
+                    "[--steps N] [--quick] [--replay-only]\n");
     exit(2);
 }
 
@@ -487,7 +491,7 @@ int main(int argc, char **argv) {
     b.runs = 3;
     b.steps = 8;
     b.warmup = 1;
-    bool quick = false;
+    bool quick = false, replay_only = false;  /* --replay-only: page in, then replay_cost alone */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--csv") && i + 1 < argc) b.csv_path = argv[++i];
@@ -496,6 +500,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) b.runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) b.steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--replay-only")) replay_only = true;
         else usage();
     }
     if (!dir || !b.csv_path || b.runs < 1 || b.runs > 64 || b.steps < 1 || b.steps > 256) usage();
@@ -541,6 +546,16 @@ int main(int argc, char **argv) {
     bench_row(b.csv, "token_gflop", b.name, b.dtype, -1, 1, -1, bench_one(2 * w->token_macs / 1e9), "GFLOP", NAN,
               1);
     page_in(m);
+
+    if (replay_only) {
+        replay_cost(&b, 64, b.nmax);
+        fclose(b.csv);
+        free(b.tokens);
+        free(b.logits);
+        ds3_state_free(b.s);
+        ds3_model_free(m);
+        return 0;
+    }
 
     /* ---- all threads: prefill, then decode at the long and the short context -- */
     bench_stat pre_n = prefill(&b, prefill_T[0], b.nmax);
