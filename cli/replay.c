@@ -63,8 +63,11 @@ static int32_t *tokens_from(const char *s, const char *what, int *n) {
     int32_t *tok = NULL;
     char err[256];
     int rc = cli_parse_tokens(s, &tok, n, err, sizeof err);
-    if (rc == CLI_ARGS_USAGE) cli_usage("%s: %s", what, err);
-    if (rc != CLI_ARGS_OK) cli_die("%s: %s", what, err);
+    /* the parser names --tokens itself; a bad --tokens is the command line's
+     * fault (usage), bad metadata the file's (runtime) */
+    const char *msg = strncmp(err, "--tokens: ", 10) == 0 ? err + 10 : err;
+    if (rc == CLI_ARGS_USAGE && strcmp(what, "--tokens") == 0) cli_usage("%s: %s", what, msg);
+    if (rc != CLI_ARGS_OK) cli_die("%s: %s", what, msg);
     return tok;
 }
 

@@ -465,6 +465,12 @@ static void test_cli(const char *models) {
     expect(RUN("replay", "-m", dir, path), 2, "no tokens", "no tokens anywhere");
     expect(RUN("replay", "-m", dir, path, "--tokens", TOKENS), 0, "PASS", "--tokens given");
     expect(RUN("replay", "-m", dir, build, "--tokens", "1,2,3"), 1, "differ", "--tokens not BUILD's");
+    expect(RUN("replay", "-m", dir, path, "--tokens", "1,,2"), 2, "--tokens: empty entry", "a bad --tokens");
+    snprintf(out, sizeof out, "%s/badmeta.safetensors", tmpdir);
+    variant(build, out, NULL, "1,x,3", NULL);
+    expect(RUN("replay", "-m", dir, out), 1, "BUILD's tokens metadata: 'x'", "bad tokens metadata");
+    variant(build, out, NULL, "1,2,999999", NULL);
+    expect(RUN("replay", "-m", dir, out), 1, "token 999999 at index 2 is out of range", "a token past the vocab");
     expect(RUN("replay", "-m", dir, build, "--routing", "own"), 0, "routing own", "--routing own");
     expect(RUN("replay", "-m", dir, build, "--kernels", "ref"), 0, "PASS", "--kernels ref against fast");
     expect(RUN("replay", "-m", dir, "/nonexistent.safetensors"), 1, "BUILD", "a missing BUILD");
