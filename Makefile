@@ -72,7 +72,7 @@ help:
 	@echo "make            build $(BUILD)/libds3.a, $(BUILD)/libds3.so and the CLI $(BUILD)/ds3"
 	@echo "make run        install missing deps, build, make the tiny model, generate a few tokens"
 	@echo "make bench      measure the machine and ds3 on small (fp8, bf16): bench/results/ (docs/BENCHMARKS.md)"
-	@echo "make test       unit + end-to-end tests (fp32 and f64 builds) against ref_data/"
+	@echo "make test       unit + end-to-end tests (fp32 and f64 builds, the Python package) against ref_data/"
 	@echo "make test-quick the fp32 build's tests only"
 	@echo "make test SAN=1 the same tests built with ASan + UBSan (build-san/, build-f64-san/)"
 	@echo "make fuzz       run each libFuzzer target FUZZ_SECONDS (60) with ASan + UBSan (build-fuzz/)"
@@ -145,11 +145,12 @@ test-quick: all $(TEST_BIN)
 	@sh scripts/make-models.sh $(BUILD)/ds3 $(MODELS)
 	@$(SAN_ENV) sh tests/run.sh $(BUILD) $(MODELS)
 
-# All tests: the fp32 build, then the f64 (oracle-mode) build; one closing line.
+# All tests: the fp32 build, then the f64 (oracle-mode) build, then the Python
+# package (python/tests/run.sh; not with SAN=1); one closing line.
 test: all $(TEST_BIN)
 	@$(MAKE) --no-print-directory PRECISION=f64 all tests-bin-f64
 	@sh scripts/make-models.sh $(BUILD)/ds3 $(MODELS)
-	@$(SAN_ENV) sh tests/run.sh $(BUILD) $(MODELS) $(BUILD_F64)
+	@$(SAN_ENV) $(if $(SAN),,DS3_PYTHON_TESTS=1) sh tests/run.sh $(BUILD) $(MODELS) $(BUILD_F64)
 
 .PHONY: tests-bin-f64
 tests-bin-f64: $(TEST_BIN)
@@ -218,6 +219,6 @@ valgrind:
 
 # Remove all build outputs.
 clean:
-	rm -rf build build-f64 build-san build-f64-san build-fuzz build-vg
+	rm -rf build build-f64 build-san build-f64-san build-fuzz build-vg python/build
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

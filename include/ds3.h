@@ -365,6 +365,46 @@ typedef struct {               /* every pointer may be NULL (not wanted) */
 ds3_status ds3_replay_layer(ds3_state *s, int layer, int T, const ds3_replay_inputs *in,
                             ds3_replay_outputs *out);
 
+/* ---- results in memory, for bindings (the Python package) ------------------ */
+
+/*
+ * Everything below returns malloc'd memory through its out-parameters: release
+ * it with ds3_free (plain free() works too; ds3_free spares a binding from
+ * finding the C library that allocated it).
+ */
+void ds3_free(void *p);
+
+/* ds3_dump_write's file, as bytes: *buf gets the safetensors image (*len
+ * bytes) instead of a path. Capturing stops whether or not it succeeds. */
+ds3_status ds3_dump_write_mem(ds3_state *s, const char *const *metadata_kv, void **buf, size_t *len);
+
+/* ds3_model_describe / ds3_config_describe into a NUL-terminated string. */
+ds3_status ds3_model_describe_str(const ds3_model *m, char **text);
+ds3_status ds3_config_describe_str(const char *name_or_path, char **text);
+/* The model's config as config.json text, HF's defaults filled in (what
+ * ds3 mkmodel writes; the loaded model's view of its config). */
+ds3_status ds3_model_config_json(const ds3_model *m, char **json);
+
+/* What `ds3 compare` takes (docs/COMPARING.md). Zeroed: profile fp32, the
+ * profile's bounds, every tensor, routing-divergent rows left out. */
+typedef struct {
+    const char *profile;  /* "fp32" (also NULL), "bf16", "fp8" */
+    int elementwise;      /* non-zero: |t-r| <= atol + rtol*|r| per element replaces the scaled bound */
+    double atol, rtol;    /* finite, >= 0 */
+    const char *names;    /* --names globs ("layers.*,!mtp.*"); NULL or "": all */
+    int all_rows;         /* non-zero: --all-rows */
+} ds3_compare_opts;
+
+/* ds3 compare on two safetensors images in memory (ref[0..ref_len),
+ * test[0..test_len), named in the report by the labels, NULL: "REF"/"TEST").
+ * *pass gets 1 when the comparison passes (ds3 compare's exit status 0);
+ * *table the text ds3 compare prints, *json its --json object (each may be
+ * NULL when not wanted). A malformed image is DS3_ERR_IO/FORMAT with REF: or
+ * TEST: before the message; an unknown profile or a bad tolerance DS3_ERR_ARG. */
+ds3_status ds3_compare_mem(const void *ref, size_t ref_len, const char *ref_label, const void *test, size_t test_len,
+                           const char *test_label, const ds3_compare_opts *opts, int *pass, char **table,
+                           char **json);
+
 #ifdef __cplusplus
 }
 #endif

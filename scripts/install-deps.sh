@@ -22,6 +22,8 @@
 #   NO_OMP=1    OpenMP is not needed
 #   GNUPLOT=1   gnuplot too (gnuplot-nox): optional, only for `make bench`'s plot
 #   FUZZ=1      libFuzzer too (libclang-rt-dev): only for `make fuzz`, with CC=clang
+#   PYTHON=1    python3 with venv and ensurepip too (python3, python3-venv): for the
+#               Python package's tests in `make test` (python/tests/run.sh)
 # --check       report what is missing (exit 1 if anything), install nothing.
 #
 # POSIX sh: runs under dash, in CI (root, CI=true, no stdin).
@@ -32,7 +34,7 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -41,6 +43,7 @@ BLAS=${BLAS:-openblas}
 NO_OMP=${NO_OMP:-}
 GNUPLOT=${GNUPLOT:-}
 FUZZ=${FUZZ:-}
+PYTHON=${PYTHON:-}
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "install-deps: $*" >&2; }
@@ -73,6 +76,9 @@ check_all() {
     fi
     command -v make > /dev/null 2>&1 || { missing="$missing make"; what="$what make"; }
     command -v pkg-config > /dev/null 2>&1 || { missing="$missing pkg-config"; what="$what pkg-config"; }
+    if [ -n "$PYTHON" ] && ! python3 -c 'import venv, ensurepip' > /dev/null 2>&1; then
+        missing="$missing python3 python3-venv"; what="$what python3-venv"
+    fi
     if [ -n "$GNUPLOT" ] && ! command -v gnuplot > /dev/null 2>&1; then
         missing="$missing gnuplot-nox"; what="$what gnuplot"
     fi

@@ -60,6 +60,10 @@ void ds3_assert_fail(const char *expr, const char *file, int line) {
 
 /* ---- allocation ----------------------------------------------------------- */
 
+/* For bindings: the library's own free, so a caller in another language never
+ * has to find the C library that malloc'd the buffer. */
+void ds3_free(void *p) { free(p); }
+
 void *ds3_malloc(size_t bytes) {
     /* malloc(0) may legally return NULL, which callers would read as failure. */
     void *p = malloc(bytes ? bytes : 1);

@@ -3,7 +3,8 @@
 # then tests/check_layout.sh (the docs' promises about the code) on the first,
 # and print one closing line "N passed, N failed" summed over all of them.
 # Each program gets DS3_MODELS (synthetic models), DS3_REF (ref_data/) and
-# DS3_CLI (the CLI of its own build) in its environment.
+# DS3_CLI (the CLI of its own build) in its environment. With DS3_PYTHON_TESTS
+# set (make test), the Python package's tests run too (python/tests/run.sh).
 set -u
 build=$1; models=$2; shift 2
 total_pass=0; total_fail=0
@@ -34,6 +35,11 @@ for b in "$build" "$@"; do
         record "$b/$(basename "$t")" $? "$out"
     done
 done
+# The Python package (python/tests/run.sh), when `make test` asks for it.
+if [ -n "${DS3_PYTHON_TESTS:-}" ]; then
+    out=$(sh python/tests/run.sh "$build" "$models" "$@" 2>&1)
+    record python/tests $? "$out"
+fi
 out=$(sh tests/check_layout.sh "$build" 2>&1)
 record tests/check_layout.sh $? "$out"
 

@@ -169,6 +169,77 @@ static void test_errors(void) {
     }
 }
 
+/* The in-memory writer (ds3_dump_write_mem, for bindings) gives the file's bytes,
+ * ds3_st_open_mem reads them with the same checks, and ds3_compare_mem compares two. */
+static void test_memory(void) {
+    const int64_t three = 3;
+    ds3_real z[2][3] = {{1, 2, 3}, {4, 5, 6}};
+    const char *kv[] = {"tool", "test_dump", NULL};
+    char path[160];
+    snprintf(path, sizeof path, "%s/m.safetensors", tmpdir);
+
+    ds3_dumper *d = ds3_dumper_new(2);
+    ds3_dump_rows(d, "x", DS3_DT_REAL, 1, &three, 0, 2, z);
+    ds3_dump_rows(d, "mtp.0.out", DS3_DT_REAL, 1, &three, 0, 1, z);
+    CHECK(ds3_dumper_write(d, path, kv) == DS3_OK, "write: %s", ds3_last_error());
+    void *buf = NULL;
+    size_t len = 0;
+    CHECK(ds3_dumper_write_mem(d, kv, &buf, &len) == DS3_OK && buf, "write_mem: %s", ds3_last_error());
+    ds3_dumper_free(d);
+
+    FILE *fp = fopen(path, "rb");
+    unsigned char file[4096];
+    size_t n = fp ? fread(file, 1, sizeof file, fp) : 0;
+    if (fp) fclose(fp);
+    CHECK(n > 8 && n == len && memcmp(file, buf, n) == 0, "memory image (%zu bytes) != file (%zu bytes)", len, n);
+
+    ds3_st_file *f = NULL;
+    CHECK(ds3_st_open_mem(buf, len, "mem", &f) == DS3_OK, "st_open_mem: %s", ds3_last_error());
+    if (f) {
+        const ds3_st_entry *e = ds3_st_find(f, "x");
+        CHECK(e && e->shape[0] == 2 && memcmp(e->data, z, sizeof z) == 0, "x read back from memory");
+        CHECK(strcmp(meta(f, "tool"), "test_dump") == 0, "metadata read back from memory");
+        ds3_st_close(f);
+    }
+    CHECK(ds3_st_open_mem(buf, 7, "short", &f) == DS3_ERR_IO && strstr(ds3_last_error(), "short"),
+          "7 bytes: %s", ds3_last_error());
+    CHECK(ds3_st_open_mem(buf, len - 1, "cut", &f) != DS3_OK, "a truncated image was accepted");
+
+    /* The same image twice passes; one changed value fails, and the table says where. */
+    int pass = 0;
+    char *table = NULL, *json = NULL;
+    ds3_compare_opts o = {"fp32", 0, 0, 0, NULL, 0};
+    CHECK(ds3_compare_mem(buf, len, "a", buf, len, "b", &o, &pass, &table, &json) == DS3_OK && pass,
+          "compare_mem same: %s", ds3_last_error());
+    CHECK(table && strstr(table, "REF  a\nTEST b\n") == table && strstr(table, "\nPASS\n"), "table:\n%s",
+          table ? table : "(null)");
+    CHECK(json && strstr(json, "\"pass\":\ttrue"), "json: %s", json ? json : "(null)");
+    ds3_free(table);
+    ds3_free(json);
+    unsigned char *other = malloc(len);
+    if (other) {
+        memcpy(other, buf, len);
+        ds3_real two = 2.5;
+        memcpy(other + len - 2 * 3 * sizeof(ds3_real) - 3 * sizeof(ds3_real) + sizeof(ds3_real), &two, sizeof two);
+        CHECK(ds3_compare_mem(buf, len, NULL, other, len, NULL, NULL, &pass, &table, NULL) == DS3_OK && !pass,
+              "a changed value passed");
+        CHECK(table && strstr(table, "OUTSIDE") && strstr(table, "\nFAIL\n"), "table:\n%s", table ? table : "");
+        ds3_free(table);
+        free(other);
+    }
+    o.profile = "fp4";
+    CHECK(ds3_compare_mem(buf, len, NULL, buf, len, NULL, &o, &pass, NULL, NULL) == DS3_ERR_ARG, "profile fp4");
+    o.profile = NULL;
+    o.elementwise = 1;
+    o.atol = -1;
+    CHECK(ds3_compare_mem(buf, len, NULL, buf, len, NULL, &o, &pass, NULL, NULL) == DS3_ERR_ARG, "atol -1");
+    CHECK(ds3_compare_mem(buf, len, NULL, "garbage!", 8, "g", NULL, &pass, &table, NULL) != DS3_OK &&
+              strncmp(ds3_last_error(), "TEST: g", 7) == 0 && table == NULL,
+          "garbage TEST: %s", ds3_last_error());
+    ds3_free(buf);
+    unlink(path);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/ds3-test-dump.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -177,6 +248,7 @@ int main(void) {
     }
     test_dumper();
     test_errors();
+    test_memory();
     char p[160];
     snprintf(p, sizeof p, "%s/d.safetensors", tmpdir);
     unlink(p);

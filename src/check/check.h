@@ -6,6 +6,8 @@
  *   dump.c      the dumper: rows of named tensors, written as safetensors
  *   emulate.c   rounding where a bf16 / FP8 GPU build rounds (--emulate)
  *   compare.c   two dumps, tensor by tensor (ds3 compare)
+ *   report.c    a comparison as the table and JSON ds3 compare prints;
+ *               ds3_compare_mem (ds3.h) for bindings
  */
 #ifndef DS3_CHECK_H
 #define DS3_CHECK_H
@@ -23,6 +25,8 @@ void ds3_dumper_free(ds3_dumper *d);
 void ds3_dump_rows(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, const int64_t *inner,
                    int row0, int nrows, const void *data);
 ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv);
+/* The same file's bytes into *buf (malloc'd, *len bytes) instead of a path. */
+ds3_status ds3_dumper_write_mem(ds3_dumper *d, const char *const *metadata_kv, void **buf, size_t *len);
 /* The captured tensors as an opened file, without writing one: the entries
  * point into the dumper (valid while it lives and captures nothing more); no
  * metadata. Free with ds3_dumper_view_free, never ds3_st_close. */
@@ -208,5 +212,19 @@ void ds3_cmp_floats(ds3_cmp_result *r, const double *got, const double *ref, lon
 ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const ds3_cmp_opts *o,
                          ds3_cmp_report *out);
 void ds3_cmp_report_free(ds3_cmp_report *rep);
+
+/* ========================================================================== */
+/* report.c — the report as text (ds3 compare, ds3 replay, ds3_compare_mem)    */
+/* ========================================================================== */
+
+/* The header and one line per tensor, then the missing names; no summary. */
+void ds3_cmp_print_table(FILE *f, const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
+                         const char *test_path);
+/* The closing lines: counts, then PASS or FAIL. */
+void ds3_cmp_print_summary(FILE *f, const ds3_cmp_report *rep);
+/* The report as a cJSON object (the caller may add keys; cJSON_Delete it), NULL
+ * if out of memory. */
+struct cJSON *ds3_cmp_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
+                           const char *test_path);
 
 #endif /* DS3_CHECK_H */

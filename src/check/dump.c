@@ -211,9 +211,12 @@ static char *incomplete_list(const ds3_dumper *d) {
     return s;
 }
 
-ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv) {
+/* Write to `path`, or (path NULL) into *buf / *len. */
+static ds3_status dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv, void **buf,
+                               size_t *len) {
+    const char *where = path ? path : "memory";
     if (!d) return ds3_fail(DS3_ERR_ARG, "dump: nothing captured (no dump in progress)");
-    if (!path || !path[0]) return ds3_fail(DS3_ERR_ARG, "dump: no output path");
+    if (!buf && (!path || !path[0])) return ds3_fail(DS3_ERR_ARG, "dump: no output path");
     if (d->failed) return ds3_fail(DS3_ERR_NOMEM, "%s", d->errmsg);
 
     /* The caller's pairs come first; the ds3_ keys are ours, so a caller
@@ -230,7 +233,7 @@ ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *
     if (!w || !incomplete) {
         ds3_stw_free(w);
         free(incomplete);
-        return ds3_fail(DS3_ERR_NOMEM, "dump: out of memory preparing %s", path);
+        return ds3_fail(DS3_ERR_NOMEM, "dump: out of memory preparing %s", where);
     }
 
     ds3_status st = DS3_OK;
@@ -262,10 +265,20 @@ ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *
     for (size_t i = 0; i < sizeof ours / sizeof ours[0] && st == DS3_OK; i += 2)
         st = ds3_stw_meta(w, ours[i], ours[i + 1]);
 
-    if (st == DS3_OK) st = ds3_stw_write(w, path);
+    if (st == DS3_OK) st = path ? ds3_stw_write(w, path) : ds3_stw_write_mem(w, buf, len);
     ds3_stw_free(w);
     free(incomplete);
     return st;
+}
+
+ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv) {
+    return dumper_write(d, path, metadata_kv, NULL, NULL);
+}
+
+ds3_status ds3_dumper_write_mem(ds3_dumper *d, const char *const *metadata_kv, void **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    return dumper_write(d, NULL, metadata_kv, buf, len);
 }
 
 /* ========================================================================== */

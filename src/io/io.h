@@ -27,12 +27,16 @@ typedef struct {
     int n;
     ds3_st_entry *entries;   /* in header order */
     char *metadata_json;     /* the __metadata__ object as JSON text, or NULL */
+    bool borrowed;           /* map is the caller's buffer (ds3_st_open_mem), not a mapping */
 } ds3_st_file;
 
 /* Open and validate a safetensors file: header length within the file, JSON
  * well formed, every offset pair ordered, inside the data section and equal to
  * shape x dtype size. Errors name the file and the tensor. */
 ds3_status ds3_st_open(const char *path, ds3_st_file **out);
+/* The same on len bytes at buf (not copied: buf must outlive the file);
+ * label names it in messages. */
+ds3_status ds3_st_open_mem(const void *buf, size_t len, const char *label, ds3_st_file **out);
 void ds3_st_close(ds3_st_file *f);
 const ds3_st_entry *ds3_st_find(const ds3_st_file *f, const char *name);
 /* Value of a __metadata__ key, or NULL (pointer valid until ds3_st_close). */
@@ -47,6 +51,8 @@ ds3_status ds3_stw_add(ds3_st_writer *w, const char *name, ds3_dtype dt, int ndi
                        const int64_t *shape, const void *data);
 ds3_status ds3_stw_meta(ds3_st_writer *w, const char *key, const char *value);
 ds3_status ds3_stw_write(ds3_st_writer *w, const char *path);
+/* The same bytes into *buf (malloc'd, *len bytes). */
+ds3_status ds3_stw_write_mem(ds3_st_writer *w, void **buf, size_t *len);
 void ds3_stw_free(ds3_st_writer *w);
 
 /* ========================================================================== */

@@ -24,7 +24,9 @@
  * Writing (golden data, dumps, synthetic checkpoints) collects tensors by
  * reference, then writes header and data through outfile.c (a temporary of
  * its own, fsync'd and renamed over path), so a reader never sees half a file
- * (links followed, a FIFO or device written in place).
+ * (links followed, a FIFO or device written in place), or into one buffer in
+ * memory (ds3_stw_write_mem; ds3_st_open_mem reads such a buffer back with the
+ * same checks).
  */
 #include "io/io.h"
 
@@ -382,9 +384,29 @@ ds3_status ds3_st_open(const char *path, ds3_st_file **out) {
     return DS3_OK;
 }
 
+/* The same checks on bytes the caller holds (a dump made in memory, or one a
+ * binding read): nothing is copied, so buf must outlive the file. */
+ds3_status ds3_st_open_mem(const void *buf, size_t len, const char *label, ds3_st_file **out) {
+    *out = NULL;
+    if (!label) label = "(memory)";
+    if (!buf || len < 8)
+        return ds3_fail(DS3_ERR_IO, "%s: %zu bytes, too short for the 8-byte header length (empty or truncated)",
+                        label, buf ? len : 0);
+    ds3_st_file *f = ds3_calloc(1, sizeof *f);
+    if (!f) return DS3_ERR_NOMEM;
+    f->map = (void *)(uintptr_t)buf;   /* read only, like the mapping */
+    f->map_size = len;
+    f->borrowed = true;
+    if (!(f->path = dup_str(label))) { ds3_st_close(f); return DS3_ERR_NOMEM; }
+    ds3_status st = parse_header(f);
+    if (st != DS3_OK) { ds3_st_close(f); return st; }
+    *out = f;
+    return DS3_OK;
+}
+
 void ds3_st_close(ds3_st_file *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->map_size);
+    if (f->map && !f->borrowed) munmap(f->map, f->map_size);
     for (int i = 0; i < f->n; i++) free(f->entries[i].name);
     free(f->entries);
     free(f->metadata_json);
@@ -602,6 +624,40 @@ static bool build_header(const ds3_st_writer *w, strbuf *b) {
     sb_puts(b, "}");
     while (!b->oom && (8 + b->len) % 8 != 0) sb_puts(b, " ");
     return !b->oom;
+}
+
+/* The same bytes into one malloc'd buffer (dumps handed to a binding). */
+ds3_status ds3_stw_write_mem(ds3_st_writer *w, void **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    strbuf hb = {0};
+    if (!build_header(w, &hb)) {
+        free(hb.p);
+        return ds3_fail(DS3_ERR_NOMEM, "out of memory building the safetensors header");
+    }
+    if (hb.len > ST_MAX_HEADER) {
+        free(hb.p);
+        return ds3_fail(DS3_ERR_ARG, "header of %zu bytes exceeds the %llu-byte limit readers accept", hb.len,
+                        ST_MAX_HEADER);
+    }
+    size_t total = 8 + hb.len;
+    for (int i = 0; i < w->n; i++) total += (size_t)w->t[i].nbytes;
+    unsigned char *out = malloc(total);
+    if (!out) {
+        free(hb.p);
+        return ds3_fail(DS3_ERR_NOMEM, "out of memory for a %zu-byte safetensors buffer", total);
+    }
+    for (int i = 0; i < 8; i++) out[i] = (unsigned char)((uint64_t)hb.len >> (8 * i));
+    memcpy(out + 8, hb.p, hb.len);
+    size_t at = 8 + hb.len;
+    for (int i = 0; i < w->n; i++) {
+        if (w->t[i].nbytes) memcpy(out + at, w->t[i].data, (size_t)w->t[i].nbytes);
+        at += (size_t)w->t[i].nbytes;
+    }
+    free(hb.p);
+    *buf = out;
+    *len = total;
+    return DS3_OK;
 }
 
 ds3_status ds3_stw_write(ds3_st_writer *w, const char *path) {

@@ -184,3 +184,15 @@ ds3_status ds3_dump_write(ds3_state *s, const char *path, const char *const *met
     s->dump = NULL;
     return st;
 }
+
+ds3_status ds3_dump_write_mem(ds3_state *s, const char *const *metadata_kv, void **buf, size_t *len) {
+    if (!buf || !len) return ds3_fail(DS3_ERR_ARG, "ds3_dump_write_mem: buf or len is NULL");
+    *buf = NULL;
+    *len = 0;
+    if (!s) return ds3_fail(DS3_ERR_ARG, "ds3_dump_write_mem: state is NULL");
+    if (!s->dump) return ds3_fail(DS3_ERR_ARG, "ds3_dump_write_mem: no dump in progress (call ds3_dump_begin)");
+    ds3_status st = ds3_dumper_write_mem(s->dump, metadata_kv, buf, len);
+    ds3_dumper_free(s->dump);
+    s->dump = NULL;
+    return st;
+}

@@ -21,6 +21,7 @@
 #include "model/model.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ========================================================================== */
@@ -296,4 +297,48 @@ void ds3_model_describe(const ds3_model *m, FILE *f) {
         total += bytes[d];
     }
     fprintf(f, "  %-22s %20s bytes (%s)\n", "total", info_commas(a, total), info_bytes(b, total));
+}
+
+/* ========================================================================== */
+/* As strings, for bindings (Python's ds3.info, Model.config)                  */
+/* ========================================================================== */
+
+/* Run describe(arg, f) into a memory stream; *text malloc'd, NUL-terminated. */
+static ds3_status describe_str(ds3_status (*describe)(const void *arg, FILE *f), const void *arg, char **text) {
+    if (!text) return ds3_fail(DS3_ERR_ARG, "describe: text is NULL");
+    *text = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return ds3_fail(DS3_ERR_NOMEM, "describe: cannot open a memory stream");
+    ds3_status st = describe(arg, f);
+    if (fclose(f) != 0 && st == DS3_OK) st = ds3_fail(DS3_ERR_NOMEM, "describe: out of memory writing the text");
+    if (st != DS3_OK) {
+        free(buf);
+        return st;
+    }
+    *text = buf;
+    return DS3_OK;
+}
+
+static ds3_status describe_model(const void *m, FILE *f) {
+    ds3_model_describe(m, f);
+    return DS3_OK;
+}
+static ds3_status describe_config(const void *name, FILE *f) { return ds3_config_describe(name, f); }
+
+ds3_status ds3_model_describe_str(const ds3_model *m, char **text) {
+    if (!m) return ds3_fail(DS3_ERR_ARG, "ds3_model_describe_str: model is NULL");
+    return describe_str(describe_model, m, text);
+}
+
+ds3_status ds3_config_describe_str(const char *name_or_path, char **text) {
+    if (!name_or_path) return ds3_fail(DS3_ERR_ARG, "ds3_config_describe_str: name is NULL");
+    return describe_str(describe_config, name_or_path, text);
+}
+
+ds3_status ds3_model_config_json(const ds3_model *m, char **json) {
+    if (!m || !json) return ds3_fail(DS3_ERR_ARG, "ds3_model_config_json: model or json is NULL");
+    *json = ds3_config_to_json(&m->cfg);
+    return *json ? DS3_OK : DS3_ERR_NOMEM;
 }
