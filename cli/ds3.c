@@ -49,9 +49,6 @@
 #define DS3_VERSION "0.1.0"
 
 #define MAX_TOKENS CLI_MAX_TOKENS
-/* Prefill asks for the logits of every prompt position (ds3_forward has no
- * "last row only" mode); past this size it splits off the last token instead. */
-#define PREFILL_LOGITS_MAX ((size_t)256 << 20)
 
 /* ========================================================================== */
 /* Errors                                                                      */
@@ -601,24 +598,17 @@ static void run_open_sink(const run_opts *o, run_ctx *r) {
     if (r->tok && (st = ds3_detokenizer_new(r->tok, &r->out.detok)) != DS3_OK) lib_die(st, "decoding");
 }
 
-/* Prefill: one call for the whole prompt when its logits fit comfortably;
- * otherwise the first T-1 positions without logits, then the last. Prints
- * the prefill line as soon as it is done. */
+/* Prefill: the whole prompt in one call, with the logits of its last
+ * position only (all generation needs). Prints the prefill line as soon as it
+ * is done. */
 static void run_prefill(const run_opts *o, run_ctx *r) {
     ds3_status st;
     const int T = r->T, V = r->V;
-    bool one_call = T == 1 || (size_t)T * (size_t)V <= PREFILL_LOGITS_MAX / sizeof(ds3_real);
-    r->logits = malloc((one_call ? (size_t)T : 1) * (size_t)V * sizeof *r->logits);
-    if (!r->logits) cli_die("out of memory for logits (%d x %d)", one_call ? T : 1, V);
+    r->logits = malloc((size_t)V * sizeof *r->logits);
+    if (!r->logits) cli_die("out of memory for logits (%d)", V);
     double t0 = now_s();
-    if (one_call) {
-        if ((st = ds3_forward(r->s, r->tokens, T, 0, r->logits)) != DS3_OK) lib_die(st, "prefill");
-        r->last = r->logits + (size_t)(T - 1) * V;
-    } else {
-        if ((st = ds3_forward(r->s, r->tokens, T - 1, 0, NULL)) != DS3_OK) lib_die(st, "prefill");
-        if ((st = ds3_forward(r->s, r->tokens + T - 1, 1, T - 1, r->logits)) != DS3_OK) lib_die(st, "prefill");
-        r->last = r->logits;
-    }
+    if ((st = ds3_forward_last(r->s, r->tokens, T, 0, r->logits)) != DS3_OK) lib_die(st, "prefill");
+    r->last = r->logits;
     r->t1 = now_s();
     r->tp = r->t1 - t0;
     /* Progress: the prefill line as soon as the prefill is done. */

@@ -102,6 +102,13 @@ void ds3_state_free(ds3_state *s);
 /* Run tokens[0..n) at positions start..start+n-1 (the cache must already hold
  * positions 0..start-1). logits, if not NULL, receives [n][vocab]. */
 ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits);
+/* The same, with the logits of the last position only: logits, if not NULL,
+ * receives [vocab]. Generation needs no more, and the head (vocab × hidden,
+ * the largest matrix) then runs on one row instead of n. The head then uses
+ * the one-token kernel, so with DS3_KERNELS_FAST the logits may differ in the
+ * last place from row n-1 of ds3_forward (OpenBLAS on several rows); the
+ * deterministic and ref kernels give the same bits. Dumps are unchanged. */
+ds3_status ds3_forward_last(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits);
 
 /* ---- kernels ---------------------------------------------------------------- */
 

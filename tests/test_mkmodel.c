@@ -455,6 +455,30 @@ static void test_config_roundtrip(const char *dir, const ds3_config *c) {
     free(b);
 }
 
+/* --dtype fp8 writes DeepSeek-V3's quantization_config (other tools find
+ * the block scales by it); f32/bf16 do not; it survives a load and a rewrite. */
+static void test_quantization_config(const char *const dirs[3]) {
+    th_section("quantization_config: written for fp8 only, as DeepSeek-V3's release has it");
+    for (int d = 0; d < 3; d++) {
+        char p[1024];
+        FILE *fp = fopen(path2(p, dirs[d], "config.json"), "rb");
+        char buf[8192] = {0};
+        size_t n = fp ? fread(buf, 1, sizeof buf - 1, fp) : 0;
+        if (fp) fclose(fp);
+        bool has = strstr(buf, "\"quantization_config\"") != NULL;
+        CHECK(n > 0 && has == (d == DS3_WEIGHTS_FP8), "%s: quantization_config %s", DT_NAME[d],
+              d == DS3_WEIGHTS_FP8 ? "present" : "absent");
+        if (d == DS3_WEIGHTS_FP8)
+            CHECK(strstr(buf, "\"quant_method\": \"fp8\"") && strstr(buf, "\"fmt\": \"e4m3\"") &&
+                      strstr(buf, "\"activation_scheme\": \"dynamic\"") &&
+                      strstr(buf, "\"weight_block_size\": [\n      128,\n      128\n    ]"),
+                  "fp8: quant_method fp8, fmt e4m3, weight_block_size [128, 128], activation_scheme dynamic");
+        ds3_config back;
+        CHECK(ds3_config_load(p, &back) == DS3_OK && back.fp8_block_quant == (d == DS3_WEIGHTS_FP8),
+              "%s: read back as %s", DT_NAME[d], d == DS3_WEIGHTS_FP8 ? "fp8 block-quantised" : "not quantised");
+    }
+}
+
 /* A tiny shard limit: several shards + an index naming the shard of every
  * tensor; each tensor's bytes equal the single-file checkpoint's. */
 static void test_shards(const ds3_st_file *single) {
@@ -622,7 +646,11 @@ int main(void) {
     rm_dir(deep);
     snprintf(deep, sizeof deep, "%s/a", other);
     rm_dir(deep);
-
+    test_config_roundtrip(dir1[0], &c);
+    ds3_config c8 = c;
+    c8.fp8_block_quant = true;  /* what --dtype fp8 writes */
+    test_config_roundtrip(dir1[2], &c8);
+    test_quantization_config(dir1);
     ds3_st_file *f[3] = {NULL, NULL, NULL};
     for (int d = 0; d < 3; d++) {
         f[d] = open_single(dir1[d]);

@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "generate/generate.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -156,6 +157,63 @@ static void model_case(const char *dir, const char *name) {
     ds3_model_free(m);
 }
 
+/* ds3_forward_last: the last row's logits only, over more positions than one
+ * chunk (256) holds. Deterministic and ref kernels: the bits of ds3_forward's
+ * last row; fast: the head then runs the one-token kernel, within rounding. */
+static void forward_last(const char *dir, const char *name) {
+    th_section("%s: ds3_forward_last", name);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ds3_model *m = NULL;
+    if (ds3_model_load(path, &m) != DS3_OK) {
+        CHECK(0, "load %s: %s", path, ds3_last_error());
+        return;
+    }
+    enum { P = 300 };
+    const int V = ds3_model_vocab_size(m);
+    static int32_t tok[P];
+    for (int i = 0; i < P; i++) tok[i] = (int32_t)((i * 53 + 5) % V);
+    ds3_real *all = malloc((size_t)P * V * sizeof *all), *last = malloc((size_t)V * sizeof *last);
+    static const char *const kname[] = {"fast", "deterministic", "ref"};
+    for (int k = 0; k < 3; k++) {
+        ds3_state *a = NULL, *b = NULL;
+        ds3_status st = ds3_state_new(m, P, DS3_ATTN_ABSORB, &a);
+        if (!st) st = ds3_state_new(m, P, DS3_ATTN_ABSORB, &b);
+        if (!st) st = ds3_state_set_kernels(a, (ds3_kernels)k);
+        if (!st) st = ds3_state_set_kernels(b, (ds3_kernels)k);
+        if (!st) st = ds3_forward(a, tok, P, 0, all);
+        for (int i = 0; i < V; i++) last[i] = NAN;
+        if (!st) st = ds3_forward_last(b, tok, P, 0, last);
+        CHECK(st == DS3_OK, "%s kernels: runs: %s", kname[k], ds3_last_error());
+        if (!st && k == DS3_KERNELS_FAST)
+            compare("fast kernels: last row within rounding of ds3_forward's", last, all + (size_t)(P - 1) * V, V,
+                    sizeof(ds3_real) == 4 ? 1e-5 : 1e-13);
+        else if (!st)
+            CHECK(memcmp(last, all + (size_t)(P - 1) * V, (size_t)V * sizeof *last) == 0,
+                  "%s kernels: the bits of ds3_forward's last row (%d positions, two chunks)", kname[k], P);
+        /* and the next decode step continues from the same caches */
+        ds3_real *d1 = malloc((size_t)V * sizeof *d1), *d2 = malloc((size_t)V * sizeof *d2);
+        int32_t nx = 7;
+        if (!st) st = ds3_forward(a, &nx, 1, P - 1, d1);
+        if (!st) st = ds3_forward(b, &nx, 1, P - 1, d2);
+        CHECK(!st && memcmp(d1, d2, (size_t)V * sizeof *d1) == 0, "%s kernels: the caches are the same after it",
+              kname[k]);
+        free(d1);
+        free(d2);
+        ds3_state_free(a);
+        ds3_state_free(b);
+    }
+    /* no logits at all */
+    ds3_state *s = NULL;
+    CHECK(ds3_state_new(m, P, DS3_ATTN_ABSORB, &s) == DS3_OK && ds3_forward_last(s, tok, 3, 0, NULL) == DS3_OK,
+          "logits NULL: nothing written, no error");
+    CHECK(ds3_forward_last(s, tok, 0, 3, last) == DS3_ERR_ARG, "zero tokens refused");
+    ds3_state_free(s);
+    free(all);
+    free(last);
+    ds3_model_free(m);
+}
+
 /* One thread's job: the logits of a prefill then a decode step, with its own
  * state and kernel mode. */
 typedef struct {
@@ -222,6 +280,7 @@ int main(void) {
     model_case(dir, "tiny-fp8");
     model_case(dir, "tiny-v2");
     two_modes_at_once(dir, "tiny-fp8");
+    forward_last(dir, "tiny-fp8");
 
     th_section("state and argument errors");
     char path[1024];

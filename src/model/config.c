@@ -300,6 +300,12 @@ static ds3_status parse_root(const cJSON *root, const char *src, ds3_config *c) 
                         c->rms_norm_eps);
     TRY(get_int(&j, "num_nextn_predict_layers", false, 0, 0, MAX_NEXTN, &c->num_nextn_predict_layers));
     TRY(get_bool(&j, "tie_word_embeddings", false, &c->tie_word_embeddings));
+    /* quantization_config says how the release was quantised (for other
+     * tools); each tensor's own dtype and scales are what ds3 reads. Noted
+     * only so that mkmodel can write it back. */
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    const cJSON *qm = cJSON_IsObject(q) ? cJSON_GetObjectItemCaseSensitive(q, "quant_method") : NULL;
+    c->fp8_block_quant = cJSON_IsString(qm) && strcmp(qm->valuestring, "fp8") == 0;
 
     /* Each weight matrix is at most MAX_DIM wide, like each field: the state
      * multiplies these widths by up to MAX_POSITIONS positions, and the
@@ -472,6 +478,11 @@ char *ds3_config_to_json(const ds3_config *c) {
     else sb_printf(&b, "  \"q_lora_rank\": null,\n");
     sb_printf(&b, "  \"qk_nope_head_dim\": %d,\n", c->qk_nope_head_dim);
     sb_printf(&b, "  \"qk_rope_head_dim\": %d,\n", c->qk_rope_head_dim);
+    /* As DeepSeek-V3's release writes it, so that other tools (transformers,
+     * llama.cpp's converter) find the block scales. */
+    if (c->fp8_block_quant)
+        sb_printf(&b, "  \"quantization_config\": {\n    \"activation_scheme\": \"dynamic\",\n    \"fmt\": \"e4m3\",\n"
+                  "    \"quant_method\": \"fp8\",\n    \"weight_block_size\": [\n      128,\n      128\n    ]\n  },\n");
     sb_printf(&b, "  \"rms_norm_eps\": %s,\n", eps);
     /* transformers' own deepseek_v3 de-interleaves only when told the
      * checkpoint is interleaved (docs/MODEL.md §3); deepseek_v2 always is. */

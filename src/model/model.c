@@ -21,8 +21,11 @@
  */
 #include "model/model.h"
 
-/* T <= max_T tokens; logits [T][V] or NULL. */
-static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start, ds3_real *logits) {
+#include <string.h>
+
+/* T <= max_T tokens; logits [T - from][V] for rows from..T-1 (none when from
+ * >= T), or NULL. */
+static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start, ds3_real *logits, int from) {
     const ds3_model *m = s->m;
     const ds3_config *c = &m->cfg;
     const int D = c->hidden_size;
@@ -43,35 +46,54 @@ static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start,
     s->hfinal.n += T;
     ds3_dump_act(s, DS3_DT_REAL, D, start, T, hn, "norm");
 
-    if (!logits && s->dump) logits = s->dump_logits;
-    if (logits) {
-        ds3_proj(s, logits, hn, &m->lm_head, T);
-        ds3_dump_act(s, DS3_DT_REAL, c->vocab_size, start, T, logits, "logits");
+    /* The head on the rows asked for; a dump records every row's, and the
+     * caller then gets its rows from the dump's buffer. */
+    const size_t V = (size_t)c->vocab_size;
+    if (s->dump) {
+        ds3_proj(s, s->dump_logits, hn, &m->lm_head, T);
+        ds3_dump_act(s, DS3_DT_REAL, c->vocab_size, start, T, s->dump_logits, "logits");
+        if (logits && from < T)
+            memcpy(logits, s->dump_logits + (size_t)from * V, (size_t)(T - from) * V * sizeof(ds3_real));
+    } else if (logits && from < T) {
+        ds3_proj(s, logits, hn + (size_t)from * D, &m->lm_head, T - from);
     }
 
     if (m->n_mtp > 0 && (s->mtp_on || s->dump)) ds3_mtp_chunk(s, tokens, T, start);
 }
 
-ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits) {
+/* Positions start..start+n-1; logits for rows `from`..n-1 of the call (none
+ * when from >= n or logits is NULL), [n - from][V]. */
+static ds3_status forward(ds3_state *s, const char *fn, const int32_t *tokens, int n, int start, ds3_real *logits,
+                          int from) {
     const ds3_config *c = &s->m->cfg;
-    if (n <= 0) return ds3_fail(DS3_ERR_ARG, "ds3_forward: %d tokens (need at least 1)", n);
+    if (n <= 0) return ds3_fail(DS3_ERR_ARG, "%s: %d tokens (need at least 1)", fn, n);
     if (start < 0 || (int64_t)start + n > s->max_seq)
-        return ds3_fail(DS3_ERR_ARG, "ds3_forward: positions %d..%d exceed the state's %d positions", start,
+        return ds3_fail(DS3_ERR_ARG, "%s: positions %d..%d exceed the state's %d positions", fn, start,
                         start + n - 1, s->max_seq);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return ds3_fail(DS3_ERR_ARG, "token %d at index %d is out of range (vocab %d)", tokens[i], i,
                             c->vocab_size);
-    /* Dumps record logits even when the caller wants none: give them a buffer,
-     * once, before the pass (not inside it). */
-    if (s->dump && (!logits || s->m->n_mtp > 0) && !s->dump_logits) {
+    /* Dumps record every row's logits, whatever the caller wants: give them a
+     * buffer, once, before the pass (not inside it). */
+    if (s->dump && !s->dump_logits) {
         s->dump_logits = ds3_calloc((size_t)s->max_T * c->vocab_size, sizeof(ds3_real));
         if (!s->dump_logits) return DS3_ERR_NOMEM;
     }
     for (int off = 0; off < n; off += s->max_T) {
-        int T = n - off < s->max_T ? n - off : s->max_T;
-        forward_chunk(s, tokens + off, T, start + off,
-                      logits ? logits + (size_t)off * c->vocab_size : NULL);
+        const int T = n - off < s->max_T ? n - off : s->max_T;
+        /* rows of this chunk that get logits: from - off.. (clamped) */
+        const int lo = from - off < 0 ? 0 : from - off;
+        ds3_real *out = logits && lo < T ? logits + (size_t)(off + lo - from) * c->vocab_size : NULL;
+        forward_chunk(s, tokens + off, T, start + off, out, lo);
     }
     return DS3_OK;
+}
+
+ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits) {
+    return forward(s, "ds3_forward", tokens, n, start, logits, 0);
+}
+
+ds3_status ds3_forward_last(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits) {
+    return forward(s, "ds3_forward_last", tokens, n, start, logits, n - 1);
 }

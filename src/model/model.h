@@ -70,6 +70,8 @@ typedef struct {
     double rms_norm_eps;
     int num_nextn_predict_layers;
     bool tie_word_embeddings;
+    bool fp8_block_quant;            /* quantization_config: fp8, e4m3, 128×128 blocks (written by
+                                        mkmodel --dtype fp8; the tensors' own dtypes are what is read) */
 } ds3_config;
 
 /* Parse config.json text; `source` names it in messages. Validates ranges and

@@ -736,6 +736,7 @@ ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
         goto done;
     }
 
+    cfg.fp8_block_quant = opts->dtype == DS3_WEIGHTS_FP8;
     json = ds3_config_to_json(&cfg);
     if (!json) {
         st = ds3_fail(DS3_ERR_NOMEM, "mkmodel: cannot serialise the config");
