@@ -385,6 +385,7 @@ typedef struct {
     size_t out_n, out_cap;
     long no_token;               /* ids without a token (a padded vocabulary) */
     bool stopped;                /* stop_id was sampled */
+    const ds3_model *m;          /* checked before each token is let out */
 } sink;
 
 static void sink_text(sink *k, const char *s, size_t len) {
@@ -407,6 +408,12 @@ static void sink_text(sink *k, const char *s, size_t len) {
 
 static int sink_token(void *user, int32_t tok) {
     sink *k = user;
+    /* A weight file truncated or rewritten since the load: this token may
+     * come from other weights, so it is not printed (one stat per file). */
+    if (k->m && ds3_model_check(k->m) != DS3_OK) {
+        if (!k->json && k->n) printf("\n");
+        cli_die("%s", ds3_last_error());
+    }
     if (tok == k->stop_id) {
         k->stopped = true;
         return 1;
@@ -593,7 +600,7 @@ static void run_load_model(const run_opts *o, run_ctx *r) {
 /* Open the sink the generated tokens go to: ids, text (stopping at EOS for -p), or --json's collection. */
 static void run_open_sink(const run_opts *o, run_ctx *r) {
     ds3_status st;
-    r->out = (sink){r->tok, NULL, o->prompt != NULL, o->json, -1, NULL, 0, 0, NULL, 0, 0, 0, false};
+    r->out = (sink){r->tok, NULL, o->prompt != NULL, o->json, -1, NULL, 0, 0, NULL, 0, 0, 0, false, r->m};
     if (o->prompt && !o->ignore_eos) r->out.stop_id = ds3_tokenizer_eos(r->tok);
     if (r->tok && (st = ds3_detokenizer_new(r->tok, &r->out.detok)) != DS3_OK) lib_die(st, "decoding");
 }
@@ -823,6 +830,8 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
             if ((st = ds3_forward(s, tokens + p, 1, p, NULL)) != DS3_OK) lib_die(st, "forward");
     }
 
+    /* The weights must still be the files loaded (ds3_dump_write checks too). */
+    if ((st = ds3_model_check(m)) != DS3_OK) cli_die("%s", ds3_last_error());
     char *cmdline = join_args(full_argc, full_argv);
     char *canon = join_tokens(tokens, T);
     char dfrom[32];
@@ -873,6 +882,9 @@ int main(int argc, char **argv) {
         printf("ds3 %s\n", DS3_VERSION);
         return 0;
     }
+    /* The OpenMP threads first: a limit that stops them is ds3's error, not
+     * libgomp's "Thread creation failed" and exit half-way. */
+    if (ds3_threads_start() != DS3_OK) cli_die("%s", ds3_last_error());
     /* ds3 compare lives in cli/compare.c, with its own help. */
     int ds3_cli_compare(int argc, char **argv);
     if (strcmp(cmd, "compare") == 0) {

@@ -57,6 +57,20 @@ typedef struct ds3_model ds3_model;
 ds3_status ds3_model_load(const char *dir, ds3_model **out);
 void ds3_model_free(ds3_model *m);
 
+/* Are the model's files still the ones loaded? DS3_ERR_IO naming the file when
+ * one was truncated under the mapping ("FILE changed size while mapped": the
+ * pages that vanished read as zeros, so a run finishes instead of dying of
+ * SIGBUS) or now has another inode, size or modification time (rewritten,
+ * replaced). Whatever was computed since the load must then be discarded.
+ * One stat per file; ds3_dump_write calls it before writing. */
+ds3_status ds3_model_check(const ds3_model *m);
+
+/* Start the OpenMP threads now, so that failing to create them (a memory or
+ * process limit) is this error rather than libgomp's own message and exit
+ * in the middle of a run. Optional: programs that skip it get libgomp's
+ * behaviour. The ds3 CLI calls it first. */
+ds3_status ds3_threads_start(void);
+
 int ds3_model_vocab_size(const ds3_model *m);
 int ds3_model_num_layers(const ds3_model *m);      /* main layers, MTP excluded */
 int ds3_model_num_mtp(const ds3_model *m);         /* MTP depths present */
@@ -137,7 +151,9 @@ ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out);
 ds3_status ds3_dump_begin(ds3_state *s, int total);
 /* Write what was captured to a safetensors file (via a temporary name and a
  * rename), with metadata key/value pairs (NULL-terminated list, may be NULL),
- * and stop capturing. */
+ * and stop capturing. Refused, with no file written, when ds3_model_check
+ * fails (a weight file changed during the run); the shards' identities are
+ * recorded in the file (ds3_shards). */
 ds3_status ds3_dump_write(ds3_state *s, const char *path, const char *const *metadata_kv);
 
 /* ---- sampling -------------------------------------------------------------- */

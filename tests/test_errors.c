@@ -243,7 +243,7 @@ static void test_checkpoint(void) {
     d = new_dir("configdir", NULL);
     snprintf(p, sizeof p, "%s/config.json", d);
     mkdir(p, 0755);
-    expect_load("config.json is a directory", d, DS3_ERR_IO, "no config.json", NULL);
+    expect_load("config.json is a directory", d, DS3_ERR_IO, "config.json is a directory, not a regular file", NULL);
     d = new_dir("bigconfig", NULL);
     snprintf(p, sizeof p, "%s/config.json", d);
     FILE *f = fopen(p, "w");

@@ -17,6 +17,15 @@
  *                 exits 1 and says why
  *   limits        `ulimit -f` under dump and mkmodel with SIGXFSZ at its
  *                 default (which kills): exit 1, "File too large", no file
+ *   checkpoint    a shard truncated, rewritten in place with another seed's
+ *                 bytes, or replaced by a rename while a model is loaded (in
+ *                 the library) or while `ds3 run` / `ds3 dump` runs (stopped
+ *                 once it maps the shard, changed, continued): no SIGBUS
+ *                 death, exit 1 naming the file, no output
+ *
+ *   resources     `ulimit -v` too small for OpenBLAS's buffers or for
+ *                 OMP_NUM_THREADS threads: exit 1 with ds3's message (it hung
+ *                 in OpenBLAS, or libgomp exited with its own)
  *
  * Needs $DS3_MODELS/tiny-fp8 and $DS3_CLI; makes the micro model
  * (tests/fuzz/micro_model.h) for the cases that run many times. Linux: /proc for the checkpoint
@@ -24,6 +33,7 @@
  */
 #include "harness.h"
 #include "io/io.h"
+#include "model/model.h"
 #include "fuzz/micro_model.h"
 
 #include <dirent.h>
@@ -96,6 +106,10 @@ static void rm_rf(const char *p) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", p);
 }
 
+/* For the next spawn: RLIMIT_AS (0: none) and OMP_NUM_THREADS (NULL: as is). */
+static long spawn_as;
+static const char *spawn_threads;
+
 /* A CLI child: stdout to /dev/null, stderr to errfile; fsize > 0 sets
  * RLIMIT_FSIZE with SIGXFSZ at its default action (which kills), as a shell's
  * `ulimit -f` leaves it. env: "NAME=VALUE" or NULL. */
@@ -121,6 +135,17 @@ static pid_t spawn(const char *errfile, long fsize, const char *env, const char 
             struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
             setrlimit(RLIMIT_FSIZE, &rl);
         }
+        if (spawn_as > 0) {
+            struct rlimit rl = {(rlim_t)spawn_as, (rlim_t)spawn_as};
+            setrlimit(RLIMIT_AS, &rl);
+            /* OpenBLAS's own server threads (cores - 1, which ds3 never uses)
+             * each map a 128 MB buffer when the library loads, before main:
+             * on a many-core machine they alone exceed the limit, hang in
+             * OpenBLAS's retry loop and hang the exit that joins them. */
+            setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        }
+        if (spawn_threads) setenv("OMP_NUM_THREADS", spawn_threads, 1);
+        alarm(120);   /* a hang fails the case (status 142) instead of the test */
         /* Threads that sleep when idle: on a loaded machine libgomp's spinning
          * makes each run of the micro model take 0.6 s instead of 0.04 s.
          * (Not a change of bits: the thread count and schedule are the same.) */
@@ -331,7 +356,7 @@ static void test_concurrent_mkmodel(void) {
     snprintf(e1, sizeof e1, "%s/err1", tmpdir);
     snprintf(e2, sizeof e2, "%s/err2", tmpdir);
     /* several shards, so a mixture would be possible */
-    const char *shards = "DS3_MKMODEL_SHARD_MB=0.002";
+    const char *shards = "DS3_MKMODEL_SHARD_MB=0.001";
     size_t n1 = 0, n2 = 0;
     rm_rf(d);
     int rc = wait_rc(SPAWN(e1, 0, shards, "mkmodel", "--config", cfg, "--dtype", "fp8", "--seed", "1", "-o", d));
@@ -433,8 +458,13 @@ static int kill_while_writing(const char *dir, const char *out, int sig, const c
         return -1;
     }
     if (out && exists(out)) {
-        fprintf(stderr, "signal %d: %s exists\n", sig, out);
-        return -1;
+        /* the signal came after the rename: the file is complete (or the
+         * promise is broken) and this kill was not "while writing" */
+        ds3_st_file *f = NULL;
+        bool whole = ds3_st_open(out, &f) == DS3_OK;
+        ds3_st_close(f);
+        if (!whole) fprintf(stderr, "signal %d: %s is not a whole file: %s\n", sig, out, ds3_last_error());
+        return whole ? 0 : -1;
     }
     return 1;
 }
@@ -475,6 +505,337 @@ static void test_cli_signals(void) {
     }
 }
 
+/* ========================================================================== */
+/* A checkpoint that changes under a running process                          */
+/* ========================================================================== */
+
+static void copy_file(const char *src, const char *dst) {
+    size_t n;
+    unsigned char *b = slurp(src, &n);
+    FILE *f = fopen(dst, "wb");
+    if (!b || !f || fwrite(b, 1, n, f) != n) { perror(dst); exit(1); }
+    fclose(f);
+    free(b);
+}
+
+/* dst's bytes replaced by src's, in place (same inode; src of the same size). */
+static void rewrite_in_place(const char *dst, const char *src) {
+    size_t n;
+    unsigned char *b = slurp(src, &n);
+    int fd = open(dst, O_WRONLY);
+    if (!b || fd < 0 || write(fd, b, n) != (ssize_t)n) { perror(dst); exit(1); }
+    close(fd);
+    free(b);
+}
+
+/* A copy of model dir src in dst (config.json + model.safetensors), its
+ * files dated 100 s back, so that a rewrite now has another mtime even on a
+ * file system with a coarse clock. */
+static void copy_model(const char *src, const char *dst) {
+    char a[600], b[600];
+    mkdir(dst, 0755);
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/%s", src, files[i]);
+        snprintf(b, sizeof b, "%s/%s", dst, files[i]);
+        copy_file(a, b);
+        struct timespec t[2];
+        clock_gettime(CLOCK_REALTIME, &t[0]);
+        t[0].tv_sec -= 100;
+        t[1] = t[0];
+        utimensat(AT_FDCWD, b, t, 0);
+    }
+}
+
+/* In a child (a broken guard kills it, not the test): load dir, run, apply
+ * `change` to its shard, run again, and expect ds3_model_check to fail with
+ * `needle`. Exit 0 when everything held. */
+static void library_change(const char *what, const char *dir, const char *other, int change, const char *needle) {
+    char shard[600];
+    snprintf(shard, sizeof shard, "%s/model.safetensors", dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(60);
+        ds3_model *m = NULL;
+        ds3_state *s = NULL;
+        int32_t toks[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+        if (ds3_model_load(dir, &m) || ds3_state_new(m, 16, DS3_ATTN_ABSORB, &s) || ds3_forward(s, toks, 8, 0, NULL))
+            _exit(10);
+        if (ds3_model_check(m) != DS3_OK) _exit(11);   /* nothing changed yet */
+        if (change == 0) {
+            if (truncate(shard, 4096) != 0) _exit(12);
+        } else if (change == 1) {
+            rewrite_in_place(shard, other);
+        } else {
+            char tmp[700];
+            snprintf(tmp, sizeof tmp, "%s.new", shard);
+            copy_file(other, tmp);
+            if (rename(tmp, shard) != 0) _exit(12);
+        }
+        /* every weight is read again: after a truncation that is a SIGBUS in
+         * each vanished page, which must not kill the process */
+        if (ds3_forward(s, toks, 8, 8, NULL) != DS3_OK) _exit(13);
+        ds3_status st = ds3_model_check(m);
+        const char *msg = ds3_last_error();
+        bool ok = st == DS3_ERR_IO && strstr(msg, shard) && strstr(msg, needle);
+        if (!ok) fprintf(stderr, "%s: %s: %s\n", what, ds3_status_name(st), msg);
+        /* a dump is refused */
+        char out[700];
+        snprintf(out, sizeof out, "%s/dump.safetensors", dir);
+        ok = ok && ds3_dump_begin(s, 8) == DS3_OK && ds3_forward(s, toks, 8, 0, NULL) == DS3_OK &&
+             ds3_dump_write(s, out, NULL) == DS3_ERR_IO && !exists(out);
+        ds3_state_free(s);
+        ds3_model_free(m);
+        _exit(ok ? 0 : 14);
+    }
+    int rc = wait_rc(pid);
+    CHECK(rc == 0, "%s: the run survived, ds3_model_check and ds3_dump_write refused (child status %d; 135 = "
+          "SIGBUS)", what, rc);
+}
+
+/* Is path mapped by process pid? (/proc/PID/maps) */
+static bool mapped_by(pid_t pid, const char *path) {
+    char maps[64], line[1200];
+    snprintf(maps, sizeof maps, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(maps, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, path) != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+/* Run the CLI on the model in dir; once it maps the shard, stop it, apply
+ * `change`, let it go on. 1: the run ended with exit 1, the message, and no
+ * output file; 0: it finished before it could be stopped (no verdict); -1:
+ * a broken promise. */
+static int cli_change(const char *dir, const char *other, int change, const char *out,
+                      const char *const *args) {
+    char shard[600], e[200];
+    snprintf(shard, sizeof shard, "%s/model.safetensors", dir);
+    snprintf(e, sizeof e, "%s/err", tmpdir);
+    pid_t pid = spawn(e, 0, NULL, args);
+    bool stopped = false;
+    for (;;) {
+        int status;
+        if (mapped_by(pid, shard)) {
+            kill(pid, SIGSTOP);
+            stopped = true;
+            break;
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid) return 0;
+    }
+    if (change == 0) {
+        if (truncate(shard, 4096) != 0) return -1;
+    } else {
+        rewrite_in_place(shard, other);
+    }
+    kill(pid, SIGCONT);
+    int rc = wait_rc(pid);
+    char *msg = read_err(e);
+    const char *needle = change == 0 ? "changed size while mapped" : "changed while in use";
+    bool ok = stopped && rc == 1 && strstr(msg, "ds3: ") && strstr(msg, shard) && strstr(msg, needle) &&
+              (!out || !exists(out));
+    if (!ok) fprintf(stderr, "%s: exit %d: %s", args[0], rc, msg);
+    free(msg);
+    return ok ? 1 : -1;
+}
+
+static void test_changing_checkpoint(void) {
+    th_section("a shard truncated, rewritten in place or replaced while a model runs on it");
+    char d1[200], d2[200], other[300], dir[200];
+    snprintf(d1, sizeof d1, "%s", micro_model_make(DS3_WEIGHTS_FP8, 0));
+    /* the same model with seed 2: the same size, other bytes */
+    snprintf(d2, sizeof d2, "%s/seed2", tmpdir);
+    char cfg[300];
+    snprintf(cfg, sizeof cfg, "%s/micro2.json", tmpdir);
+    write_file(cfg, MICRO_CONFIG);
+    ds3_mkmodel_opts mo = {.config = cfg, .dtype = DS3_WEIGHTS_FP8, .seed = 2};
+    CHECK(ds3_mkmodel(&mo, d2) == DS3_OK, "micro model, seed 2: %s", ds3_last_error());
+    snprintf(other, sizeof other, "%s/model.safetensors", d2);
+
+    const char *what[] = {"truncated", "rewritten in place", "replaced by rename"};
+    const char *needle[] = {"changed size while mapped", "changed while in use", "another file"};
+    for (int c = 0; c < 3; c++) {
+        snprintf(dir, sizeof dir, "%s/lib%d", tmpdir, c);
+        copy_model(d1, dir);
+        library_change(what[c], dir, other, c, needle[c]);
+    }
+    if (!cli || access(cli, X_OK) != 0) return;
+
+    /* Through the CLI, on tiny-fp8 (13 MB: a run long enough to stop). */
+    char tiny[300], tiny2[300], tiny2_shard[400];
+    snprintf(tiny, sizeof tiny, "%s/tiny-fp8", models);
+    snprintf(tiny2, sizeof tiny2, "%s/tiny-fp8-seed2", tmpdir);
+    char e[200];
+    snprintf(e, sizeof e, "%s/err", tmpdir);
+    int rc = wait_rc(SPAWN(e, 0, NULL, "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed", "2", "-o", tiny2));
+    CHECK(rc == 0, "tiny-fp8 with seed 2");
+    snprintf(tiny2_shard, sizeof tiny2_shard, "%s/model.safetensors", tiny2);
+    const char *toks = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24";
+    for (int c = 0; c < 2; c++) {
+        int verdict = 0, tries = 0;
+        for (; tries < 5 && verdict == 0; tries++) {
+            snprintf(dir, sizeof dir, "%s/cli-run%d-%d", tmpdir, c, tries);
+            copy_model(tiny, dir);
+            verdict = cli_change(dir, tiny2_shard, c, NULL,
+                                 (const char *const[]){"run", "-m", dir, "--tokens", toks, "-n", "40", NULL});
+        }
+        CHECK(verdict == 1, "ds3 run on a shard %s: exit 1 naming it (%d tries)", what[c], tries);
+        verdict = 0;
+        for (tries = 0; tries < 5 && verdict == 0; tries++) {
+            char out[300];
+            snprintf(dir, sizeof dir, "%s/cli-dump%d-%d", tmpdir, c, tries);
+            copy_model(tiny, dir);
+            snprintf(out, sizeof out, "%s/out.safetensors", dir);
+            verdict = cli_change(dir, tiny2_shard, c, out,
+                                 (const char *const[]){"dump", "-m", dir, "--tokens", toks, "-o", out, NULL});
+        }
+        CHECK(verdict == 1, "ds3 dump on a shard %s: exit 1 naming it, no output (%d tries)", what[c], tries);
+    }
+}
+
+/* ========================================================================== */
+/* Smaller: what a path is, a big tokenizer                                    */
+/* ========================================================================== */
+
+/* Load dir in a child with an alarm (a FIFO opened for reading would wait for
+ * a writer); expect a failure whose message holds needle. */
+static void expect_load_fails(const char *what, const char *dir, const char *needle) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(20);
+        ds3_model *m = NULL;
+        ds3_status st = ds3_model_load(dir, &m);
+        bool ok = st == DS3_ERR_IO && !m && strstr(ds3_last_error(), needle);
+        if (!ok) fprintf(stderr, "%s: %s: %s\n", what, ds3_status_name(st), ds3_last_error());
+        ds3_model_free(m);
+        _exit(ok ? 0 : 1);
+    }
+    int rc = wait_rc(pid);
+    CHECK(rc == 0, "%s: refused, naming what it is (status %d; 142 = hung)", what, rc);
+}
+
+static void test_path_kinds(void) {
+    th_section("shards that are a FIFO, a directory or a device: named as such, not 'does not exist'");
+    const char *sharded = micro_model_make(DS3_WEIGHTS_FP8, 1);
+    const char *kinds[] = {"a FIFO", "a directory", "a character device"};
+    for (int k = 0; k < 3; k++) {
+        char dir[200], p[600], q[600];
+        snprintf(dir, sizeof dir, "%s/kinds%d", tmpdir, k);
+        mkdir(dir, 0755);
+        DIR *d = opendir(sharded);
+        char victim[600] = "";
+        for (struct dirent *e; d && (e = readdir(d));) {
+            if (e->d_name[0] == '.') continue;
+            snprintf(p, sizeof p, "%s/%s", sharded, e->d_name);
+            snprintf(q, sizeof q, "%s/%s", dir, e->d_name);
+            if (!victim[0] && strncmp(e->d_name, "model-00002-of-", 15) == 0) {
+                snprintf(victim, sizeof victim, "%s", q);
+                continue;
+            }
+            copy_file(p, q);
+        }
+        if (d) closedir(d);
+        CHECK(victim[0] != '\0', "the sharded micro model has a second shard");
+        if (!victim[0]) continue;
+        if (k == 0) mkfifo(victim, 0644);
+        else if (k == 1) mkdir(victim, 0755);
+        else CHECK(symlink("/dev/null", victim) == 0, "link to /dev/null");
+        char needle[64];
+        snprintf(needle, sizeof needle, "is %s, not a regular file", kinds[k]);
+        expect_load_fails(kinds[k], dir, needle);
+    }
+    /* model.safetensors itself a FIFO */
+    char dir[200], p[400], q[400];
+    const char *single = micro_model_make(DS3_WEIGHTS_FP8, 0);
+    snprintf(dir, sizeof dir, "%s/kinds-single", tmpdir);
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/config.json", single);
+    snprintf(q, sizeof q, "%s/config.json", dir);
+    copy_file(p, q);
+    snprintf(q, sizeof q, "%s/model.safetensors", dir);
+    mkfifo(q, 0644);
+    expect_load_fails("model.safetensors a FIFO", dir, "model.safetensors is a FIFO, not a regular file");
+}
+
+static void test_big_tokenizer(void) {
+    th_section("a 600 MB tokenizer.json is refused before it is read");
+    char p[200];
+    snprintf(p, sizeof p, "%s/tokenizer.json", tmpdir);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0 && ftruncate(fd, 600ll << 20) == 0, "a sparse 600 MB file");
+    if (fd >= 0) close(fd);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ds3_tokenizer *t = NULL;
+        ds3_status st = ds3_tokenizer_load(p, &t);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        bool ok = st != DS3_OK && !t && strstr(ds3_last_error(), "larger than 512 MB") && ru.ru_maxrss < 200 * 1024;
+        if (!ok) fprintf(stderr, "big tokenizer: %s, peak RSS %ld kB\n", ds3_last_error(), ru.ru_maxrss);
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(wait_rc(pid) == 0, "refused, naming the limit, with a peak RSS under 200 MB (it read nothing)");
+    unlink(p);
+}
+
+/* ========================================================================== */
+/* Resource exhaustion: an error within seconds, not a hang                    */
+/* ========================================================================== */
+
+static void test_address_space(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    th_section("ulimit -v: skipped under ASan (its shadow memory needs terabytes of address space)");
+    return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    th_section("ulimit -v: skipped under ASan (its shadow memory needs terabytes of address space)");
+    return;
+#endif
+#endif
+    th_section("ulimit -v: OpenBLAS's buffers and OpenMP's threads are an error, not a hang or libgomp's exit");
+    char model[256], e[200], out[300];
+    snprintf(model, sizeof model, "%s/tiny-fp8", models);
+    snprintf(e, sizeof e, "%s/err", tmpdir);
+    snprintf(out, sizeof out, "%s/as.safetensors", tmpdir);
+    /* 250 MB: the model and the state fit, two OpenBLAS buffers do not.
+     * OpenBLAS 0.3.21 then retried its allocation forever (this hung:
+     * measured, killed after 20 s). */
+    spawn_as = 250l << 20;
+    spawn_threads = "2";
+    time_t t0 = time(NULL);
+    int rc = wait_rc(SPAWN(e, 0, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8,9,10,11,12", "-o", out));
+    char *msg = read_err(e);
+    if (ds3_have_blas())
+        CHECK(rc == 1 && strncmp(msg, "ds3: ", 5) == 0 && strstr(msg, "not enough address space for OpenBLAS"),
+              "dump under ulimit -v 250 MB: exit %d (142 = hung until the alarm): %s", rc, msg);
+    else
+        CHECK(rc == 0 || (rc == 1 && strncmp(msg, "ds3: ", 5) == 0), "dump under ulimit -v 250 MB (no BLAS): exit %d: %s",
+              rc, msg);
+    fprintf(stderr, "   answered in %lld s: %s", (long long)(time(NULL) - t0), msg);
+    CHECK(!exists(out), "no output");
+    free(msg);
+    /* 64 threads of 8 MB stacks do not fit in 300 MB: libgomp used to print
+     * "libgomp: Thread creation failed" and exit */
+    spawn_as = 300l << 20;
+    spawn_threads = "64";
+    rc = wait_rc(SPAWN(e, 0, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8,9,10,11,12", "-o", out));
+    msg = read_err(e);
+#ifdef _OPENMP
+    CHECK(rc == 1 && strncmp(msg, "ds3: cannot start 64 threads", 28) == 0,
+          "64 threads under ulimit -v 300 MB: exit %d: %s", rc, msg);
+#else
+    CHECK(rc == 0 || (rc == 1 && strncmp(msg, "ds3: ", 5) == 0), "no OpenMP: exit %d: %s", rc, msg);
+#endif
+    fprintf(stderr, "   %s", msg);
+    free(msg);
+    spawn_as = 0;
+    spawn_threads = NULL;
+}
+
 int main(void) {
     models = getenv("DS3_MODELS");
     cli = getenv("DS3_CLI");
@@ -484,11 +845,15 @@ int main(void) {
 
     test_temporaries();
     test_library_signals();
+    test_changing_checkpoint();
+    test_path_kinds();
+    test_big_tokenizer();
     if (cli && access(cli, X_OK) == 0) {
         test_concurrent_dumps();
         test_concurrent_mkmodel();
         test_file_size_limit();
         test_cli_signals();
+        test_address_space();
     } else {
         fprintf(stderr, "-- no CLI at DS3_CLI: skipping the CLI cases\n");
     }

@@ -32,6 +32,8 @@ ds3_status ds3_dumper_write_mem(ds3_dumper *d, const char *const *metadata_kv, v
  * metadata. Free with ds3_dumper_view_free, never ds3_st_close. */
 ds3_status ds3_dumper_view(const ds3_dumper *d, ds3_st_file **out);
 void ds3_dumper_view_free(ds3_st_file *f);
+/* The `ds3_shards` metadata value (copied): the files the weights came from. */
+ds3_status ds3_dumper_set_shards(ds3_dumper *d, const char *json);
 
 /* ========================================================================== */
 /* emulate.c — GPU rounding points (docs/MODEL.md §7, docs/COMPARING.md)       */

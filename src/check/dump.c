@@ -51,6 +51,7 @@ struct ds3_dumper {
     int64_t dropped;           /* rows outside [0, rows) that were offered */
     bool failed;               /* an allocation failed; errmsg says which */
     char errmsg[320];
+    char *shards;              /* ds3_shards: the weights' files and identities (JSON), or NULL */
 };
 
 /* ========================================================================== */
@@ -72,6 +73,7 @@ void ds3_dumper_free(ds3_dumper *d) {
         free(d->t[i].written);
     }
     free(d->t);
+    free(d->shards);
     free(d);
 }
 
@@ -211,6 +213,16 @@ static char *incomplete_list(const ds3_dumper *d) {
     return s;
 }
 
+ds3_status ds3_dumper_set_shards(ds3_dumper *d, const char *json) {
+    size_t n = strlen(json) + 1;
+    char *c = ds3_malloc(n);
+    if (!c) return DS3_ERR_NOMEM;
+    memcpy(c, json, n);
+    free(d->shards);
+    d->shards = c;
+    return DS3_OK;
+}
+
 /* Write to `path`, or (path NULL) into *buf / *len. */
 static ds3_status dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv, void **buf,
                                size_t *len) {
@@ -261,8 +273,9 @@ static ds3_status dumper_write(ds3_dumper *d, const char *path, const char *cons
         "ds3_rows", rows,
         "ds3_incomplete", incomplete,
         "ds3_rows_dropped", dropped,
+        d->shards ? "ds3_shards" : NULL, d->shards,
     };
-    for (size_t i = 0; i < sizeof ours / sizeof ours[0] && st == DS3_OK; i += 2)
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0] && ours[i] && st == DS3_OK; i += 2)
         st = ds3_stw_meta(w, ours[i], ours[i + 1]);
 
     if (st == DS3_OK) st = path ? ds3_stw_write(w, path) : ds3_stw_write_mem(w, buf, len);

@@ -28,6 +28,10 @@ typedef struct {
     ds3_st_entry *entries;   /* in header order */
     char *metadata_json;     /* the __metadata__ object as JSON text, or NULL */
     bool borrowed;           /* map is the caller's buffer (ds3_st_open_mem), not a mapping */
+    /* identity at open, checked again by ds3_st_check */
+    uint64_t id_dev, id_ino;
+    int64_t id_mtime_ns;     /* modification time, ns since the epoch */
+    void *guard;             /* the SIGBUS guard's record of the mapping */
 } ds3_st_file;
 
 /* Open and validate a safetensors file: header length within the file, JSON
@@ -38,6 +42,13 @@ ds3_status ds3_st_open(const char *path, ds3_st_file **out);
  * label names it in messages. */
 ds3_status ds3_st_open_mem(const void *buf, size_t len, const char *label, ds3_st_file **out);
 void ds3_st_close(ds3_st_file *f);
+/* Is f still the file that was mapped? DS3_ERR_IO naming the file when a
+ * SIGBUS landed in its mapping ("changed size while mapped": it was truncated;
+ * the handler put zeros there so the run could finish) or when its path now
+ * has another inode, size or modification time. Cheap: one stat. */
+ds3_status ds3_st_check(const ds3_st_file *f);
+/* "a FIFO", "a directory", "a character device"... for messages (st_mode). */
+const char *ds3_file_kind(unsigned mode);
 const ds3_st_entry *ds3_st_find(const ds3_st_file *f, const char *name);
 /* Value of a __metadata__ key, or NULL (pointer valid until ds3_st_close). */
 const char *ds3_st_meta(const ds3_st_file *f, const char *key);

@@ -17,6 +17,20 @@
  * and equal to end - begin, offsets ordered and inside the data section,
  * names unique, tensors not overlapping.
  *
+ * A file that changes under the mapping. Another process may truncate or
+ * rewrite a shard while ds3 runs on it. Truncation makes the vanished pages
+ * raise SIGBUS on their next touch, which may be in any OpenMP worker or
+ * inside OpenBLAS. ds3 does not jump out of that thread (siglongjmp from a
+ * worker would leave the team and OpenBLAS's locks broken): the SIGBUS
+ * handler, on a fault inside one of these mappings, maps anonymous zero pages
+ * over the rest of that mapping (so the thread resumes, reading zeros), marks
+ * the file, and returns. Every shard also keeps its identity at open (device,
+ * inode, size, mtime). ds3_st_check reports a marked file as "changed size
+ * while mapped" and any file whose identity differs now; callers check before
+ * they report success (a dump is refused, `run` stops before printing a token
+ * computed from changed weights). A fault outside every mapping goes to the
+ * action the program had before (the default: the process dies of SIGBUS).
+ *
  * Status codes: a file that ends too early (shorter than 8 bytes, header or
  * tensor running past the end) is DS3_ERR_IO — "truncated"; a file whose
  * contents contradict themselves is DS3_ERR_FORMAT.
@@ -28,11 +42,14 @@
  * memory (ds3_stw_write_mem; ds3_st_open_mem reads such a buffer back with the
  * same checks).
  */
+#define _DEFAULT_SOURCE   /* MAP_ANONYMOUS */
 #include "io/io.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -340,9 +357,129 @@ done:
     return st;
 }
 
+/* ========================================================================== */
+/* Mappings that may change underneath: the SIGBUS guard                       */
+/* ========================================================================== */
+
+/* One per open file, in a list the handler walks. Nodes are never freed (a
+ * closed file's node is reused by the next open), so the handler never reads
+ * freed memory; state: 0 free, 1 being set up, 2 guarding [base, base+size). */
+typedef struct st_guard {
+    atomic_int state;
+    atomic_int faulted;          /* a SIGBUS landed in this mapping */
+    uintptr_t base;
+    size_t size;
+    struct st_guard *next;       /* set once, before the node is published */
+} st_guard;
+
+static _Atomic(st_guard *) guards;
+static struct sigaction sigbus_before;   /* the program's action, for faults not ours */
+static size_t page_size;
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx) {
+    (void)ctx;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    for (st_guard *g = atomic_load(&guards); g; g = g->next) {
+        if (atomic_load(&g->state) != 2 || a < g->base || a - g->base >= g->size) continue;
+        /* Zeros from the faulting page to the end of the mapping: the file
+         * shrank, so every later page would fault too. mmap is a plain system
+         * call here (not on POSIX's async-signal-safe list, but it takes no
+         * user-space lock). */
+        uintptr_t page = a & ~(uintptr_t)(page_size - 1);
+        size_t len = g->base + g->size - page;
+        if (mmap((void *)page, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+            atomic_store(&g->faulted, 1);
+            return;   /* the faulting access runs again and reads zeros */
+        }
+        break;
+    }
+    /* Not ours (or no memory for zeros): what the program had before. The
+     * access faults again on return and meets that action. */
+    sigaction(sig, &sigbus_before, NULL);
+}
+
+static st_guard *guard_add(void *map, size_t size) {
+    static atomic_int installed;
+    if (!atomic_exchange(&installed, 1)) {
+        long ps = sysconf(_SC_PAGESIZE);
+        page_size = ps > 0 ? (size_t)ps : 4096;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_sigbus;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGBUS, &sa, &sigbus_before);
+    }
+    st_guard *g = NULL;
+    for (st_guard *h = atomic_load(&guards); h && !g; h = h->next) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&h->state, &expect, 1)) g = h;
+    }
+    if (!g) {
+        if (!(g = calloc(1, sizeof *g))) return NULL;
+        atomic_store(&g->state, 1);
+        g->next = atomic_load(&guards);
+        while (!atomic_compare_exchange_weak(&guards, &g->next, g)) {}
+    }
+    g->base = (uintptr_t)map;
+    g->size = size;
+    atomic_store(&g->faulted, 0);
+    atomic_store(&g->state, 2);
+    return g;
+}
+
+const char *ds3_file_kind(unsigned mode) {
+    return S_ISDIR(mode)    ? "a directory"
+           : S_ISFIFO(mode) ? "a FIFO"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
+           : S_ISSOCK(mode) ? "a socket"
+           : S_ISLNK(mode)  ? "a symbolic link"
+           : S_ISREG(mode)  ? "a regular file"
+                            : "not a regular file";
+}
+
+static int64_t mtime_ns(const struct stat *sb) {
+    return (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
+}
+
+ds3_status ds3_st_check(const ds3_st_file *f) {
+    const st_guard *g = f->guard;
+    struct stat sb;
+    if (g && atomic_load(&g->faulted)) {
+        char now[48] = "";
+        if (stat(f->path, &sb) == 0) snprintf(now, sizeof now, ", %llu now", (unsigned long long)sb.st_size);
+        return ds3_fail(DS3_ERR_IO, "%s changed size while mapped (%llu bytes when loaded%s); what was computed "
+                        "from it is refused", f->path, (unsigned long long)f->map_size, now);
+    }
+    if (stat(f->path, &sb) != 0)
+        return ds3_fail(DS3_ERR_IO, "%s changed while in use: it is gone (%s); what was computed from it is refused",
+                        f->path, strerror(errno));
+    if ((uint64_t)sb.st_dev != f->id_dev || (uint64_t)sb.st_ino != f->id_ino)
+        return ds3_fail(DS3_ERR_IO, "%s changed while in use: another file (inode %llu, was %llu) has its name; "
+                        "what was computed from it is refused", f->path, (unsigned long long)sb.st_ino,
+                        (unsigned long long)f->id_ino);
+    if ((uint64_t)sb.st_size != f->map_size)
+        return ds3_fail(DS3_ERR_IO, "%s changed size while mapped (%llu bytes when loaded, %llu now); what was "
+                        "computed from it is refused", f->path, (unsigned long long)f->map_size,
+                        (unsigned long long)sb.st_size);
+    if (mtime_ns(&sb) != f->id_mtime_ns)
+        return ds3_fail(DS3_ERR_IO, "%s changed while in use (rewritten: modification time %lld.%09lld, was "
+                        "%lld.%09lld); what was computed from it is refused", f->path,
+                        (long long)(mtime_ns(&sb) / 1000000000), (long long)(mtime_ns(&sb) % 1000000000),
+                        (long long)(f->id_mtime_ns / 1000000000), (long long)(f->id_mtime_ns % 1000000000));
+    return DS3_OK;
+}
+
+/* ========================================================================== */
+/* Opening                                                                     */
+/* ========================================================================== */
+
 ds3_status ds3_st_open(const char *path, ds3_st_file **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: a FIFO in the model's place must not hang the open; it is
+     * refused below, by name. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return ds3_fail(DS3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
@@ -352,7 +489,7 @@ ds3_status ds3_st_open(const char *path, ds3_st_file **out) {
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return ds3_fail(DS3_ERR_IO, "%s: not a regular file", path);
+        return ds3_fail(DS3_ERR_IO, "%s: is %s, not a regular file", path, ds3_file_kind(sb.st_mode));
     }
     if (sb.st_size < 8) {
         close(fd);
@@ -377,8 +514,16 @@ ds3_status ds3_st_open(const char *path, ds3_st_file **out) {
     if (!f) { munmap(map, size); return DS3_ERR_NOMEM; }
     f->map = map;
     f->map_size = size;
-    if (!(f->path = dup_str(path))) { ds3_st_close(f); return DS3_ERR_NOMEM; }
+    f->id_dev = (uint64_t)sb.st_dev;
+    f->id_ino = (uint64_t)sb.st_ino;
+    f->id_mtime_ns = mtime_ns(&sb);
+    if (!(f->path = dup_str(path)) || !(f->guard = guard_add(map, size))) {
+        ds3_st_close(f);
+        return DS3_ERR_NOMEM;
+    }
     ds3_status st = parse_header(f);
+    /* truncated while the header was being read: say so, not "bad JSON" */
+    if (st != DS3_OK && atomic_load(&((st_guard *)f->guard)->faulted)) st = ds3_st_check(f);
     if (st != DS3_OK) { ds3_st_close(f); return st; }
     *out = f;
     return DS3_OK;
@@ -406,6 +551,7 @@ ds3_status ds3_st_open_mem(const void *buf, size_t len, const char *label, ds3_s
 
 void ds3_st_close(ds3_st_file *f) {
     if (!f) return;
+    if (f->guard) atomic_store(&((st_guard *)f->guard)->state, 0);   /* before the range can be reused */
     if (f->map && !f->borrowed) munmap(f->map, f->map_size);
     for (int i = 0; i < f->n; i++) free(f->entries[i].name);
     free(f->entries);

@@ -104,6 +104,13 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
 bool ds3_lanes_select_avx2(bool on);
 /* Free this thread's (team's) BLAS tile buffers (regrown on the next call). */
 void ds3_linear_release(void);
+/* Tile buffers of TILE_ROWS x max_cols on every thread of the team, and
+ * (once) a probe that OpenBLAS's own buffers fit in the address space;
+ * DS3_ERR_NOMEM with a message when not. ds3_state_new calls it. */
+ds3_status ds3_linear_prepare(int64_t max_cols);
+/* How many BLAS calls so far could not get a tile buffer (their output was
+ * not computed): ds3_forward compares it before and after a pass. */
+unsigned ds3_linear_failures(void);
 /* Tests: false sends fast mode's several-token calls to the lane kernel too
  * (default true when built with BLAS). */
 extern bool ds3_use_blas;

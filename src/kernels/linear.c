@@ -32,10 +32,15 @@
  * paths), which is why deterministic mode exists; it is off by default
  * because it makes prefill several times slower (docs/ARCHITECTURE.md §6).
  */
+#define _DEFAULT_SOURCE   /* MAP_ANONYMOUS */
 #include "kernels/kernels.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -164,11 +169,18 @@ static void linear_lanes(ds3_real *out, const ds3_real *in, const ds3_tensor *w,
 
 #ifdef DS3_BLAS
 /*
- * Tile buffer for the BLAS path, one per thread, grown to the largest tile
- * seen and then reused: after the first forward pass no call allocates.
+ * Tile buffer for the BLAS path, one per thread, allocated by
+ * ds3_linear_prepare (ds3_state_new) for the widest matrix of the model on
+ * every thread of the team, so a forward pass does not allocate. A thread
+ * that meets a wider tile (or was not in that team: another program thread)
+ * grows its own; if that fails the call's output is not computed and
+ * tile_failures counts it, which ds3_forward turns into an error. (It used to
+ * fall back to the plain loops, which give other bits: a silent change of
+ * results under memory pressure.)
  */
 static _Thread_local ds3_real *tile_buf;
 static _Thread_local size_t tile_cap;
+static atomic_uint tile_failures;
 
 /* Rows per tile: one FP8 scale block, large enough for an efficient GEMM. */
 #define TILE_ROWS 128
@@ -214,10 +226,129 @@ static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, 
                     (int)cols, tile_buf, (int)cols, 0.0f, out + r0, (int)rows);
 #endif
     }
-    /* Out of memory for a tile buffer: the plain path needs none. */
-    if (fail) ds3_linear_ref(out, in, w, T);
+    /* Out of memory for a tile buffer: some tiles were not computed. No
+     * fallback to another kernel (other bits); the caller reports it. */
+    if (fail) atomic_fetch_add(&tile_failures, 1);
+}
+
+/* Bytes OpenBLAS 0.3.21 maps per GEMM buffer on x86-64: BUFFER_SIZE (128 MiB)
+ * plus two pages, seen as the size of its mmap/malloc in blas_memory_alloc.
+ * Builds for other CPUs use 32 or 64 MiB; probing for 128 covers them. */
+#define OPENBLAS_BUFFER_BYTES ((size_t)134225920)
+
+/* Can `n` OpenBLAS buffers be mapped now? (mapped, then unmapped: OpenBLAS
+ * maps its own on first use, one per thread calling a GEMM at once). */
+static bool openblas_room(int n, int *err) {
+    void *maps[1025];
+    int got = 0;
+    if (n > 1024) n = 1024;
+    for (; got < n; got++) {
+        maps[got] = mmap(NULL, OPENBLAS_BUFFER_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (maps[got] == MAP_FAILED) {
+            *err = errno;
+            break;
+        }
+    }
+    for (int i = 0; i < got; i++) munmap(maps[i], OPENBLAS_BUFFER_BYTES);
+    return got == n;
 }
 #endif
+
+unsigned ds3_linear_failures(void) {
+#ifdef DS3_BLAS
+    return atomic_load(&tile_failures);
+#else
+    return 0;
+#endif
+}
+
+/*
+ * Before a state runs fast kernels: every thread of the team gets a tile
+ * buffer for `max_cols` columns, and (once per process) the address space
+ * OpenBLAS will need is probed. OpenBLAS 0.3.21 allocates a 128 MiB buffer
+ * per concurrent GEMM on first use and, when that allocation fails, retries
+ * forever (blas_memory_alloc loops over its allocators until one succeeds):
+ * under `ulimit -v` a run would hang, not fail. So ds3 maps as many buffers
+ * as it has threads itself first and fails with a message if it cannot.
+ * (OpenBLAS's own server threads, OPENBLAS_NUM_THREADS - 1 of them, took
+ * their buffers when the library was loaded; ds3 never uses them.)
+ */
+ds3_status ds3_linear_prepare(int64_t max_cols) {
+#ifdef DS3_BLAS
+    if (!ds3_use_blas) return DS3_OK;
+    const size_t need = (size_t)TILE_ROWS * (size_t)max_cols;
+    bool fail = false;
+#pragma omp parallel reduction(|| : fail)
+    {
+        if (need > tile_cap) {
+            ds3_real *nb = realloc(tile_buf, need * sizeof(ds3_real));
+            if (nb) {
+                tile_buf = nb;
+                tile_cap = need;
+            } else {
+                fail = true;
+            }
+        }
+    }
+    if (fail)
+        return ds3_fail(DS3_ERR_NOMEM, "out of memory for the BLAS tile buffers (%zu kB per thread)",
+                        need * sizeof(ds3_real) >> 10);
+    static atomic_int probed;
+    if (!atomic_load(&probed)) {
+#ifdef _OPENMP
+        int n = omp_get_max_threads();   /* GEMMs at once: one per thread of the team */
+#else
+        int n = 1;
+#endif
+        int err = 0;
+        if (!openblas_room(n, &err))
+            return ds3_fail(DS3_ERR_NOMEM, "not enough address space for OpenBLAS: its GEMMs need a %zu MB buffer "
+                            "per thread (%d threads) and mapping them failed (%s); OpenBLAS 0.3.21 would "
+                            "retry forever instead of failing. Raise the limit (ulimit -v), lower "
+                            "OMP_NUM_THREADS, or use --kernels deterministic (no BLAS)",
+                            OPENBLAS_BUFFER_BYTES >> 20, n, strerror(err));
+        atomic_store(&probed, 1);
+    }
+#else
+    (void)max_cols;
+#endif
+    return DS3_OK;
+}
+
+/* ========================================================================== */
+/* Threads                                                                     */
+/* ========================================================================== */
+
+#ifdef _OPENMP
+static void *idle_thread(void *arg) { return arg; }
+#endif
+
+ds3_status ds3_threads_start(void) {
+#ifdef _OPENMP
+    /* libgomp, when it cannot create a thread, prints "libgomp: Thread creation
+     * failed" and exits. Create as many threads as the team will need (with
+     * the same default attributes) and join them; then start the team, which
+     * libgomp keeps for later parallel regions. */
+    int n = omp_get_max_threads();
+    pthread_t t[256];
+    int made = 0, err = 0;
+    for (; made < n - 1 && made < 256; made++)
+        if ((err = pthread_create(&t[made], NULL, idle_thread, NULL)) != 0) break;
+    for (int i = 0; i < made; i++) pthread_join(t[i], NULL);
+    if (err)
+        return ds3_fail(DS3_ERR_NOMEM, "cannot start %d threads (OMP_NUM_THREADS): the %dth failed: %s; lower "
+                        "OMP_NUM_THREADS or raise the limits on memory or processes (ulimit -v, ulimit -u)", n,
+                        made + 2, strerror(err));
+    int team = 0;
+#pragma omp parallel
+    {
+#pragma omp atomic
+        team++;
+    }
+    (void)team;
+#endif
+    return DS3_OK;
+}
 
 /* Calls of at most this many tokens use the lane kernel in fast mode too. */
 #define LANES_MAX_T 4

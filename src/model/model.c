@@ -80,6 +80,7 @@ static ds3_status forward(ds3_state *s, const char *fn, const int32_t *tokens, i
         s->dump_logits = ds3_calloc((size_t)s->max_T * c->vocab_size, sizeof(ds3_real));
         if (!s->dump_logits) return DS3_ERR_NOMEM;
     }
+    const unsigned failures = ds3_linear_failures();
     for (int off = 0; off < n; off += s->max_T) {
         const int T = n - off < s->max_T ? n - off : s->max_T;
         /* rows of this chunk that get logits: from - off.. (clamped) */
@@ -87,6 +88,12 @@ static ds3_status forward(ds3_state *s, const char *fn, const int32_t *tokens, i
         ds3_real *out = logits && lo < T ? logits + (size_t)(off + lo - from) * c->vocab_size : NULL;
         forward_chunk(s, tokens + off, T, start + off, out, lo);
     }
+    /* A product that could not get its tile buffer was not computed. (The
+     * count is per process: another state failing at the same moment fails
+     * this call too, which errs on the side of an error.) */
+    if (ds3_linear_failures() != failures)
+        return ds3_fail(DS3_ERR_NOMEM, "out of memory for a BLAS tile buffer during the forward pass: the logits "
+                        "and caches of positions %d..%d were not computed", start, start + n - 1);
     return DS3_OK;
 }
 

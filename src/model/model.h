@@ -153,6 +153,10 @@ struct ds3_model {
     void *owned;                         /* allocations freed with the model */
 };
 
+/* The shards' names and identities at load as a JSON array (malloc'd; NULL
+ * when out of memory), for the dump's ds3_shards metadata (loader.c). */
+char *ds3_model_shards_json(const ds3_model *m);
+
 /* ========================================================================== */
 /* Scratch: one arena, each sublayer declaring its layout once                 */
 /* ========================================================================== */

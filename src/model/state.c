@@ -43,6 +43,18 @@ static void scratch_need(const ds3_model *m, int T, int max_seq, ds3_attn_mode a
     }
 }
 
+/* The most columns (inputs) of any weight matrix the forward pass multiplies
+ * by: the BLAS tile buffers are sized for it up front. */
+static int64_t widest_matrix(const ds3_config *c) {
+    int64_t w[] = {c->hidden_size, 2 * (int64_t)c->hidden_size, c->intermediate_size,
+                   (int64_t)c->moe_intermediate_size * (c->n_shared_experts > 1 ? c->n_shared_experts : 1),
+                   c->q_lora_rank, c->kv_lora_rank, (int64_t)c->num_attention_heads * c->v_head_dim};
+    int64_t m = 1;
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+        if (w[i] > m) m = w[i];
+    return m;
+}
+
 ds3_status ds3_state_new(const ds3_model *m, int max_seq, ds3_attn_mode attn, ds3_state **out) {
     *out = NULL;
     const ds3_config *c = &m->cfg;
@@ -97,6 +109,11 @@ ds3_status ds3_state_new(const ds3_model *m, int max_seq, ds3_attn_mode attn, ds
         ds3_state_free(s);
         return ds3_fail(DS3_ERR_NOMEM, "out of memory for the state of %d positions", max_seq);
     }
+    ds3_status st = ds3_linear_prepare(widest_matrix(c));
+    if (st != DS3_OK) {
+        ds3_state_free(s);
+        return st;
+    }
     *out = s;
     return DS3_OK;
 }
@@ -135,6 +152,10 @@ ds3_status ds3_state_set_kernels(ds3_state *s, ds3_kernels k) {
     if (!s) return ds3_fail(DS3_ERR_ARG, "ds3_state_set_kernels: state is NULL");
     if (k != DS3_KERNELS_FAST && k != DS3_KERNELS_DETERMINISTIC && k != DS3_KERNELS_REF)
         return ds3_fail(DS3_ERR_ARG, "ds3_state_set_kernels: unknown kernels %d", (int)k);
+    if (k == DS3_KERNELS_FAST) {
+        ds3_status st = ds3_linear_prepare(widest_matrix(&s->m->cfg));
+        if (st != DS3_OK) return st;
+    }
     s->kernels = k;
     return DS3_OK;
 }
@@ -174,12 +195,26 @@ ds3_status ds3_dump_begin(ds3_state *s, int total) {
     return DS3_OK;
 }
 
+/* The weights must still be the files that were loaded: a shard truncated or
+ * rewritten during the pass refuses the dump (nothing is written); their
+ * identities go into the dump (ds3_shards). (A state without a model is a
+ * test's: nothing to check or record.) */
+static ds3_status dump_check_weights(ds3_state *s) {
+    ds3_status st = s->m ? ds3_model_check(s->m) : DS3_OK;
+    char *shards = st == DS3_OK && s->m ? ds3_model_shards_json(s->m) : NULL;
+    if (st == DS3_OK && s->m && !shards) st = ds3_fail(DS3_ERR_NOMEM, "dump: out of memory listing the shards");
+    if (st == DS3_OK && shards) st = ds3_dumper_set_shards(s->dump, shards);
+    free(shards);
+    return st;
+}
+
 /* Capturing stops whether or not the write succeeds: a failed write leaves
  * the state as it was before ds3_dump_begin, not half-dumping. */
 ds3_status ds3_dump_write(ds3_state *s, const char *path, const char *const *metadata_kv) {
     if (!s) return ds3_fail(DS3_ERR_ARG, "ds3_dump_write: state is NULL");
     if (!s->dump) return ds3_fail(DS3_ERR_ARG, "ds3_dump_write: no dump in progress (call ds3_dump_begin)");
-    ds3_status st = ds3_dumper_write(s->dump, path, metadata_kv);
+    ds3_status st = dump_check_weights(s);
+    if (st == DS3_OK) st = ds3_dumper_write(s->dump, path, metadata_kv);
     ds3_dumper_free(s->dump);
     s->dump = NULL;
     return st;
@@ -191,7 +226,8 @@ ds3_status ds3_dump_write_mem(ds3_state *s, const char *const *metadata_kv, void
     *len = 0;
     if (!s) return ds3_fail(DS3_ERR_ARG, "ds3_dump_write_mem: state is NULL");
     if (!s->dump) return ds3_fail(DS3_ERR_ARG, "ds3_dump_write_mem: no dump in progress (call ds3_dump_begin)");
-    ds3_status st = ds3_dumper_write_mem(s->dump, metadata_kv, buf, len);
+    ds3_status st = dump_check_weights(s);
+    if (st == DS3_OK) st = ds3_dumper_write_mem(s->dump, metadata_kv, buf, len);
     ds3_dumper_free(s->dump);
     s->dump = NULL;
     return st;

@@ -277,6 +277,13 @@ static ds3_status read_file(const char *path, size_t max, char **out, size_t *le
         fclose(f);
         return ds3_fail(DS3_ERR_IO, "%s: is a directory", path);
     }
+    /* A regular file's size is known: refuse it before reading a byte (a
+     * stream is read up to the limit, then refused). */
+    if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > (uint64_t)max) {
+        fclose(f);
+        return ds3_fail(DS3_ERR_FORMAT, "%s: larger than %zu MB (%lld bytes), not a tokenizer file", path,
+                        max >> 20, (long long)sb.st_size);
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = ds3_malloc(cap + 1);
     while (buf) {
