@@ -4,10 +4,12 @@
  */
 #include "common.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *cli_command = NULL;
 
@@ -44,6 +46,28 @@ const char *cli_opt_value(int argc, char **argv, int *i, const char *shrt, const
         return argv[++*i];
     }
     return NULL;
+}
+
+/* Flush stdout at exit; a failed write (a full disk, /dev/full, a closed pipe
+ * reader) turns the exit status into 1, whatever the command returned. */
+static bool stdout_reported;   /* cli_flush_stdout already said so */
+
+static void check_stdout(void) {
+    errno = 0;
+    if (stdout_reported || (fflush(stdout) == 0 && !ferror(stdout))) return;
+    int e = errno;
+    fprintf(stderr, "ds3: writing stdout: %s\n", e ? strerror(e) : "write error");
+    _exit(1);
+}
+
+void cli_check_stdout_at_exit(void) { atexit(check_stdout); }
+
+void cli_flush_stdout(void) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return;
+    int e = errno;
+    stdout_reported = true;
+    cli_die("writing stdout: %s", e ? strerror(e) : "write error");
 }
 
 bool cli_is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }

@@ -27,6 +27,13 @@ void cli_usage(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
  */
 const char *cli_opt_value(int argc, char **argv, int *i, const char *shrt, const char *lng);
 
+/* At exit, flush stdout: if any write to it failed, print "ds3: writing
+ * stdout: REASON" and exit 1 instead (every command; main calls it first). */
+void cli_check_stdout_at_exit(void);
+/* Flush stdout now; if a write to it has failed, cli_die (a streaming command
+ * stops at once instead of computing output nobody can read). */
+void cli_flush_stdout(void);
+
 /* "--help" or "-h". */
 bool cli_is_help(const char *a);
 

@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,24 @@ void cmp_json_print(cJSON *root) {
     cJSON_Delete(root);
 }
 
+/* Does the name follow docs/DUMP_FORMAT.md: embed, norm, logits, layers.N.*, mtp.K.*? */
+static bool dump_name(const char *n) {
+    if (strcmp(n, "embed") == 0 || strcmp(n, "norm") == 0 || strcmp(n, "logits") == 0) return true;
+    if (strncmp(n, "layers.", 7) == 0) return n[7] >= '0' && n[7] <= '9';
+    if (strncmp(n, "mtp.", 4) == 0) return n[4] >= '0' && n[4] <= '9';
+    return false;
+}
+
+/* A file with no tensor of a dump's names (a checkpoint, another tool's
+ * file) is refused in one line, not compared into a page of MISSING lines. */
+void cmp_check_dump(const char *which, const char *path, const ds3_st_file *f) {
+    for (int i = 0; i < f->n; i++)
+        if (dump_name(f->entries[i].name)) return;
+    cli_die("%s: %s is not a ds3-style dump: none of its %d tensors is named embed, layers.N.*, norm, logits "
+            "or mtp.K.*%s%s%s (make dumps with 'ds3 dump' or tools/dump_torch.py; docs/DUMP_FORMAT.md)",
+            which, path, f->n, f->n ? " (the first is '" : "", f->n ? f->entries[0].name : "", f->n ? "')" : "");
+}
+
 /* ========================================================================== */
 /* Entry point (dispatched from cli/ds3.c)                                     */
 /* ========================================================================== */
@@ -133,6 +152,8 @@ int ds3_cli_compare(int argc, char **argv) {
     ds3_status st = ds3_st_open(paths[0], &ref);
     if (st != DS3_OK) cli_die("REF: %s", ds3_last_error());
     if ((st = ds3_st_open(paths[1], &test)) != DS3_OK) cli_die("TEST: %s", ds3_last_error());
+    cmp_check_dump("REF", paths[0], ref);
+    cmp_check_dump("TEST", paths[1], test);
 
     ds3_cmp_report rep;
     if ((st = ds3_cmp_files(ref, test, &o, &rep)) != DS3_OK) cli_die("compare: %s", ds3_last_error());
@@ -142,7 +163,7 @@ int ds3_cli_compare(int argc, char **argv) {
         cmp_print_table(&rep, &o, paths[0], paths[1]);
         ds3_cmp_print_summary(stdout, &rep);
     }
-    fflush(stdout);
+    cli_flush_stdout();
     int rc = rep.ok ? CMP_OK : CMP_OUTSIDE;
     ds3_cmp_report_free(&rep);
     ds3_st_close(ref);

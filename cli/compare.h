@@ -17,5 +17,9 @@ void cmp_print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const cha
 /* The report as a JSON object (the caller may add keys), and printing it (frees it). */
 cJSON *cmp_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path, const char *test_path);
 void cmp_json_print(cJSON *root);
+/* A file with no tensor of a dump's names (embed, norm, logits, layers.N.*,
+ * mtp.K.*: a checkpoint, another tool's file) is refused in one line (exit 1),
+ * `which` naming its role ("REF", "BUILD"). */
+void cmp_check_dump(const char *which, const char *path, const ds3_st_file *f);
 
 #endif /* DS3_CLI_COMPARE_H */

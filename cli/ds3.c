@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #define DS3_VERSION "0.1.0"
@@ -193,7 +194,7 @@ static const char *const help_main =
 
 static const char *const help_mkmodel =
     "usage: ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X]\n"
-    "                   [--mtp-agree[=P]] [--tokenizer PATH] -o DIR\n"
+    "                   [--mtp-agree[=P]] [--tokenizer PATH] [--force] -o DIR\n"
     "\n"
     "Write a deterministic synthetic checkpoint (config.json + safetensors, Hugging\n"
     "Face layout) to DIR. A model with DeepSeek-V3's vocabulary (vocab_size 129280,\n"
@@ -210,7 +211,12 @@ static const char *const help_mkmodel =
     "                      docs/MKMODEL.md\n"
     "  --tokenizer PATH    copy this tokenizer (a tokenizer.json or its directory) into\n"
     "                      DIR instead; its ids must fit the vocabulary\n"
-    "  -o, --output DIR    output directory (created if missing)\n";
+    "  -o, --output DIR    output directory (created if missing)\n"
+    "  --force             write even when the file system has less free space than\n"
+    "                      the model needs (checked first: both sizes are printed)\n"
+    "\n"
+    "Checked before anything is written: the config, the free space, and that the\n"
+    "tokenizer loads and its ids fit the vocabulary.\n";
 
 static const char *const help_info =
     "usage: ds3 info -m DIR | --config NAME|PATH | --list\n"
@@ -290,15 +296,50 @@ static void help_exit(const char *text) {
 /* mkmodel                                                                     */
 /* ========================================================================== */
 
+/* Free bytes for an unprivileged writer on the file system that holds path,
+ * or the nearest folder above it that exists; false if none can be asked. */
+static bool free_space(const char *path, uint64_t *avail) {
+    char *p = strdup(path);
+    if (!p) return false;
+    bool ok = false;
+    for (;;) {
+        struct statvfs vs;
+        if (statvfs(p, &vs) == 0) {
+            *avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+            ok = true;
+            break;
+        }
+        char *slash = strrchr(p, '/');
+        if (!slash) {
+            ok = statvfs(".", &vs) == 0;
+            if (ok) *avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+            break;
+        }
+        if (slash == p) {
+            p[1] = '\0';
+            ok = statvfs(p, &vs) == 0;
+            if (ok) *avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+            break;
+        }
+        *slash = '\0';
+    }
+    free(p);
+    return ok;
+}
+
+static const char *const dtype_name[] = {"f32", "bf16", "fp8"};
+
 static int cmd_mkmodel(int argc, char **argv) {
     ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0, 0.0};
     const char *out = NULL, *tokenizer = NULL, *v;
+    bool force = false;
     for (int i = 0; i < argc; i++) {
         if (cli_is_help(argv[i])) help_exit(help_mkmodel);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--config"))) o.config = v;
         else if ((v = cli_opt_value(argc, argv, &i, "-o", "--output"))) out = v;
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = parse_u64("--seed", v);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokenizer = v;
+        else if (strcmp(argv[i], "--force") == 0) force = true;
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = parse_real("--bias-shift", v);
         else if (strcmp(argv[i], "--mtp-agree") == 0) o.mtp_agree = 1.0;
         else if (strncmp(argv[i], "--mtp-agree=", 12) == 0) {
@@ -314,12 +355,29 @@ static int cmd_mkmodel(int argc, char **argv) {
     }
     if (!o.config) cli_usage("missing --config NAME|PATH");
     if (!out) cli_usage("missing -o DIR");
-    ds3_status st = ds3_mkmodel(&o, out);
+    /* What can fail is checked before the first byte is written: the config,
+     * the space it needs, the tokenizer. */
+    uint64_t need = 0;
+    int vocab = 0;
+    ds3_status st = ds3_mkmodel_estimate(&o, &need, &vocab);
     if (st != DS3_OK) lib_die(st, "mkmodel");
-    /* The tokenizer (cli/text.c): DeepSeek-V3's for its vocabulary, or --tokenizer. */
+    uint64_t avail = 0;
+    if (free_space(out, &avail) && need > avail) {
+        if (!force)
+            cli_die("mkmodel: %s in %s needs %.1f GB, %s has %.1f GB free (--force to try anyway)", o.config,
+                    dtype_name[o.dtype], need / 1e9, out, avail / 1e9);
+        fprintf(stderr, "mkmodel: --force: writing %.1f GB into %.1f GB free\n", need / 1e9, avail / 1e9);
+    }
     char err[512];
     bool copied = false;
-    if (cli_mkmodel_tokenizer(out, tokenizer, &copied, err, sizeof err) != 0) cli_die("mkmodel: %s", err);
+    if (cli_mkmodel_tokenizer(out, tokenizer, vocab, false, &copied, err, sizeof err) != 0) cli_die("mkmodel: %s", err);
+    if (need > ((uint64_t)1 << 30))
+        fprintf(stderr, "mkmodel: writing %.1f GB to %s\n", need / 1e9, out);
+    st = ds3_mkmodel(&o, out);
+    if (st != DS3_OK) lib_die(st, "mkmodel");
+    /* The tokenizer (cli/text.c): DeepSeek-V3's for its vocabulary, or --tokenizer. */
+    if (copied && cli_mkmodel_tokenizer(out, tokenizer, vocab, true, &copied, err, sizeof err) != 0)
+        cli_die("mkmodel: %s", err);
     fprintf(stderr, "mkmodel: wrote %s%s\n", out, copied ? " (with tokenizer.json)" : "");
     return 0;
 }
@@ -392,7 +450,7 @@ static void sink_text(sink *k, const char *s, size_t len) {
     if (!len) return;
     if (!k->json) {
         fwrite(s, 1, len, stdout);
-        fflush(stdout);
+        cli_flush_stdout();
         return;
     }
     if (k->out_n + len + 1 > k->out_cap) {
@@ -428,7 +486,7 @@ static int sink_token(void *user, int32_t tok) {
     if (!k->text) {
         if (!k->json) {
             printf(k->n > 1 ? ",%d" : "%d", (int)tok);
-            fflush(stdout);
+            cli_flush_stdout();
         }
         if (!k->tok) return 0;
     }
@@ -712,7 +770,7 @@ static void run_print_stats(const run_opts *o, const run_ctx *r) {
 static void run_report(const run_opts *o, const run_ctx *r) {
     if (o->json) run_print_json(o, r);
     else printf("\n");
-    fflush(stdout);
+    cli_flush_stdout();
     if (!o->quiet) run_print_stats(o, r);
 }
 
@@ -872,6 +930,7 @@ static const char *help_for(const char *cmd) {
 }
 
 int main(int argc, char **argv) {
+    cli_check_stdout_at_exit();   /* a failed write to stdout is exit 1, for every command */
     if (argc < 2) {
         fputs(help_main, stderr);
         cli_usage("missing command");

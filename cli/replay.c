@@ -159,6 +159,7 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     ds3_st_file *b = NULL;
     ds3_status st = ds3_st_open(build, &b);
     if (st != DS3_OK) cli_die("BUILD: %s", ds3_last_error());
+    cmp_check_dump("BUILD", build, b);
     const char *meta_tok = ds3_st_meta(b, "tokens");
     if (!tokstr && !meta_tok) cli_usage("no tokens: give --tokens IDS (BUILD has no 'tokens' metadata)");
     int T = 0;
@@ -240,7 +241,7 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
         else printf("every tensor within %s\n", bound);
         printf("%s\n", ok ? "PASS" : "FAIL");
     }
-    fflush(stdout);
+    cli_flush_stdout();
 
     ds3_cmp_report_free(&rep);
     ds3_dumper_view_free(view);

@@ -18,7 +18,6 @@
 #include "common.h"
 #include "io/io.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +158,17 @@ int cli_load_tokenizer(const char *path, const char *model_dir, bool required, d
             snprintf(err, errsize, "no tokenizer: give --tokenizer PATH or -m DIR");
             return TEXT_USAGE;
         }
+        /* The folder first: "no tokenizer.json" would send a typo the wrong way. */
+        struct stat sb;
+        if (stat(model_dir, &sb) != 0) {
+            snprintf(err, errsize, "%s: %s", model_dir, errno == ENOENT ? "no such directory" : strerror(errno));
+            return TEXT_RUNTIME;
+        }
+        if (!S_ISDIR(sb.st_mode)) {
+            snprintf(err, errsize, "%s is a file, not a model directory (give the folder that holds config.json)",
+                     model_dir);
+            return TEXT_RUNTIME;
+        }
         own = join(model_dir, "tokenizer.json");
         if (!own) {
             snprintf(err, errsize, "out of memory");
@@ -182,27 +192,9 @@ int cli_load_tokenizer(const char *path, const char *model_dir, bool required, d
     return TEXT_OK;
 }
 
-/* config.json's vocab_size, or -1 with a message. */
-static long model_vocab(const char *dir, char *err, size_t errsize) {
-    char *p = join(dir, "config.json");
-    FILE *f = p ? fopen(p, "rb") : NULL;
-    size_t n = 0;
-    char *text = f ? read_stream(f, &n) : NULL;
-    if (f) fclose(f);
-    cJSON *root = text ? cJSON_ParseWithLength(text, n) : NULL;
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "vocab_size");
-    long vocab = cJSON_IsNumber(v) ? (long)v->valuedouble : -1;
-    if (vocab < 0) snprintf(err, errsize, "%s: no vocab_size", p ? p : dir);
-    cJSON_Delete(root);
-    free(text);
-    free(p);
-    return vocab;
-}
-
-int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, bool *copied, char *err, size_t errsize) {
+int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, long vocab, bool write, bool *copied, char *err,
+                          size_t errsize) {
     *copied = false;
-    long vocab = model_vocab(dir, err, errsize);
-    if (vocab < 0) return TEXT_RUNTIME;
     char *v3 = NULL;
     if (!tokenizer) {
         if (vocab != V3_VOCAB) return TEXT_OK;   /* not DeepSeek-V3's vocabulary: nothing to copy */
@@ -227,6 +219,11 @@ int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, bool *copied, 
         rc = TEXT_RUNTIME;
     }
     ds3_tokenizer_free(t);
+    if (!write) {
+        *copied = rc == TEXT_OK;
+        free(v3);
+        return rc;
+    }
     /* tokenizer.json, and tokenizer_config.json when it has one beside it. */
     char *src_json = NULL, *src_cfg = NULL, *dst_json = join(dir, "tokenizer.json"),
          *dst_cfg = join(dir, "tokenizer_config.json");
@@ -329,7 +326,7 @@ int cli_tokenize(int argc, char **argv) {
     free(ids);
     free(text);
     ds3_tokenizer_free(t);
-    if (fflush(stdout) != 0) cli_die("writing stdout: %s", strerror(errno));
+    cli_flush_stdout();
     return 0;
 }
 
@@ -390,7 +387,8 @@ int cli_detokenize(int argc, char **argv) {
     size_t tl = 0;
     ds3_status st = ds3_tokenizer_decode(t, ids, n, &text, &tl);
     if (st != DS3_OK) cli_die("detokenize: %s", ds3_last_error());
-    if (fwrite(text, 1, tl, stdout) != tl || fflush(stdout) != 0) cli_die("writing stdout: %s", strerror(errno));
+    fwrite(text, 1, tl, stdout);
+    cli_flush_stdout();
     free(text);
     free(ids);
     free(in);

@@ -35,12 +35,14 @@ int cli_load_tokenizer(const char *path, const char *model_dir, bool required, d
 const char *cli_data_dir(void);
 
 /*
- * After `ds3 mkmodel` wrote dir: copy a tokenizer into it — `tokenizer` (a
- * file or directory) if given, else DeepSeek-V3's from cli_data_dir() when
- * the model's vocab_size is V3's (129280). The tokenizer's ids must fit the
- * vocabulary. *copied says whether anything was copied.
+ * The tokenizer of a model `ds3 mkmodel` writes: `tokenizer` (a file or
+ * directory) if given, else DeepSeek-V3's from cli_data_dir() when vocab is
+ * V3's (129280). With write false, only load it and check that its ids fit
+ * vocab (before any weight is written); with write true, copy it into dir.
+ * *copied says whether there is (write false) or was (true) one to copy.
  */
-int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, bool *copied, char *err, size_t errsize);
+int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, long vocab, bool write, bool *copied, char *err,
+                          size_t errsize);
 
 /* Write s[0..n) as a JSON string (quotes included); bytes that are not UTF-8
  * become U+FFFD, so the output is always valid JSON. */

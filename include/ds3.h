@@ -102,6 +102,10 @@ typedef struct {
 
 /* Write a deterministic synthetic checkpoint in HF layout to outdir. */
 ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir);
+/* What ds3_mkmodel would write, without writing: *bytes, the total size of its
+ * files (within a few kB per tensor), and the config's vocab_size. Checks the
+ * options as ds3_mkmodel does. */
+ds3_status ds3_mkmodel_estimate(const ds3_mkmodel_opts *opts, uint64_t *bytes, int *vocab_size);
 
 /* ---- inference state ------------------------------------------------------ */
 

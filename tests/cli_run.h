@@ -23,12 +23,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static const char *cli;   /* the ds3 binary */
+/* When set, the next runs' stdout goes to this file (e.g. "/dev/full")
+ * instead of being captured; r.out is then empty. */
+static const char *stdout_to;
 static char tmpdir[64];   /* the test's mkdtemp directory */
 
 typedef struct {
@@ -80,7 +84,11 @@ static inline result run_in(const char *in, size_t in_n, const char *const *args
     pid_t pid = fork();
     if (pid == 0) {
         dup2(fi, 0);
-        dup2(fo, 1);
+        if (stdout_to) {
+            int fd = open(stdout_to, O_WRONLY);
+            if (fd < 0) _exit(126);
+            dup2(fd, 1);
+        } else dup2(fo, 1);
         dup2(fe, 2);
         execv(cli, argv);
         _exit(127);

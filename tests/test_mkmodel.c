@@ -676,6 +676,30 @@ int main(void) {
     }
     test_config_roundtrip(dir1[0], &c);
 
+    /* ds3_mkmodel_estimate (mkmodel's free-space check): the size written,
+     * within the 256 bytes per tensor it allows for the header, never below. */
+    th_section("estimate: the bytes mkmodel writes");
+    for (int d = 0; d < 3; d++) {
+        ds3_mkmodel_opts eo = {"tiny", (ds3_weight_dtype)d, 1, 0.0, 0.0};
+        uint64_t est = 0;
+        int vocab = 0;
+        char p[1100];
+        snprintf(p, sizeof p, "%s/model.safetensors", dir1[d]);
+        struct stat sb;
+        CHECK(ds3_mkmodel_estimate(&eo, &est, &vocab) == DS3_OK && stat(p, &sb) == 0, "estimate %s", DT_NAME[d]);
+        CHECK(vocab == c.vocab_size, "estimate %s: vocab %d, want %d", DT_NAME[d], vocab, c.vocab_size);
+        CHECK(est >= (uint64_t)sb.st_size && est - (uint64_t)sb.st_size <= 256u * (uint64_t)g_nwant,
+              "estimate %s: %llu bytes for a %lld-byte file (%d tensors)", DT_NAME[d], (unsigned long long)est,
+              (long long)sb.st_size, g_nwant);
+    }
+    ds3_mkmodel_opts v3o = {"v3", DS3_WEIGHTS_FP8, 0, 0.0, 0.0};
+    uint64_t v3b = 0;
+    int v3v = 0;
+    /* V3 in fp8: 671 B main-model parameters (docs/MODEL.md) and the MTP layer, nearly all one byte each, plus
+     * BF16 embeddings, heads and norms: 680-700 GB. */
+    CHECK(ds3_mkmodel_estimate(&v3o, &v3b, &v3v) == DS3_OK && v3b > 680e9 && v3b < 700e9 && v3v == 129280,
+          "estimate v3 fp8: %llu bytes, vocab %d", (unsigned long long)v3b, v3v);
+
     /* Errors come back as statuses. */
     ds3_mkmodel_opts bad = {"no-such-config", DS3_WEIGHTS_F32, 1, 0.0, 0.0};
     CHECK(ds3_mkmodel(&bad, other) != DS3_OK, "unknown config rejected");

@@ -48,8 +48,14 @@ void ds3_cmp_print_table(FILE *f, const ds3_cmp_report *rep, const ds3_cmp_opts 
         fprintf(f, "bounds: |t-r| <= %.3g + %.3g*|r| per element; routing and logits from profile %s\n", o->atol, o->rtol,
                p->name);
     else
-        fprintf(f, "profile %s: scaled = max|t-r|/max|r| <= %.3g, cos >= %.9g, nmse <= %.3g\n", p->name, p->max_scaled, p->min_cos,
-               p->max_nmse);
+    {
+        /* a bound within 1e-6 of 1 would print as 1 in %.9g: "1-2e-12" */
+        char cb[32];
+        if (p->min_cos < 1 && 1 - p->min_cos < 1e-6) snprintf(cb, sizeof cb, "1-%.3g", 1 - p->min_cos);
+        else snprintf(cb, sizeof cb, "%.9g", p->min_cos);
+        fprintf(f, "profile %s: scaled = max|t-r|/max|r| <= %.3g, cos >= %s, nmse <= %.3g\n", p->name, p->max_scaled,
+                cb, p->max_nmse);
+    }
     fprintf(f, "         routing rows same >= %.3g, expert overlap >= %.3g; logits argmax >= %.3g, top-5 overlap >= %.3g\n",
            p->min_idx_rows, p->min_idx_overlap, p->min_argmax, p->min_top5);
     fprintf(f, "%s\n\n", rep->tokens_note);

@@ -357,7 +357,18 @@ ds3_status ds3_config_parse(const char *json, const char *source, ds3_config *ou
 ds3_status ds3_config_load(const char *path, ds3_config *out) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
-    if (!f) return ds3_fail(DS3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f && errno == ENOENT && !strchr(path, '/')) {
+        /* A bare word: most likely a mistyped built-in name, not a file. */
+        char names[256];
+        size_t k = 0;
+        for (const char *const *b = ds3_builtin_configs(); *b && k < sizeof names; b++)
+            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? ", " : "", *b);
+        return ds3_fail(DS3_ERR_IO, "'%s' is not a built-in config (%s; ds3 info --list) nor an existing file", path,
+                        names);
+    }
+    if (!f)
+        return ds3_fail(DS3_ERR_IO, "%s: cannot open: %s", path,
+                        errno == ENOENT ? "no such file" : strerror(errno));
     /* config.json is small; read it whole, bounded so a wrong path to a
      * weights file fails fast instead of reading gigabytes. The buffer grows
      * from 64 kB as needed (a fixed 16 MB one cost more than the parse). */

@@ -416,6 +416,14 @@ static ds3_status load(ds3_model *m, const char *dir) {
     if (!m->dir) return DS3_ERR_NOMEM;
     memcpy(m->dir, dir, dl);
 
+    /* The folder itself first: a typo must not be reported as a missing file in it. */
+    struct stat db;
+    if (stat(dir, &db) != 0)
+        return ds3_fail(DS3_ERR_IO, "%s: %s", dir,
+                        errno == ENOENT ? "no such directory" : strerror(errno));
+    if (!S_ISDIR(db.st_mode))
+        return ds3_fail(DS3_ERR_IO, "%s is a file, not a model directory (give the folder that holds config.json)",
+                        dir);
     char *cp = path_join(dir, "config.json");
     if (!cp) return DS3_ERR_NOMEM;
     ds3_status st = not_a_file(cp);

@@ -692,32 +692,57 @@ static mk_agree mk_agree_perm(int64_t V, double agree) {
     return g;
 }
 
-ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
-    if (!opts || !opts->config || !outdir)
-        return ds3_fail(DS3_ERR_ARG, "mkmodel: config name and output directory are required");
+/* The config and the plan of every tensor (plan->t malloc'd, also on failure). */
+static ds3_status mk_prepare(const ds3_mkmodel_opts *opts, ds3_config *cfgp, mk_plan *planp) {
     if (opts->dtype != DS3_WEIGHTS_F32 && opts->dtype != DS3_WEIGHTS_BF16 && opts->dtype != DS3_WEIGHTS_FP8)
         return ds3_fail(DS3_ERR_ARG, "mkmodel: unknown weight dtype %d", (int)opts->dtype);
-
-    ds3_config cfg;
-    ds3_status st;
+    ds3_config *c = cfgp;
     const char *builtin = ds3_builtin_config_json(opts->config);
-    st = builtin ? ds3_config_parse(builtin, opts->config, &cfg) : ds3_config_load(opts->config, &cfg);
+    ds3_status st = builtin ? ds3_config_parse(builtin, opts->config, c) : ds3_config_load(opts->config, c);
     if (st != DS3_OK) return st;
-
-    mk_plan plan = {&cfg, opts->dtype, opts->bias_shift, NULL, 0, 0, false, {0}};
-    char *json = NULL;
-    int lock_fd = -1;
+    *planp = (mk_plan){c, opts->dtype, opts->bias_shift, NULL, 0, 0, false, {0}};
     if (opts->mtp_agree != 0.0) {
         if (!(opts->mtp_agree > 0.0 && opts->mtp_agree <= 1.0))
             return ds3_fail(DS3_ERR_ARG, "mkmodel: --mtp-agree %g is outside (0, 1]", opts->mtp_agree);
-        if (cfg.num_nextn_predict_layers < 1 || cfg.tie_word_embeddings)
+        if (c->num_nextn_predict_layers < 1 || c->tie_word_embeddings)
             return ds3_fail(DS3_ERR_ARG, "mkmodel: --mtp-agree needs a config with an MTP layer and an untied "
-                            "lm_head (%s has %d MTP layers%s)", opts->config, cfg.num_nextn_predict_layers,
-                            cfg.tie_word_embeddings ? ", tied embeddings" : "");
-        plan.agree_on = true;
-        plan.agree = mk_agree_perm(cfg.vocab_size, opts->mtp_agree);
+                            "lm_head (%s has %d MTP layers%s)", opts->config, c->num_nextn_predict_layers,
+                            c->tie_word_embeddings ? ", tied embeddings" : "");
+        planp->agree_on = true;
+        planp->agree = mk_agree_perm(c->vocab_size, opts->mtp_agree);
     }
-    if ((st = mk_plan_all(&plan)) != DS3_OK) goto done;
+    return mk_plan_all(planp);
+}
+
+ds3_status ds3_mkmodel_estimate(const ds3_mkmodel_opts *opts, uint64_t *bytes, int *vocab_size) {
+    if (!opts || !opts->config || !bytes || !vocab_size)
+        return ds3_fail(DS3_ERR_ARG, "mkmodel_estimate: options, config name and outputs are required");
+    ds3_config cfg;
+    mk_plan plan;
+    plan.t = NULL;
+    ds3_status st = mk_prepare(opts, &cfg, &plan);
+    if (st == DS3_OK) {
+        /* the tensors' bytes, plus each tensor's header entry (name, dtype, shape,
+         * offsets: under 256 bytes) */
+        uint64_t b = 0;
+        for (int i = 0; i < plan.n; i++) b += plan.t[i].bytes + 256;
+        *bytes = b;
+        *vocab_size = cfg.vocab_size;
+    }
+    free(plan.t);
+    return st;
+}
+
+ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
+    if (!opts || !opts->config || !outdir)
+        return ds3_fail(DS3_ERR_ARG, "mkmodel: config name and output directory are required");
+    ds3_config cfg;
+    mk_plan plan;
+    plan.t = NULL;
+    char *json = NULL;
+    int lock_fd = -1;
+    ds3_status st = mk_prepare(opts, &cfg, &plan);
+    if (st != DS3_OK) goto done;
     if ((st = mk_mkdir_p(outdir)) != DS3_OK) goto done;
     /* One writer per directory: an exclusive lock on the directory itself,
      * held until this run returns (the kernel drops it if the process dies).
