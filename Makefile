@@ -109,6 +109,12 @@ $(BUILD)/cli/%.o: cli/%.c | $(DEPS_STAMP)
 # Where the CLI finds data/tokenizers/ (the source tree; $$DS3_DATA_DIR overrides it).
 $(BUILD)/cli/text.o: CFLAGS += -DDS3_DATA_DIR='"$(abspath data)"'
 
+# --version names the commit: cli/ds3.o is rebuilt when it changes.
+DS3_COMMIT := $(or $(shell git describe --always --dirty --abbrev=12 2>/dev/null),unknown)
+$(shell mkdir -p $(BUILD) && (echo '$(DS3_COMMIT)' | cmp -s - $(BUILD)/.commit || echo '$(DS3_COMMIT)' > $(BUILD)/.commit))
+$(BUILD)/cli/ds3.o: CFLAGS += -DDS3_COMMIT='"$(DS3_COMMIT)"'
+$(BUILD)/cli/ds3.o: $(BUILD)/.commit
+
 $(BUILD)/ds3: $(CLI_OBJ) $(BUILD)/libds3.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

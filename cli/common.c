@@ -5,6 +5,8 @@
 #include "common.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,9 @@ const char *cli_opt_value(int argc, char **argv, int *i, const char *shrt, const
     const char *a = argv[*i];
     size_t ll = lng ? strlen(lng) : 0;
     if (lng && strncmp(a, lng, ll) == 0 && a[ll] == '=') return a + ll + 1;
+    /* "-n2" and "-n=2", as getopt and llama.cpp take them (short names are one letter) */
+    if (shrt && shrt[2] == '\0' && a[0] == '-' && a[1] == shrt[1] && a[2] != '\0')
+        return a[2] == '=' ? a + 3 : a + 2;
     if ((shrt && strcmp(a, shrt) == 0) || (lng && strcmp(a, lng) == 0)) {
         if (*i + 1 >= argc) cli_usage("option '%s' needs a value", a);
         return argv[++*i];
@@ -71,3 +76,36 @@ void cli_flush_stdout(void) {
 }
 
 bool cli_is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
+/* An integer in [lo, hi], the whole string, decimal. */
+long cli_parse_long(const char *opt, const char *s, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    /* strtol skips leading blanks and accepts "+": neither is a number here */
+    if (end == s || *end || !(s[0] == '-' || (s[0] >= '0' && s[0] <= '9')))
+        cli_usage("%s: '%s' is not an integer", opt, s);
+    if (errno == ERANGE || v < lo || v > hi) cli_usage("%s: %s is out of range (%ld..%ld)", opt, s, lo, hi);
+    return v;
+}
+
+/* A seed: any unsigned 64-bit decimal. strtoull would quietly wrap "-1". */
+uint64_t cli_parse_u64(const char *opt, const char *s) {
+    char *end;
+    if (!(s[0] >= '0' && s[0] <= '9')) cli_usage("%s: '%s' is not a non-negative integer", opt, s);
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end) cli_usage("%s: '%s' is not a non-negative integer", opt, s);
+    if (errno == ERANGE) cli_usage("%s: %s is too large (at most %llu)", opt, s, (unsigned long long)UINT64_MAX);
+    return (uint64_t)v;
+}
+
+/* A finite real number, the whole string. */
+double cli_parse_real(const char *opt, const char *s) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || s[0] == ' ' || s[0] == '\t') cli_usage("%s: '%s' is not a number", opt, s);
+    /* "nan", "inf" and overflow to ±HUGE_VAL; an underflow to 0 is harmless */
+    if (!isfinite(v)) cli_usage("%s: '%s' is not a finite number", opt, s);
+    return v;
+}

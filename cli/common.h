@@ -11,6 +11,7 @@
 #define DS3_CLI_COMMON_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* The command being run ("run", "compare", …), named in cli_usage's pointer
  * to its help; NULL (the default) points at 'ds3 --help'. */
@@ -21,7 +22,7 @@ void cli_usage(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 
 /*
  * Does argv[*i] name this option: `shrt` ("-m", or NULL) or `lng` ("--model",
- * or NULL) followed by its value, or "--model=V"? If so, return the value and
+ * or NULL) followed by its value, or "--model=V", "-mV", "-m=V"? If so, return the value and
  * advance *i past it; NULL if not. A value may start with '-'
  * ("--bias-shift -4"). A missing value is a usage error.
  */
@@ -33,6 +34,13 @@ void cli_check_stdout_at_exit(void);
 /* Flush stdout now; if a write to it has failed, cli_die (a streaming command
  * stops at once instead of computing output nobody can read). */
 void cli_flush_stdout(void);
+
+/* Strict option values (usage error, naming opt, on anything else): an
+ * integer in [lo, hi], the whole string, decimal; any unsigned 64-bit decimal
+ * (a seed: "-1" is refused, not wrapped); a finite real number. */
+long cli_parse_long(const char *opt, const char *s, long lo, long hi);
+uint64_t cli_parse_u64(const char *opt, const char *s);
+double cli_parse_real(const char *opt, const char *s);
 
 /* "--help" or "-h". */
 bool cli_is_help(const char *a);

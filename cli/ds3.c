@@ -7,13 +7,15 @@
  *   ds3 mkmodel --config NAME|PATH [--dtype f32|bf16|fp8] [--seed N] [--bias-shift X] [--mtp-agree[=P]]
  *               [--tokenizer PATH] -o DIR
  *   ds3 info    -m DIR | --config NAME|PATH | --list
- *   ds3 run     -m DIR (--tokens 1,2,3 | -p TEXT [--chat [--system TEXT]]) [--tokenizer PATH] [-n N]
- *               [--temp T] [--top-p P] [--seed S] [--attn naive|absorb] [--mtp [--draft N]]
- *               [--kernels fast|deterministic|ref] [--ignore-eos] [--quiet] [--json]
+ *   ds3 run     -m DIR (--tokens 1,2,3 | -p TEXT | -f FILE [--chat [--system TEXT]]) [--tokenizer PATH]
+ *               [-n N] [-c N] [--stop S]... [--temp T] [--top-p P] [--top-k K] [--min-p P]
+ *               [--repeat-penalty R [--repeat-last-n N]] [-s S] [-t N] [--attn naive|absorb]
+ *               [--mtp [--draft N]] [--kernels fast|deterministic|ref] [--ignore-eos] [--quiet] [--json]
  *   ds3 dump    -m DIR --tokens 1,2,3 -o OUT.safetensors [--attn naive|absorb] [--decode-from K]
  *               [--emulate bf16|fp8[,OPTIONS]] [--kernels fast|deterministic|ref]
  *
- *   ds3 tokenize / detokenize   (cli/text.c)
+ *   ds3 chat    (cli/chat.c), ds3 compare (cli/compare.c), ds3 replay (cli/replay.c),
+ *   ds3 tokenize / detokenize   (cli/text.c); sampling options: cli/sampling.c
  *
  * Output contract, relied on by scripts and tests/test_cli.c, test_text.c:
  *   - `run --tokens` prints the generated ids as ONE comma-separated line on
@@ -31,7 +33,9 @@
  */
 #include "ds3.h"
 #include "args.h"
+#include "chat.h"
 #include "common.h"
+#include "sampling.h"
 #include "text.h"
 
 #include <errno.h>
@@ -46,8 +50,12 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DS3_VERSION "0.1.0"
+#ifndef DS3_COMMIT
+#define DS3_COMMIT "unknown"   /* the Makefile passes git describe's */
+#endif
 
 #define MAX_TOKENS CLI_MAX_TOKENS
 
@@ -71,39 +79,6 @@ static double now_s(void) {
 /* ========================================================================== */
 /* Strict parsing of option values                                             */
 /* ========================================================================== */
-
-/* An integer in [lo, hi], the whole string, decimal. */
-static long parse_long(const char *opt, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    /* strtol skips leading blanks and accepts "+": neither is a number here */
-    if (end == s || *end || !(s[0] == '-' || (s[0] >= '0' && s[0] <= '9')))
-        cli_usage("%s: '%s' is not an integer", opt, s);
-    if (errno == ERANGE || v < lo || v > hi) cli_usage("%s: %s is out of range (%ld..%ld)", opt, s, lo, hi);
-    return v;
-}
-
-/* A seed: any unsigned 64-bit decimal. strtoull would quietly wrap "-1". */
-static uint64_t parse_u64(const char *opt, const char *s) {
-    char *end;
-    if (!(s[0] >= '0' && s[0] <= '9')) cli_usage("%s: '%s' is not a non-negative integer", opt, s);
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end) cli_usage("%s: '%s' is not a non-negative integer", opt, s);
-    if (errno == ERANGE) cli_usage("%s: %s is too large (at most %llu)", opt, s, (unsigned long long)UINT64_MAX);
-    return (uint64_t)v;
-}
-
-/* A finite real number, the whole string. */
-static double parse_real(const char *opt, const char *s) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || s[0] == ' ' || s[0] == '\t') cli_usage("%s: '%s' is not a number", opt, s);
-    /* "nan", "inf" and overflow to ±HUGE_VAL; an underflow to 0 is harmless */
-    if (!isfinite(v)) cli_usage("%s: '%s' is not a finite number", opt, s);
-    return v;
-}
 
 static ds3_attn_mode parse_attn(const char *s) {
     if (strcmp(s, "absorb") == 0) return DS3_ATTN_ABSORB;
@@ -178,6 +153,7 @@ static const char *const help_main =
     "  mkmodel   write a deterministic synthetic checkpoint\n"
     "  info      describe a model directory or a config (parameters, KV cache)\n"
     "  run       generate tokens from a prompt of token ids or text\n"
+    "  chat      talk with a model, turn by turn (DeepSeek-V3's chat format)\n"
     "  dump      run a prompt and write named activations to a safetensors file\n"
     "  compare   compare two dumps tensor by tensor (docs/COMPARING.md)\n"
     "  replay    check a build's dump one layer at a time, on its own inputs\n"
@@ -188,7 +164,7 @@ static const char *const help_main =
     "\n"
     "options:\n"
     "  -h, --help     show help (also 'ds3 COMMAND --help')\n"
-    "  --version      print the version\n"
+    "  --version      print the version, the commit and what the build uses\n"
     "\n"
     "exit status: 0 success, 1 runtime error, 2 usage error\n";
 
@@ -234,37 +210,44 @@ static const char *const help_info =
     "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
 
 static const char *const help_run =
-    "usage: ds3 run -m DIR (--tokens IDS | -p TEXT [--chat [--system TEXT]]) [--tokenizer PATH]\n"
-    "               [-n N] [--temp T] [--top-p P] [--seed S] [--attn naive|absorb]\n"
-    "               [--mtp [--draft N]] [--kernels fast|deterministic|ref] [--ignore-eos]\n"
+    "usage: ds3 run -m DIR (--tokens IDS | -p TEXT | -f FILE) [-n N] [-c N] [sampling options]\n"
+    "               [--chat [--system TEXT]] [--stop STRING]... [--tokenizer PATH] [-t N]\n"
+    "               [--attn naive|absorb] [--mtp [--draft N]] [--kernels K] [--ignore-eos]\n"
     "               [--quiet] [--json]\n"
     "\n"
     "Prefill the prompt in one forward call, then decode N tokens one at a time.\n"
     "With --tokens the generated ids go to stdout as one comma-separated line; with\n"
-    "-p the generated text is streamed to stdout as it is decoded, then a newline.\n"
-    "Timings (prefill and decode tok/s, peak memory) go to stderr.\n"
+    "-p or -f the generated text is streamed to stdout as it is decoded, then a\n"
+    "newline. On stderr: a 'system:' line (build, threads, BLAS, lane kernel), then\n"
+    "prefill and decode tok/s and peak memory.\n"
     "\n"
-    "  -m, --model DIR     model directory\n"
+    "  -m, --model DIR     model directory (config.json, safetensors, tokenizer.json)\n"
     "  --tokens IDS        prompt token ids, comma-separated (e.g. 1,2,3)\n"
     "  -p, --prompt TEXT   prompt text, encoded with the tokenizer after BOS; generation\n"
-    "                      stops at EOS (docs/TOKENIZER.md)\n"
-    "  --chat              wrap -p in DeepSeek-V3's chat format: BOS, <｜User｜>, TEXT,\n"
-    "                      <｜Assistant｜> (tokenizer_config.json's chat_template)\n"
+    "                      stops at EOS (docs/TOKENIZER.md). '-p -' reads stdin\n"
+    "  -f, --file FILE     the prompt text from a file ('-': stdin)\n"
+    "  --chat              wrap the prompt in DeepSeek-V3's chat format: BOS, <｜User｜>,\n"
+    "                      TEXT, <｜Assistant｜> (for a conversation: ds3 chat)\n"
     "  --system TEXT       with --chat: a system prompt, after BOS\n"
+    "  --stop STRING       end the text before STRING (repeatable, up to 16)\n"
     "  --tokenizer PATH    tokenizer.json (or its directory) for a model without one;\n"
     "                      default DIR/tokenizer.json\n"
     "  --ignore-eos        with -p, do not stop at EOS\n"
     "  --quiet             nothing on stderr but errors\n"
     "  --json              one JSON object on stdout at the end instead: prompt and\n"
     "                      generated ids, text, stop reason, timings, peak memory\n"
-    "  -n N                tokens to generate (default 16)\n"
-    "  --temp T            temperature; 0 = greedy (default 0)\n"
-    "  --top-p P           nucleus mass in (0, 1] (default 1)\n"
-    "  --seed S            sampling seed, unsigned 64-bit (default 0)\n"
+    "  -n, --n-predict N   tokens to generate (default 16); also -n16, -n=16\n"
+    "  -c, --ctx-size N    positions of the KV cache: the prompt and the generated\n"
+    "                      tokens together (default: exactly those); fewer ends early\n"
+    CLI_SAMPLING_HELP
+    "                      DIR/generation_config.json, when present, sets the\n"
+    "                      defaults of temp, top-p, top-k, min-p and repeat-penalty\n"
+    "                      (printed on stderr); the options above override it\n"
     "  --attn MODE         absorb (default, caches the latent) or naive (caches k, v)\n"
     "  --mtp               speculative decoding: the checkpoint's MTP layer drafts tokens,\n"
     "                      one main forward verifies them; greedy output is identical,\n"
     "                      sampled output has the same distribution. Acceptance on stderr\n"
+    "                      (not with --repeat-penalty)\n"
     "  --draft N           tokens drafted per step with --mtp, 1..16 (default 1)\n"
     KERNELS_HELP;
 
@@ -278,7 +261,7 @@ static const char *const help_dump =
     "\n"
     "  -m, --model DIR     model directory\n"
     "  --tokens IDS        token ids, comma-separated\n"
-    "  -o, --output FILE   output file (written via a temporary name)\n"
+    "  -o, --output FILE   output file (written via a temporary name); '-': stdout\n"
     "  --attn MODE         absorb (default) or naive\n"
     "  --decode-from K     forward the first K tokens in one call, then the rest one\n"
     "                      at a time (0 < K <= number of tokens); default: one call\n"
@@ -337,13 +320,13 @@ static int cmd_mkmodel(int argc, char **argv) {
         if (cli_is_help(argv[i])) help_exit(help_mkmodel);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--config"))) o.config = v;
         else if ((v = cli_opt_value(argc, argv, &i, "-o", "--output"))) out = v;
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = parse_u64("--seed", v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) o.seed = cli_parse_u64("--seed", v);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokenizer"))) tokenizer = v;
         else if (strcmp(argv[i], "--force") == 0) force = true;
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = parse_real("--bias-shift", v);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--bias-shift"))) o.bias_shift = cli_parse_real("--bias-shift", v);
         else if (strcmp(argv[i], "--mtp-agree") == 0) o.mtp_agree = 1.0;
         else if (strncmp(argv[i], "--mtp-agree=", 12) == 0) {
-            o.mtp_agree = parse_real("--mtp-agree", argv[i] + 12);
+            o.mtp_agree = cli_parse_real("--mtp-agree", argv[i] + 12);
             if (!(o.mtp_agree > 0 && o.mtp_agree <= 1)) cli_usage("--mtp-agree: %s is outside (0, 1]", argv[i] + 12);
         }
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--dtype"))) {
@@ -444,9 +427,14 @@ typedef struct {
     long no_token;               /* ids without a token (a padded vocabulary) */
     bool stopped;                /* stop_id was sampled */
     const ds3_model *m;          /* checked before each token is let out */
+    const char *const *stops;    /* --stop strings (n_stops) */
+    int n_stops;
+    char *hold;                  /* text held back: it may be the start of a stop string */
+    size_t hold_n, hold_cap;
+    int stopped_at;              /* the --stop string found, or -1 */
 } sink;
 
-static void sink_text(sink *k, const char *s, size_t len) {
+static void sink_emit(sink *k, const char *s, size_t len) {
     if (!len) return;
     if (!k->json) {
         fwrite(s, 1, len, stdout);
@@ -462,6 +450,54 @@ static void sink_text(sink *k, const char *s, size_t len) {
     }
     memcpy(k->out + k->out_n, s, len);
     k->out_n += len;
+}
+
+/* Text on its way out: with --stop strings, held back while it may still
+ * become one; a stop string found ends the output before it (true). */
+static bool sink_text(sink *k, const char *s, size_t len) {
+    if (!k->n_stops) {
+        sink_emit(k, s, len);
+        return false;
+    }
+    if (k->hold_n + len + 1 > k->hold_cap) {
+        size_t cap = 2 * (k->hold_n + len + 1);
+        char *h = realloc(k->hold, cap);
+        if (!h) cli_die("out of memory for the generated text");
+        k->hold = h;
+        k->hold_cap = cap;
+    }
+    memcpy(k->hold + k->hold_n, s, len);
+    k->hold_n += len;
+    /* the earliest stop string in the held text */
+    size_t cut = k->hold_n;
+    for (int j = 0; j < k->n_stops; j++) {
+        size_t sl = strlen(k->stops[j]);
+        for (size_t at = 0; at + sl <= k->hold_n && at < cut; at++)
+            if (memcmp(k->hold + at, k->stops[j], sl) == 0) {
+                cut = at;
+                k->stopped_at = j;
+                break;
+            }
+    }
+    if (k->stopped_at >= 0) {
+        sink_emit(k, k->hold, cut);
+        k->hold_n = 0;
+        return true;
+    }
+    /* keep the longest tail that is the start of a stop string */
+    size_t keep = 0;
+    for (int j = 0; j < k->n_stops; j++) {
+        size_t sl = strlen(k->stops[j]);
+        for (size_t t = sl - 1 < k->hold_n ? sl - 1 : k->hold_n; t > keep; t--)
+            if (memcmp(k->hold + k->hold_n - t, k->stops[j], t) == 0) {
+                keep = t;
+                break;
+            }
+    }
+    sink_emit(k, k->hold, k->hold_n - keep);
+    memmove(k->hold, k->hold + k->hold_n - keep, keep);
+    k->hold_n = keep;
+    return false;
 }
 
 static int sink_token(void *user, int32_t tok) {
@@ -499,7 +535,7 @@ static int sink_token(void *user, int32_t tok) {
     const char *s;
     size_t len;
     if (ds3_detokenizer_push(k->detok, tok, &s, &len) != DS3_OK) lib_die(DS3_ERR_ARG, "decoding");
-    if (k->text || k->json) sink_text(k, s, len);
+    if ((k->text || k->json) && sink_text(k, s, len)) return 1;
     return 0;
 }
 
@@ -509,7 +545,9 @@ static void sink_flush(sink *k) {
     const char *s;
     size_t len;
     ds3_detokenizer_flush(k->detok, &s, &len);
-    sink_text(k, s, len);
+    if (k->stopped_at < 0 && (k->text || k->json)) sink_text(k, s, len);
+    if (k->stopped_at < 0) sink_emit(k, k->hold, k->hold_n);   /* the end: a partial stop string is text */
+    k->hold_n = 0;
 }
 
 static double peak_rss_mb(void) {
@@ -529,13 +567,20 @@ static void json_ids(const char *key, const int32_t *ids, long n) {
 }
 
 /* The options of `ds3 run`, as the command line gives them. */
+#define MAX_STOPS 16
+
 typedef struct {
-    const char *model, *tokstr, *prompt, *system, *tokpath;
+    const char *model, *tokstr, *prompt, *prompt_file, *system, *tokpath;
+    char *prompt_buf;   /* -f FILE or -p - read whole */
+    size_t prompt_len;
     bool mtp, chat, quiet, json, ignore_eos;
     long n_draft;   /* 0: not given (1 after run_parse_opts) */
     long n_gen;
-    double temp, top_p;
-    uint64_t seed;
+    long ctx;       /* -c: positions of the KV cache, 0: prompt + n */
+    bool ctx_cut;   /* -c made -n smaller */
+    cli_sampling so;
+    const char *stops[MAX_STOPS];
+    int n_stops;
     ds3_attn_mode attn;
 } run_opts;
 
@@ -562,9 +607,11 @@ typedef struct {
 /* Parse run's command line and check the options against each other (usage errors, exit 2). */
 static void run_parse_opts(int argc, char **argv, run_opts *o) {
     const char *v;
-    *o = (run_opts){.n_gen = 16, .temp = 0.0, .top_p = 1.0, .seed = 0, .attn = DS3_ATTN_ABSORB};
+    *o = (run_opts){.n_gen = 16, .attn = DS3_ATTN_ABSORB};
+    cli_sampling_defaults(&o->so);
     for (int i = 0; i < argc; i++) {
         if (cli_is_help(argv[i])) help_exit(help_run);
+        else if (cli_sampling_opt(argc, argv, &i, &o->so)) continue;
         else if ((v = cli_opt_value(argc, argv, &i, "-m", "--model"))) o->model = v;
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokens"))) o->tokstr = v;
         else if ((v = cli_opt_value(argc, argv, &i, "-p", "--prompt"))) o->prompt = v;
@@ -574,23 +621,35 @@ static void run_parse_opts(int argc, char **argv, run_opts *o) {
         else if (strcmp(argv[i], "--quiet") == 0) o->quiet = true;
         else if (strcmp(argv[i], "--json") == 0) o->json = true;
         else if (strcmp(argv[i], "--ignore-eos") == 0) o->ignore_eos = true;
-        else if ((v = cli_opt_value(argc, argv, &i, "-n", NULL))) o->n_gen = parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--temp"))) {
-            o->temp = parse_real("--temp", v);
-            if (o->temp < 0) cli_usage("--temp: %s is negative (0 means greedy)", v);
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--top-p"))) {
-            o->top_p = parse_real("--top-p", v);
-            if (!(o->top_p > 0 && o->top_p <= 1)) cli_usage("--top-p: %s is outside (0, 1]", v);
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--seed"))) o->seed = parse_u64("--seed", v);
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) o->attn = parse_attn(v);
+        else if ((v = cli_opt_value(argc, argv, &i, "-n", "--n-predict")))
+            o->n_gen = cli_parse_long("-n", v, 0, INT_MAX - MAX_TOKENS);
+        else if ((v = cli_opt_value(argc, argv, &i, "-f", "--file"))) o->prompt_file = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "-c", "--ctx-size"))) o->ctx = cli_parse_long("--ctx-size", v, 1, INT_MAX);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--stop"))) {
+            if (!v[0]) cli_usage("--stop: empty string");
+            if (o->n_stops == MAX_STOPS) cli_usage("--stop: at most %d strings", MAX_STOPS);
+            o->stops[o->n_stops++] = v;
+        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) o->attn = parse_attn(v);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
         else if (strcmp(argv[i], "--mtp") == 0) o->mtp = true;
-        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--draft"))) o->n_draft = parse_long("--draft", v, 1, 16);
+        else if ((v = cli_opt_value(argc, argv, &i, NULL, "--draft"))) o->n_draft = cli_parse_long("--draft", v, 1, 16);
         else unknown_arg(argv[i]);
     }
     if (!o->model) cli_usage("missing -m DIR");
-    if (o->tokstr && o->prompt) cli_usage("give --tokens IDS or -p TEXT, not both");
-    if (!o->tokstr && !o->prompt) cli_usage("missing --tokens IDS or -p TEXT");
+    if (o->prompt && o->prompt_file) cli_usage("give -p TEXT or -f FILE, not both");
+    if (o->tokstr && (o->prompt || o->prompt_file)) cli_usage("give --tokens IDS or -p TEXT / -f FILE, not both");
+    if (!o->tokstr && !o->prompt && !o->prompt_file) cli_usage("missing --tokens IDS, -p TEXT or -f FILE");
+    if (o->n_stops && o->tokstr) cli_usage("--stop needs text: -p TEXT or -f FILE");
+    if (o->mtp && o->so.penalty != 1 && o->so.last_n != 0)
+        cli_usage("--repeat-penalty is not supported with --mtp (speculative decoding verifies against one "
+                  "distribution per position)");
+    /* -f FILE, or -p - (stdin): the prompt is the file's bytes. */
+    const char *from = o->prompt_file ? o->prompt_file : o->prompt && strcmp(o->prompt, "-") == 0 ? "-" : NULL;
+    if (from) {
+        o->prompt_buf = cli_read_file(from, &o->prompt_len);
+        if (!o->prompt_buf) cli_die("cannot read %s: %s", strcmp(from, "-") == 0 ? "stdin" : from, strerror(errno));
+        o->prompt = o->prompt_buf;
+    } else if (o->prompt) o->prompt_len = strlen(o->prompt);
     if (o->chat && !o->prompt) cli_usage("--chat needs -p TEXT");
     if (o->system && !o->chat) cli_usage("--system needs --chat");
     if (o->ignore_eos && !o->prompt) cli_usage("--ignore-eos needs -p TEXT (--tokens never stops at EOS)");
@@ -601,6 +660,7 @@ static void run_parse_opts(int argc, char **argv, run_opts *o) {
 /* Load the tokenizer: needed for -p; for --tokens, used by --json's text when
  * there is one (--tokenizer, or the model's own). */
 static void run_load_tokenizer(const run_opts *o, run_ctx *r) {
+    if (o->n_stops && !o->prompt) cli_usage("--stop needs text: -p TEXT or -f FILE");
     char err[512];
     int rc = 0;
     if (o->prompt || o->tokpath || o->json)
@@ -618,7 +678,7 @@ static void run_prompt_ids(const run_opts *o, run_ctx *r) {
     }
     ds3_status st;
     char *text = NULL;
-    size_t len = strlen(o->prompt);
+    size_t len = o->prompt_len;
     unsigned flags = 0;
     if (o->chat) {
         if ((st = ds3_tokenizer_chat_prompt(r->tok, o->system, o->prompt, &text, &len)) != DS3_OK) lib_die(st, "--chat");
@@ -634,9 +694,9 @@ static void run_prompt_ids(const run_opts *o, run_ctx *r) {
 
 /* Make the sampler, load the model, check the prompt against it and make the
  * state (with the MTP layer's cache for --mtp). */
-static void run_load_model(const run_opts *o, run_ctx *r) {
-    ds3_status st = ds3_sampler_new((float)o->temp, (float)o->top_p, o->seed, &r->smp);
-    if (st != DS3_OK) lib_die(st, "sampler");
+static void run_load_model(run_opts *o, run_ctx *r) {
+    ds3_status st;
+    r->smp = cli_sampler_new(&o->so);
 
     if ((st = ds3_model_load(o->model, &r->m)) != DS3_OK) lib_die(st, "loading model");
     const int V = r->V = ds3_model_vocab_size(r->m);
@@ -645,8 +705,15 @@ static void run_load_model(const run_opts *o, run_ctx *r) {
             cli_die("token %d at index %d of the encoded prompt is out of range (vocab %d): is the tokenizer the model's?",
                 (int)r->tokens[i], i, V);
     check_vocab(r->tokens, r->T, V);
+    if (ds3_sampler_add_history(r->smp, r->tokens, r->T) != DS3_OK) lib_die(DS3_ERR_NOMEM, "sampler");
+    /* -c: the prompt and the generated tokens share that many positions. */
+    if (o->ctx && r->T > o->ctx) cli_die("the prompt has %d tokens, more than -c %ld", r->T, o->ctx);
+    if (o->ctx && r->T + o->n_gen > o->ctx) {
+        o->n_gen = o->ctx - r->T;
+        o->ctx_cut = true;
+    }
     long long max_seq = (long long)r->T + o->n_gen;
-    check_positions(r->m, max_seq, "the prompt plus -n");
+    check_positions(r->m, max_seq, o->ctx ? "-c" : "the prompt plus -n");
 
     if ((st = ds3_state_new(r->m, (int)max_seq, o->attn, &r->s)) != DS3_OK) lib_die(st, "creating state");
     if ((st = ds3_state_set_kernels(r->s, kernels)) != DS3_OK) lib_die(st, "--kernels");
@@ -658,7 +725,8 @@ static void run_load_model(const run_opts *o, run_ctx *r) {
 /* Open the sink the generated tokens go to: ids, text (stopping at EOS for -p), or --json's collection. */
 static void run_open_sink(const run_opts *o, run_ctx *r) {
     ds3_status st;
-    r->out = (sink){r->tok, NULL, o->prompt != NULL, o->json, -1, NULL, 0, 0, NULL, 0, 0, 0, false, r->m};
+    r->out = (sink){r->tok, NULL, o->prompt != NULL, o->json, -1, NULL, 0, 0, NULL, 0, 0, 0, false, r->m,
+                    o->stops, o->n_stops, NULL, 0, 0, -1};
     if (o->prompt && !o->ignore_eos) r->out.stop_id = ds3_tokenizer_eos(r->tok);
     if (r->tok && (st = ds3_detokenizer_new(r->tok, &r->out.detok)) != DS3_OK) lib_die(st, "decoding");
 }
@@ -737,8 +805,9 @@ static void run_print_json(const run_opts *o, const run_ctx *r) {
     printf(",\"text\":");
     if (r->tok) cli_json_string(stdout, out->out ? out->out : "", out->out_n);
     else printf("null");
-    printf(",\"stop\":\"%s\",\"n_prompt\":%d,\"n_generated\":%ld,\"ids_without_token\":%ld", out->stopped ? "eos" : "length",
-           r->T, out->n, out->no_token);
+    printf(",\"stop\":\"%s\",\"n_prompt\":%d,\"n_generated\":%ld,\"ids_without_token\":%ld",
+           out->stopped ? "eos" : out->stopped_at >= 0 ? "stop_string" : o->ctx_cut ? "context" : "length", r->T, out->n,
+           out->no_token);
     printf(",\"prefill_s\":%.6f,\"prefill_tok_s\":%.3f,\"decode_s\":%.6f,\"decode_tokens\":%ld,\"decode_tok_s\":%.3f",
            tp, tp > 0 ? r->T / tp : 0.0, td, n_dec, td > 0 && n_dec ? (double)n_dec / td : 0.0);
     printf(",\"peak_rss_mb\":%.1f", r->mem);
@@ -762,6 +831,9 @@ static void run_print_stats(const run_opts *o, const run_ctx *r) {
                 sst->rounds ? (double)(sst->generated - 1) / (double)sst->rounds : 0.0);
     fprintf(stderr, "memory: peak RSS %.1f MB\n", r->mem);
     if (r->out.stopped) fprintf(stderr, "stop: EOS after %ld tokens\n", r->out.n);
+    else if (r->out.stopped_at >= 0)
+        fprintf(stderr, "stop: --stop string %d after %ld tokens\n", r->out.stopped_at + 1, r->out.n);
+    else if (o->ctx_cut) fprintf(stderr, "stop: the context is full (-c %ld) after %ld tokens\n", o->ctx, r->out.n);
     if (r->out.no_token)
         fprintf(stderr, "note: %ld generated ids have no token in the tokenizer (vocabulary padding)\n", r->out.no_token);
 }
@@ -785,6 +857,7 @@ static void run_free(run_ctx *r) {
     ds3_model_free(r->m);
     ds3_sampler_free(r->smp);
     free(r->tokens);
+    free(r->out.hold);
 }
 
 /* ds3 run: every option is checked before the model is loaded; the prompt is
@@ -795,9 +868,15 @@ static int cmd_run(int argc, char **argv) {
     run_ctx r = {0};
 
     run_parse_opts(argc, argv, &o);      /* the command line (usage errors, exit 2) */
+    cli_sampling_from_model(&o.so, o.model);   /* generation_config.json for what the options left */
+    if (o.mtp && o.so.penalty != 1 && o.so.last_n != 0)
+        cli_die("--mtp: the repetition penalty of generation_config.json is not supported with speculative decoding "
+                "(give --repeat-penalty 1)");
+    cli_threads(&o.so);                  /* -t */
     run_load_tokenizer(&o, &r);          /* for -p, or --json's text */
     run_prompt_ids(&o, &r);              /* --tokens, -p TEXT or --chat */
     run_load_model(&o, &r);              /* sampler, model, state; the prompt checked against it */
+    cli_banner(&o.so, o.quiet);          /* the "system:" line on stderr */
     run_open_sink(&o, &r);               /* where the generated tokens go */
 
     run_prefill(&o, &r);                 /* the whole prompt; "prefill:" on stderr */
@@ -805,6 +884,7 @@ static int cmd_run(int argc, char **argv) {
     run_report(&o, &r);                  /* stdout's end or --json; timings on stderr */
 
     run_free(&r);
+    free(o.prompt_buf);
     return 0;
 }
 
@@ -854,7 +934,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--attn"))) attn = parse_attn(v);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--kernels"))) set_kernels(v);
         else if ((v = cli_opt_value(argc, argv, &i, NULL, "--decode-from")))
-            decode_from = parse_long("--decode-from", v, 1, MAX_TOKENS);
+            decode_from = cli_parse_long("--decode-from", v, 1, MAX_TOKENS);
         else unknown_arg(argv[i]);
     }
     if (!model) cli_usage("missing -m DIR");
@@ -863,7 +943,16 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
     int T;
     int32_t *tokens = parse_tokens(tokstr, &T);
     if (decode_from > T) cli_usage("--decode-from: %ld is more than the %d tokens", decode_from, T);
-    check_output_path(out);
+    /* -o -: written to a temporary file, then copied to stdout. */
+    char tmp_out[64] = "";
+    if (strcmp(out, "-") == 0) {
+        const char *td = getenv("TMPDIR");
+        snprintf(tmp_out, sizeof tmp_out, "%s/ds3-dump-XXXXXX", td && td[0] && strlen(td) < 40 ? td : "/tmp");
+        int fd = mkstemp(tmp_out);
+        if (fd < 0) cli_die("-o -: cannot make a temporary file: %s", strerror(errno));
+        close(fd);
+        out = tmp_out;
+    } else check_output_path(out);
 
     ds3_model *m = NULL;
     ds3_status st = ds3_model_load(model, &m);
@@ -904,8 +993,20 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         "kernels", (const char *[]){"fast", "deterministic", "ref"}[ds3_state_kernels(s)],
         NULL,
     };
-    if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) lib_die(st, "dump");
-    fprintf(stderr, "dump: wrote %s (%d positions)\n", out, T);
+    if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) {
+        if (tmp_out[0]) remove(tmp_out);
+        lib_die(st, "dump");
+    }
+    if (tmp_out[0]) {
+        size_t n = 0;
+        char *bytes = cli_read_file(tmp_out, &n);
+        remove(tmp_out);
+        if (!bytes) cli_die("-o -: cannot read back the dump: %s", strerror(errno));
+        fwrite(bytes, 1, n, stdout);
+        free(bytes);
+        cli_flush_stdout();
+        fprintf(stderr, "dump: wrote %zu bytes to stdout (%d positions)\n", n, T);
+    } else fprintf(stderr, "dump: wrote %s (%d positions)\n", out, T);
 
     free(cmdline);
     free(canon);
@@ -926,6 +1027,7 @@ static const char *help_for(const char *cmd) {
     if (strcmp(cmd, "dump") == 0) return help_dump;
     if (strcmp(cmd, "tokenize") == 0) return cli_help_tokenize;
     if (strcmp(cmd, "detokenize") == 0) return cli_help_detokenize;
+    if (strcmp(cmd, "chat") == 0) return cli_help_chat;
     return NULL;
 }
 
@@ -937,8 +1039,16 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (cli_is_help(cmd)) help_exit(help_main);
-    if (strcmp(cmd, "--version") == 0) {
-        printf("ds3 %s\n", DS3_VERSION);
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        ds3_build_info b;
+        ds3_get_build_info(&b);
+        printf("ds3 %s (commit %s, %s build)\n", DS3_VERSION, DS3_COMMIT, b.precision);
+        printf("precision: %s (ds3_real is %s)\n", b.precision, sizeof(ds3_real) == 8 ? "double" : "float");
+        printf("BLAS: %s\n", b.blas);
+        printf("OpenMP: %s, %d threads by default\n", b.openmp ? "yes" : "no (one thread)", ds3_threads());
+        printf("SIMD: lane kernel %s on this CPU (AVX2+F16C copy %s)\n", b.simd,
+               b.simd_built ? "built in" : "not built: not x86-64, or the f64 build");
+        printf("compiler: %s\n", __VERSION__);
         return 0;
     }
     /* The OpenMP threads first: a limit that stops them is ds3's error, not
@@ -971,6 +1081,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "mkmodel") == 0) return cmd_mkmodel(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "chat") == 0) return cli_chat(argc - 2, argv + 2);
     if (strcmp(cmd, "tokenize") == 0) return cli_tokenize(argc - 2, argv + 2);
     if (strcmp(cmd, "detokenize") == 0) return cli_detokenize(argc - 2, argv + 2);
     return cmd_dump(argc - 2, argv + 2, argc, argv);

@@ -86,6 +86,17 @@ static char *read_stream(FILE *f, size_t *len) {
     return s;
 }
 
+char *cli_read_file(const char *path, size_t *len) {
+    if (strcmp(path, "-") == 0) return read_stream(stdin, len);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *s = read_stream(f, len);
+    int e = errno;
+    fclose(f);
+    errno = e;
+    return s;
+}
+
 static bool is_dir(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);

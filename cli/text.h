@@ -30,6 +30,10 @@ extern const char *const cli_help_tokenize, *const cli_help_detokenize;
 int cli_load_tokenizer(const char *path, const char *model_dir, bool required, ds3_tokenizer **t, char *err,
                        size_t errsize);
 
+/* All of a file ("-": stdin) as bytes, NUL-terminated (*len without it); NULL
+ * with errno on failure. */
+char *cli_read_file(const char *path, size_t *len);
+
 /* Where ds3's data lives (data/tokenizers/…): $DS3_DATA_DIR, else the source
  * tree's data/ as it was when this binary was built. */
 const char *cli_data_dir(void);

@@ -148,6 +148,23 @@ ds3_kernels ds3_state_kernels(const ds3_state *s);
 /* "fast", "deterministic", "ref" → the mode; DS3_ERR_ARG for other names. */
 ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out);
 
+/* ---- the build and the threads ------------------------------------------------ */
+
+/* What this library was built with, and what it uses on this CPU. */
+typedef struct {
+    const char *precision;  /* "f32", or "f64" (PRECISION=f64) */
+    const char *blas;       /* OpenBLAS's own description (version, core, threads), or "none (plain loops)" */
+    int openmp;             /* the _OPENMP date (e.g. 201511), 0 without OpenMP */
+    int simd_built;         /* 1 where the AVX2+F16C lane kernel is compiled in (x86-64) */
+    const char *simd;       /* the lane kernel used on this CPU: "avx2+f16c" or "portable" */
+} ds3_build_info;
+void ds3_get_build_info(ds3_build_info *out);
+
+/* Threads for OpenMP loops and OpenBLAS (n >= 1); default: OpenMP's (the cores,
+ * or OMP_NUM_THREADS). Results are the same bits for any count. */
+ds3_status ds3_set_threads(int n);
+int ds3_threads(void);
+
 /* ---- activation dumps ----------------------------------------------------- */
 
 /* Start capturing named activations for positions 0..total-1 (see
@@ -169,6 +186,17 @@ typedef struct ds3_sampler ds3_sampler;
 ds3_status ds3_sampler_new(float temp, float top_p, uint64_t seed, ds3_sampler **out);
 void ds3_sampler_free(ds3_sampler *s);
 int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab);
+/* Filters of the nucleus (src/generate/sample.c has the exact steps): keep the
+ * top_k most likely tokens (0: off), then those with p >= min_p · p_max (0:
+ * off), then top_p of what is left. Greedy ignores them. */
+ds3_status ds3_sampler_set_filters(ds3_sampler *s, int top_k, float min_p);
+/* Repetition penalty (1: off): the logits of the ids among the last `window`
+ * of the history (-1: all of it; 0: off) are divided by penalty when positive,
+ * multiplied when not, before temperature (greedy included). The history is
+ * ds3_sampler_add_history's ids (the prompt), then every token ds3_sample
+ * returns. ds3_generate_spec refuses a sampler with a penalty (DS3_ERR_ARG). */
+ds3_status ds3_sampler_set_repeat_penalty(ds3_sampler *s, float penalty, int window);
+ds3_status ds3_sampler_add_history(ds3_sampler *s, const int32_t *ids, int n);
 
 /* ---- MTP: multi-token prediction and speculative decoding ------------------ */
 

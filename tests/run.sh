@@ -42,6 +42,8 @@ if [ -n "${DS3_PYTHON_TESTS:-}" ]; then
 fi
 out=$(sh tests/check_layout.sh "$build" 2>&1)
 record tests/check_layout.sh $? "$out"
+out=$(sh tests/test_docs.sh "$build" 2>&1)
+record tests/test_docs.sh $? "$out"
 
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

@@ -10,6 +10,9 @@
  * run with fork/exec, stdout and stderr captured in temporary files
  * (tests/cli_run.h).
  */
+#ifndef _XOPEN_SOURCE
+#define _XOPEN_SOURCE 700   /* realpath */
+#endif
 #include "generate/generate.h"
 #include "harness.h"
 #include "cli_run.h"
@@ -84,8 +87,14 @@ static void test_usage(void) {
     CHECK(r.rc == 0, "run -m x --help: exit %d", r.rc);
     done(&r);
 
+    /* --version: the version and commit on the first line, then what the build uses */
     r = RUN("--version");
-    CHECK(r.rc == 0 && strcmp(r.out, "ds3 0.1.0\n") == 0, "--version: exit %d, '%s'", r.rc, r.out);
+    const char *prec = sizeof(ds3_real) == 8 ? "f64 build)" : "f32 build)";
+    CHECK(r.rc == 0 && strncmp(r.out, "ds3 0.1.0 (commit ", 18) == 0 && has(r.out, prec), "--version: exit %d, '%s'",
+          r.rc, r.out);
+    CHECK(has(r.out, "\nBLAS: ") && has(r.out, "\nOpenMP: ") && has(r.out, "\nSIMD: lane kernel ") &&
+              has(r.out, sizeof(ds3_real) == 8 ? "precision: f64" : "precision: f32"),
+          "--version lacks BLAS, OpenMP, SIMD or precision: %s", r.out);
     done(&r);
 }
 
@@ -458,6 +467,142 @@ static void expect_runtime(const char *want, const char *want2, result r, const 
     done(&r);
 }
 
+/* The options llama.cpp and transformers users type (issue 18), on --tokens runs. */
+static void test_run_options(const char *models) {
+    char model[512], cfg[600];
+    snprintf(model, sizeof model, "%s/tiny-f32", models);
+    snprintf(cfg, sizeof cfg, "%s/config.json", model);
+    if (!exists(cfg)) return;
+    th_section("run: -n2 -n=2 --n-predict, -s, -t, -c, --top-k, --quiet, generation_config.json, dump -o -");
+    result r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "4");
+    char base[256];
+    snprintf(base, sizeof base, "%s", last_line(r.out));
+    CHECK(r.rc == 0 && count_ids(base) == 4, "run -n 4: %s", r.err);
+    CHECK(has(r.err, "system: ") && has(r.err, " thread") && has(r.err, "BLAS ") && has(r.err, "lane kernel "),
+          "no system line on stderr: %s", r.err);
+    done(&r);
+    const char *forms[][2] = {{"-n4", NULL}, {"-n=4", NULL}, {"--n-predict=4", NULL}, {"--n-predict", "4"}};
+    for (int i = 0; i < 4; i++) {
+        r = forms[i][1] ? RUN("run", "-m", model, "--tokens", "1,2,3", forms[i][0], forms[i][1])
+                        : RUN("run", "-m", model, "--tokens", "1,2,3", forms[i][0]);
+        CHECK(r.rc == 0 && strcmp(last_line(r.out), base) == 0, "%s: exit %d, '%s' vs '%s': %s", forms[i][0], r.rc,
+              last_line(r.out), base, r.err);
+        done(&r);
+    }
+    /* -t: the same bits for 1 and 2 threads, and the count printed */
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "4", "-t1");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), base) == 0 && has(r.err, "1 thread,"), "-t1: '%s': %s",
+          last_line(r.out), r.err);
+    done(&r);
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "4", "--threads", "2");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), base) == 0 && has(r.err, "2 threads,"), "--threads 2: %s", r.err);
+    done(&r);
+    expect_usage("--threads: 0 is out of range", RUN("run", "-m", model, "--tokens", "1", "-t", "0"), "-t 0");
+    /* --quiet: nothing on stderr */
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "4", "--quiet");
+    CHECK(r.rc == 0 && r.err[0] == '\0', "--quiet printed: %s", r.err);
+    done(&r);
+    /* -s is --seed */
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "6", "--temp", "1.5", "-s7");
+    char seeded[256];
+    snprintf(seeded, sizeof seeded, "%s", last_line(r.out));
+    done(&r);
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "6", "--temp", "1.5", "--seed", "7");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), seeded) == 0, "-s7 vs --seed 7: '%s' vs '%s'", seeded,
+          last_line(r.out));
+    done(&r);
+    /* --top-k 1 at any temperature is the argmax: the greedy output */
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "4", "--temp", "5", "--top-k", "1", "-s", "3");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), base) == 0, "--top-k 1 is not greedy: '%s' vs '%s'",
+          last_line(r.out), base);
+    done(&r);
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "4", "--temp", "5", "--min-p", "1", "-s", "3");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), base) == 0, "--min-p 1 is not greedy: '%s'", last_line(r.out));
+    done(&r);
+    expect_usage("--top-k: -1 is out of range", RUN("run", "-m", model, "--tokens", "1", "--top-k", "-1"), "--top-k -1");
+    expect_usage("--min-p: 2 is outside [0, 1]", RUN("run", "-m", model, "--tokens", "1", "--min-p", "2"), "--min-p 2");
+    expect_usage("--repeat-penalty: 0 is not positive", RUN("run", "-m", model, "--tokens", "1", "--repeat-penalty", "0"),
+                 "--repeat-penalty 0");
+    expect_usage("not supported with --mtp",
+                 RUN("run", "-m", model, "--tokens", "1", "--mtp", "--repeat-penalty", "1.3"), "penalty with --mtp");
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "4", "--repeat-penalty", "1.3", "--repeat-last-n", "-1");
+    CHECK(r.rc == 0 && count_ids(last_line(r.out)) == 4, "--repeat-penalty: exit %d: %s", r.rc, r.err);
+    done(&r);
+    /* -c: the prompt and the output share the positions */
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "10", "-c", "5");
+    CHECK(r.rc == 0 && count_ids(last_line(r.out)) == 2 && strncmp(last_line(r.out), base, strlen(last_line(r.out))) == 0 &&
+              has(r.err, "context is full (-c 5)"),
+          "-c 5: '%s': %s", last_line(r.out), r.err);
+    done(&r);
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-c", "2");
+    CHECK(r.rc == 1 && has(r.err, "the prompt has 3 tokens, more than -c 2"), "-c 2: exit %d: %s", r.rc, r.err);
+    done(&r);
+
+    /* generation_config.json: the defaults, printed, overridden by options */
+    char gdir[600], p[700];
+    snprintf(gdir, sizeof gdir, "%s/with-genconfig", tmpdir);
+    mkdir(gdir, 0755);
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char target[700];
+        snprintf(target, sizeof target, "%s/%s", model, files[i]);
+        char *abs = realpath(target, NULL);
+        snprintf(p, sizeof p, "%s/%s", gdir, files[i]);
+        CHECK(abs && symlink(abs, p) == 0, "link %s", p);
+        free(abs);
+    }
+    snprintf(p, sizeof p, "%s/generation_config.json", gdir);
+    FILE *f = fopen(p, "w");
+    fputs("{\"do_sample\": true, \"temperature\": 0.9, \"top_p\": 0.8, \"top_k\": 20}\n", f);
+    fclose(f);
+    r = RUN("run", "-m", model, "--tokens", "1,2,3", "-n", "6", "--temp", "0.9", "--top-p", "0.8", "--top-k", "20", "-s", "5");
+    snprintf(seeded, sizeof seeded, "%s", last_line(r.out));
+    done(&r);
+    r = RUN("run", "-m", gdir, "--tokens", "1,2,3", "-n", "6", "-s", "5");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), seeded) == 0, "generation_config.json not applied: '%s' vs '%s'",
+          last_line(r.out), seeded);
+    CHECK(has(r.err, "sampling: temp 0.9, top-p 0.8, top-k 20") && has(r.err, "from generation_config.json"),
+          "generation_config.json not printed: %s", r.err);
+    done(&r);
+    r = RUN("run", "-m", gdir, "--tokens", "1,2,3", "-n", "4", "--temp", "0");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), base) == 0, "--temp 0 does not override it: '%s'", last_line(r.out));
+    done(&r);
+    f = fopen(p, "w");
+    fputs("{\"do_sample\": false, \"temperature\": 0.9}\n", f);
+    fclose(f);
+    r = RUN("run", "-m", gdir, "--tokens", "1,2,3", "-n", "4");
+    CHECK(r.rc == 0 && strcmp(last_line(r.out), base) == 0 && has(r.err, "sampling: greedy"),
+          "do_sample false is not greedy: '%s': %s", last_line(r.out), r.err);
+    done(&r);
+    f = fopen(p, "w");
+    fputs("[1, 2]\n", f);
+    fclose(f);
+    r = RUN("run", "-m", gdir, "--tokens", "1,2,3", "-n", "4");
+    CHECK(r.rc == 1 && has(r.err, "generation_config.json: not a JSON object"), "a broken generation_config.json: %s",
+          r.err);
+    done(&r);
+
+    /* dump -o -: the dump on stdout, the same tensors as a file */
+    char file[600];
+    snprintf(file, sizeof file, "%s/o-file.safetensors", tmpdir);
+    r = RUN("dump", "-m", model, "--tokens", "1,2,3", "-o", file);
+    CHECK(r.rc == 0, "dump -o FILE: %s", r.err);
+    done(&r);
+    r = RUN("dump", "-m", model, "--tokens", "1,2,3", "-o", "-");
+    CHECK(r.rc == 0 && r.out_n > 1000 && has(r.err, "bytes to stdout"), "dump -o -: exit %d, %zu bytes: %s", r.rc,
+          r.out_n, r.err);
+    char piped[600];
+    snprintf(piped, sizeof piped, "%s/o-stdout.safetensors", tmpdir);
+    f = fopen(piped, "wb");
+    fwrite(r.out, 1, r.out_n, f);
+    fclose(f);
+    done(&r);
+    CHECK(!exists("-"), "dump -o - wrote a file named '-'");
+    r = RUN("compare", file, piped, "--atol", "0", "--rtol", "0");
+    CHECK(r.rc == 0 && has(r.out, "PASS"), "dump -o - differs from dump -o FILE: %s", r.out);
+    done(&r);
+}
+
 static void test_next_step_errors(const char *models) {
     th_section("errors that name the cause and the next step");
     char missing[600], file[600], model[512];
@@ -510,6 +655,12 @@ static void test_next_step_errors(const char *models) {
               "compare of a checkpoint: exit %d: %s", r.rc, r.err);
         CHECK(r.out[0] == '\0' && !has(r.out, "MISSING"), "compare of a checkpoint printed: %.200s", r.out);
         done(&r);
+        char mdir[600];
+        snprintf(mdir, sizeof mdir, "%s/tiny-f32", models);
+        r = RUN("replay", "-m", mdir, ckpt);
+        CHECK(r.rc == 1 && has(r.err, "BUILD: ") && has(r.err, "is not a ds3-style dump"),
+              "replay of a checkpoint: exit %d: %s", r.rc, r.err);
+        done(&r);
     }
     (void)model;
 }
@@ -547,6 +698,7 @@ static void test_write_failures(const char *models) {
         {"run --json", {"run", "-m", model, "--tokens", "1,2", "-n", "2", "--json"}, true},
         {"compare", {"compare", ref, ref}, true},
         {"compare --json", {"compare", ref, ref, "--json"}, true},
+        {"replay", {"replay", "-m", model, ref}, true},
         {"tokenize", {"tokenize", "--tokenizer", tok}, false},
         {"detokenize", {"detokenize", "--tokenizer", tok}, false},
     };
@@ -579,6 +731,7 @@ int main(void) {
     test_tokens_syntax();
     test_info();
     test_with_model(models);
+    test_run_options(models);
     test_next_step_errors(models);
     test_write_failures(models);
     remove_tmpdir();

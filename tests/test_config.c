@@ -107,6 +107,8 @@ static const expected want[] = {
      DS3_SCORE_SOFTMAX, DS3_TOPK_GREEDY, false, 1.0, 10000, true, 4, 32, 32, 1, 0.707, 0.707, 128, 1e-6, 0},
     {"small", "deepseek_v3", 129280, 1024, 2816, 256, 4, 1, 1, 8, 384, 256, 64, 32, 64, 256, 8, 1, 8, 4,
      DS3_SCORE_SIGMOID, DS3_TOPK_NOAUX_TC, true, 2.5, 10000, true, 40, 4096, 32, 1, 1.0, 1.0, 163840, 1e-6, 1},
+    {"tiny-text", "deepseek_v3", 129280, 32, 64, 8, 2, 1, 1, 2, 16, 16, 8, 8, 8, 8, 2, 1, 2, 1,
+     DS3_SCORE_SIGMOID, DS3_TOPK_NOAUX_TC, true, 2.5, 10000, false, 0, 0, 0, 0, 0, 0, 4096, 1e-6, 1},
 };
 
 #define EQ(field, value)                                                                   \

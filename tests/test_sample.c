@@ -8,7 +8,7 @@
  * would meet with any seed, so a failure means the distribution is wrong,
  * not that the seed was unlucky.
  */
-#include "ds3.h"
+#include "generate/generate.h"
 #include "harness.h"
 
 #include <math.h>
@@ -208,11 +208,134 @@ static void test_determinism(void) {
     ds3_sampler_free(c);
 }
 
+/* top-k, min-p, the repetition penalty (issue 18): the distribution each
+ * defines, drawn and as ds3_sampler_probs writes it out (what speculative
+ * decoding accepts against). */
+static void test_filters(void) {
+    th_section("top-k, min-p, repetition penalty");
+    /* logits ln(p) for p = .4 .3 .15 .1 .05: softmax gives p back at temp 1 */
+    const double p[5] = {0.4, 0.3, 0.15, 0.1, 0.05};
+    ds3_real l[5];
+    for (int i = 0; i < 5; i++) l[i] = (ds3_real)log(p[i]);
+    long counts[5];
+    double want[5], got[5];
+    /* The distribution of the logits as stored (ds3_real): p up to the float rounding of ln p. */
+    double pe[5], z = 0;
+    for (int i = 0; i < 5; i++) z += exp((double)l[i]);
+    for (int i = 0; i < 5; i++) pe[i] = exp((double)l[i]) / z;
+    struct {
+        const char *what;
+        int top_k;
+        float min_p, top_p;
+        int keep[5];   /* the tokens the rule keeps (then renormalised) */
+    } cases[] = {
+        /* top-k 2: .4 .3 */
+        {"top-k 2", 2, 0.0f, 1.0f, {1, 1, 0, 0, 0}},
+        /* min-p 0.3: p >= .12 keeps .4 .3 .15 */
+        {"min-p 0.3", 0, 0.3f, 1.0f, {1, 1, 1, 0, 0}},
+        /* top-k 3 then top-p 0.8 of the kept .85 (0.68): .4 .3 reach .7 >= .68 */
+        {"top-k 3, top-p 0.8", 3, 0.0f, 0.8f, {1, 1, 0, 0, 0}},
+        /* top-k 4, min-p 0.2 (>= .08: .4 .3 .15 .1), top-p 0.9 of .95 (.855): .4 .3 .15 = .85 < .855, so 4 */
+        {"top-k 4, min-p 0.2, top-p 0.9", 4, 0.2f, 0.9f, {1, 1, 1, 1, 0}},
+        /* top-k larger than the vocabulary: all */
+        {"top-k 9", 9, 0.0f, 1.0f, {1, 1, 1, 1, 1}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ds3_sampler *s = make(1.0f, cases[c].top_p, 11);
+        if (!s) continue;
+        double kept = 0;
+        for (int i = 0; i < 5; i++) kept += cases[c].keep[i] ? pe[i] : 0;
+        for (int i = 0; i < 5; i++) want[i] = cases[c].keep[i] ? pe[i] / kept : 0;
+        CHECK(ds3_sampler_set_filters(s, cases[c].top_k, cases[c].min_p) == DS3_OK, "%s: set", cases[c].what);
+        CHECK(draw_counts(s, l, 5, counts) == 0, "%s: out-of-range draws", cases[c].what);
+        check_freqs(cases[c].what, counts, want, 5);
+        CHECK(ds3_sampler_probs(s, l, 5, got) == 0, "%s: probs", cases[c].what);
+        double worst = 0;
+        for (int i = 0; i < 5; i++) worst = fmax(worst, fabs(got[i] - want[i]));
+        CHECK(worst < 1e-12, "%s: ds3_sampler_probs off by %.3g", cases[c].what, worst);
+        ds3_sampler_free(s);
+    }
+    /* Off, the draws are the same bits as without the calls. */
+    ds3_sampler *a = make(0.8f, 0.9f, 5), *b = make(0.8f, 0.9f, 5);
+    if (a && b) {
+        CHECK(ds3_sampler_set_filters(b, 0, 0.0f) == DS3_OK && ds3_sampler_set_repeat_penalty(b, 1.0f, 64) == DS3_OK,
+              "filters off");
+        bool same = true;
+        for (int i = 0; i < 500; i++) same &= ds3_sample(a, l, 5) == ds3_sample(b, l, 5);
+        CHECK(same, "filters and penalty off change the draws");
+    }
+    ds3_sampler_free(a);
+    ds3_sampler_free(b);
+
+    /* Errors. */
+    ds3_sampler *s = make(1.0f, 1.0f, 1);
+    if (s) {
+        CHECK(ds3_sampler_set_filters(s, -1, 0.0f) == DS3_ERR_ARG, "top_k -1 refused");
+        CHECK(ds3_sampler_set_filters(s, 0, 1.5f) == DS3_ERR_ARG, "min_p 1.5 refused");
+        CHECK(ds3_sampler_set_filters(s, 0, NAN) == DS3_ERR_ARG, "min_p NaN refused");
+        CHECK(ds3_sampler_set_repeat_penalty(s, 0.0f, 64) == DS3_ERR_ARG, "penalty 0 refused");
+        CHECK(ds3_sampler_set_repeat_penalty(s, INFINITY, 64) == DS3_ERR_ARG, "penalty inf refused");
+        CHECK(ds3_sampler_set_repeat_penalty(s, 1.1f, -2) == DS3_ERR_ARG, "window -2 refused");
+        ds3_sampler_free(s);
+    }
+
+    /* Repetition penalty, greedy: l = 3, 2.9, -1, 1 with id 0 in the history and
+     * penalty 1.2: 3 / 1.2 = 2.5 < 2.9, so id 1 wins. */
+    ds3_real r[4] = {3.0f, 2.9f, -1.0f, 1.0f};
+    s = make(0.0f, 1.0f, 1);
+    if (s) {
+        int32_t h0 = 0;
+        CHECK(ds3_sample(s, r, 4) == 0, "greedy without penalty: 0");
+        CHECK(ds3_sampler_set_repeat_penalty(s, 1.2f, 64) == DS3_OK && ds3_sampler_add_history(s, &h0, 1) == DS3_OK,
+              "penalty set");
+        CHECK(ds3_sample(s, r, 4) == 1, "penalised 0: greedy picks 1");
+        /* 1 was returned, so it is in the history now: 2.9 / 1.2 = 2.42 < 2.5: back to 0 */
+        CHECK(ds3_sample(s, r, 4) == 0, "1 returned then penalised: 0 (2.5) beats 1 (2.42)");
+        double q[4];
+        CHECK(ds3_sampler_probs(s, r, 4, q) == 0 && q[0] == 1.0, "greedy probs one-hot at the penalised argmax");
+        ds3_sampler_free(s);
+    }
+    /* Negative logits are multiplied; the window looks back that many ids. */
+    ds3_real n[3] = {-1.0f, -1.1f, -3.0f};
+    s = make(0.0f, 1.0f, 1);
+    if (s) {
+        int32_t h[3] = {0, 2, 2};
+        CHECK(ds3_sampler_set_repeat_penalty(s, 1.2f, 2) == DS3_OK && ds3_sampler_add_history(s, h, 3) == DS3_OK, "set");
+        /* window 2: only 2 is penalised; 0 stays the argmax */
+        CHECK(ds3_sample(s, n, 3) == 0, "window 2 leaves id 0 alone");
+        ds3_sampler_free(s);
+    }
+    s = make(0.0f, 1.0f, 1);
+    if (s) {
+        int32_t h[3] = {0, 2, 2};
+        CHECK(ds3_sampler_set_repeat_penalty(s, 1.2f, -1) == DS3_OK && ds3_sampler_add_history(s, h, 3) == DS3_OK, "set");
+        /* all: 0 becomes -1.2 < -1.1 */
+        CHECK(ds3_sample(s, n, 3) == 1, "window -1 penalises id 0: -1.2 < -1.1");
+        ds3_sampler_free(s);
+    }
+    /* Sampled: the frequencies follow softmax of the penalised logits. */
+    s = make(1.0f, 1.0f, 3);
+    if (s) {
+        /* history {0}, penalty 2, window -1; but every draw joins the history,
+         * so fix the history by penalising all: ids 0..4 all in it. */
+        int32_t h[5] = {0, 1, 2, 3, 4};
+        CHECK(ds3_sampler_set_repeat_penalty(s, 2.0f, -1) == DS3_OK && ds3_sampler_add_history(s, h, 5) == DS3_OK, "set");
+        /* every logit ln p_i < 0 is doubled: p_i^2 renormalised */
+        double z2 = 0;
+        for (int i = 0; i < 5; i++) z2 += p[i] * p[i];
+        for (int i = 0; i < 5; i++) want[i] = p[i] * p[i] / z2;
+        CHECK(draw_counts(s, l, 5, counts) == 0, "penalised draws in range");
+        check_freqs("penalty 2 on every id", counts, want, 5);
+        ds3_sampler_free(s);
+    }
+}
+
 int main(void) {
     test_args();
     test_greedy();
     test_exact_draws();
     test_nucleus();
     test_determinism();
+    test_filters();
     return th_finish();
 }

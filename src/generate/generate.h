@@ -9,6 +9,8 @@
 
 /* sample.c, for speculative sampling (spec.c). */
 bool ds3_sampler_greedy(const ds3_sampler *s);
+/* A repetition penalty is on (its distribution depends on the history). */
+bool ds3_sampler_penalised(const ds3_sampler *s);
 /* p[V] = the exact distribution ds3_sample draws from (softmax(l/temp), the
  * top-p nucleus renormalised, 0 outside it). -1 on NaN logits or no memory. */
 int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double *p);

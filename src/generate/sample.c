@@ -17,6 +17,21 @@
  *      the prefix whose cumulative mass exceeds r (the last one if rounding
  *      leaves none).
  *
+ * Optional steps (off by default; off, the draws are exactly the ones above):
+ *
+ *   0. Repetition penalty (ds3_sampler_set_repeat_penalty; CTRL, Keskar et
+ *      al. 2019, as transformers' RepetitionPenaltyLogitsProcessor and
+ *      llama.cpp's --repeat-penalty apply it): before step 1, and before the
+ *      argmax when greedy, the logit l of every distinct id among the last
+ *      `window` ids of the history becomes l / penalty if l > 0, else
+ *      l · penalty. The history is what ds3_sampler_add_history gave (the
+ *      prompt) followed by every token ds3_sample returned.
+ *   3a. top-k (ds3_sampler_set_filters): keep only the first k of the order.
+ *   3b. min-p: keep only the tokens with p >= min_p · p_max.
+ *   Then step 3's nucleus is taken within what 3a/3b kept, against top_p
+ *   times the kept mass (the filters renormalise, as applying transformers'
+ *   warpers one after the other does); step 4 draws within the nucleus.
+ *
  * PRNG: splitmix64 (Steele, Lea, Flood 2014; the constants of Vigna's
  * reference C code), state initialised to the seed, one 64-bit output per
  * draw, u = (output >> 11) · 2^-53. Any seed, 0 included, is fine.
@@ -28,6 +43,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* A token and its probability, sorted together so the comparator needs no
  * context (qsort has none, and a global would make samplers share state). */
@@ -39,6 +55,14 @@ struct tok_prob {
 struct ds3_sampler {
     float temp;            /* <= 0: greedy */
     float top_p;           /* (0, 1] */
+    int top_k;             /* 0: off */
+    float min_p;           /* 0: off */
+    float penalty;         /* 1: off */
+    int window;            /* the penalty's look-back in ids; -1: the whole history */
+    int32_t *hist;         /* the history (only kept while the penalty is on) */
+    int n_hist, cap_hist;
+    ds3_real *pen;         /* [cap] the penalised logits */
+    int pen_cap;
     uint64_t state;        /* splitmix64 */
     /* scratch grown to the largest vocab seen: sorting needs it */
     int cap;
@@ -80,7 +104,112 @@ ds3_status ds3_sampler_new(float temp, float top_p, uint64_t seed, ds3_sampler *
 void ds3_sampler_free(ds3_sampler *s) {
     if (!s) return;
     free(s->tp);
+    free(s->hist);
+    free(s->pen);
     free(s);
+}
+
+ds3_status ds3_sampler_set_filters(ds3_sampler *s, int top_k, float min_p) {
+    if (!s) return ds3_fail(DS3_ERR_ARG, "ds3_sampler_set_filters: sampler is NULL");
+    if (top_k < 0) return ds3_fail(DS3_ERR_ARG, "sampler: top_k %d is negative (0 = off)", top_k);
+    if (!(min_p >= 0.0f && min_p <= 1.0f))
+        return ds3_fail(DS3_ERR_ARG, "sampler: min_p %g is outside [0, 1]", (double)min_p);
+    s->top_k = top_k;
+    s->min_p = min_p;
+    return DS3_OK;
+}
+
+ds3_status ds3_sampler_set_repeat_penalty(ds3_sampler *s, float penalty, int window) {
+    if (!s) return ds3_fail(DS3_ERR_ARG, "ds3_sampler_set_repeat_penalty: sampler is NULL");
+    if (!(penalty > 0.0f) || isinf(penalty))
+        return ds3_fail(DS3_ERR_ARG, "sampler: repeat penalty %g is not a positive finite number (1 = off)",
+                        (double)penalty);
+    if (window < -1) return ds3_fail(DS3_ERR_ARG, "sampler: repeat window %d is below -1 (-1 = all)", window);
+    s->penalty = penalty;
+    s->window = window;
+    return DS3_OK;
+}
+
+bool ds3_sampler_penalised(const ds3_sampler *s) { return s->penalty != 1.0f && s->window != 0; }
+
+ds3_status ds3_sampler_add_history(ds3_sampler *s, const int32_t *ids, int n) {
+    if (!s || (n > 0 && !ids) || n < 0) return ds3_fail(DS3_ERR_ARG, "ds3_sampler_add_history: bad arguments");
+    if (n > s->cap_hist - s->n_hist) {
+        int cap = s->cap_hist ? s->cap_hist : 256;
+        while (cap - s->n_hist < n) {
+            if (cap > (1 << 29)) return ds3_fail(DS3_ERR_NOMEM, "sampler: history too long");
+            cap *= 2;
+        }
+        int32_t *h = realloc(s->hist, (size_t)cap * sizeof *h);
+        if (!h) return ds3_fail(DS3_ERR_NOMEM, "sampler: out of memory for the history");
+        s->hist = h;
+        s->cap_hist = cap;
+    }
+    if (n) memcpy(s->hist + s->n_hist, ids, (size_t)n * sizeof *ids);
+    s->n_hist += n;
+    return DS3_OK;
+}
+
+/* Step 0: the logits to sample from (the penalised copy, or logits itself). */
+static const ds3_real *penalise(ds3_sampler *s, const ds3_real *logits, int vocab) {
+    if (!ds3_sampler_penalised(s) || s->n_hist == 0) return logits;
+    if (vocab > s->pen_cap) {
+        ds3_real *p = ds3_malloc((size_t)vocab * sizeof *p);
+        if (!p) return NULL;
+        free(s->pen);
+        s->pen = p;
+        s->pen_cap = vocab;
+    }
+    memcpy(s->pen, logits, (size_t)vocab * sizeof *logits);
+    int from = s->window < 0 || s->window >= s->n_hist ? 0 : s->n_hist - s->window;
+    /* Each distinct id once: the penalised value is computed from the original
+     * logit, so an id seen twice gets the same value again. */
+    for (int i = from; i < s->n_hist; i++) {
+        int id = s->hist[i];
+        if (id < 0 || id >= vocab) continue;
+        ds3_real l = logits[id];
+        s->pen[id] = l > 0 ? (ds3_real)(l / s->penalty) : (ds3_real)(l * s->penalty);
+    }
+    return s->pen;
+}
+
+/* Append a returned token to the history (when the penalty is on). */
+static int remember(ds3_sampler *s, int tok) {
+    if (tok >= 0 && ds3_sampler_penalised(s)) {
+        int32_t t = tok;
+        if (ds3_sampler_add_history(s, &t, 1) != DS3_OK) return -1;
+    }
+    return tok;
+}
+
+/* Steps 3, 3a, 3b on the sorted tp[0..vocab): how many tokens the nucleus
+ * keeps, and its mass. */
+static int nucleus(const ds3_sampler *s, const struct tok_prob *tp, int vocab, double *mass_out) {
+    int kept = vocab;
+    if (s->top_k > 0 && s->top_k < kept) kept = s->top_k;
+    if (s->min_p > 0.0f) {
+        double floor_p = (double)s->min_p * tp[0].p;
+        int k = 1;
+        while (k < kept && tp[k].p >= floor_p) k++;
+        kept = k;
+    }
+    double thr = (double)s->top_p;
+    if (kept < vocab) {
+        double m = 0.0;
+        for (int k = 0; k < kept; k++) m += tp[k].p;
+        thr *= m;
+    }
+    int keep = kept;
+    double mass = 0.0;
+    for (int k = 0; k < kept; k++) {
+        mass += tp[k].p;
+        if (s->top_p < 1.0f && mass >= thr) {
+            keep = k + 1;
+            break;
+        }
+    }
+    *mass_out = mass;
+    return keep;
 }
 
 /* ---- sampling ------------------------------------------------------------------ */
@@ -123,7 +252,9 @@ int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
             return -1;
         }
     }
-    if (s->temp <= 0.0f) return argmax(logits, vocab);
+    logits = penalise(s, logits, vocab);
+    if (!logits) return -1;
+    if (s->temp <= 0.0f) return remember(s, argmax(logits, vocab));
     if (!reserve(s, vocab)) return -1;
 
     /* 1. softmax(l / temp) in double. x == max handles +Inf (all +Inf share the
@@ -142,25 +273,18 @@ int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
     /* 2. the nucleus order. */
     qsort(tp, (size_t)vocab, sizeof *tp, by_prob_desc);
 
-    /* 3. the nucleus: shortest prefix with mass >= top_p (all when top_p is 1,
-     *    so that rounding cannot drop the tail there). */
-    int keep = vocab;
+    /* 3. the nucleus: top-k, min-p, then the shortest prefix with mass >= top_p
+     *    (all when top_p is 1, so that rounding cannot drop the tail there). */
     double mass = 0.0;
-    for (int k = 0; k < vocab; k++) {
-        mass += tp[k].p;
-        if (s->top_p < 1.0f && mass >= (double)s->top_p) {
-            keep = k + 1;
-            break;
-        }
-    }
+    int keep = nucleus(s, tp, vocab, &mass);
 
     /* 4. inverse CDF over the nucleus, renormalised by its mass. */
     double r = next_unit(&s->state) * mass, c = 0.0;
     for (int k = 0; k < keep; k++) {
         c += tp[k].p;
-        if (c > r) return tp[k].id;
+        if (c > r) return remember(s, tp[k].id);
     }
-    return tp[keep - 1].id;
+    return remember(s, tp[keep - 1].id);
 }
 
 /* ---- distributions, for speculative sampling (spec.c) ------------------------ */
@@ -180,6 +304,8 @@ int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double 
             ds3_fail(DS3_ERR_ARG, "ds3_sampler_probs: logits[%d] is NaN", i);
             return -1;
         }
+    logits = penalise(s, logits, vocab);
+    if (!logits) return -1;
     if (s->temp <= 0.0f) {
         for (int i = 0; i < vocab; i++) p[i] = 0.0;
         p[argmax(logits, vocab)] = 1.0;
@@ -193,7 +319,7 @@ int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double 
         sum += p[i];
     }
     for (int i = 0; i < vocab; i++) p[i] /= sum;
-    if (s->top_p >= 1.0f) return 0;
+    if (s->top_p >= 1.0f && s->top_k == 0 && s->min_p == 0.0f) return 0;
 
     /* The nucleus, chosen exactly as ds3_sample chooses it. */
     if (!reserve(s, vocab)) return -1;
@@ -203,15 +329,8 @@ int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double 
         tp[i].id = i;
     }
     qsort(tp, (size_t)vocab, sizeof *tp, by_prob_desc);
-    int keep = vocab;
     double mass = 0.0;
-    for (int k = 0; k < vocab; k++) {
-        mass += tp[k].p;
-        if (mass >= (double)s->top_p) {
-            keep = k + 1;
-            break;
-        }
-    }
+    int keep = nucleus(s, tp, vocab, &mass);
     for (int k = keep; k < vocab; k++) p[tp[k].id] = 0.0;
     for (int k = 0; k < keep; k++) p[tp[k].id] = tp[k].p / mass;
     return 0;

@@ -105,6 +105,11 @@ ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const d
     const ds3_model *m = s->m;
     const int V = m->cfg.vocab_size, D = m->cfg.hidden_size;
     if (m->n_mtp == 0) return ds3_fail(DS3_ERR_ARG, "ds3_generate_spec: the model has no MTP layers (%s)", m->dir);
+    /* The target at draft j would depend on drafts 1..j-1 through the history;
+     * the rule below verifies against one distribution per row, so refuse. */
+    if (ds3_sampler_penalised(smp))
+        return ds3_fail(DS3_ERR_ARG, "ds3_generate_spec: a repetition penalty is not supported with speculative "
+                        "decoding");
     if (n_draft < 1 || n_draft > DS3_MAX_DRAFT || n_draft + 1 > s->max_T)
         return ds3_fail(DS3_ERR_ARG, "ds3_generate_spec: %d drafts per step (1..%d)", n_draft,
                         DS3_MAX_DRAFT < s->max_T - 1 ? DS3_MAX_DRAFT : s->max_T - 1);

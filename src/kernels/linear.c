@@ -68,6 +68,53 @@ bool ds3_have_blas(void) {
 #endif
 }
 
+/* ---- the build and the threads (ds3.h) ---------------------------------------- */
+
+ds3_status ds3_set_threads(int n) {
+    if (n < 1) return ds3_fail(DS3_ERR_ARG, "threads: %d is not a positive count", n);
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+#ifdef DS3_BLAS
+    openblas_set_num_threads(n);
+#endif
+    return DS3_OK;
+}
+
+int ds3_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void ds3_get_build_info(ds3_build_info *out) {
+    if (!out) return;
+#ifdef DS3_F64
+    out->precision = "f64";
+#else
+    out->precision = "f32";
+#endif
+#ifdef DS3_BLAS
+    const char *cfg = openblas_get_config();
+    out->blas = cfg ? cfg : "OpenBLAS";
+#else
+    out->blas = "none (plain loops)";
+#endif
+#ifdef _OPENMP
+    out->openmp = _OPENMP;
+#else
+    out->openmp = 0;
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_F64)   /* as dtype.c */
+    out->simd_built = 1;
+#else
+    out->simd_built = 0;
+#endif
+    out->simd = ds3_rows_avx2_ok() ? "avx2+f16c" : "portable";
+}
+
 /* Columns decoded at once in the plain path: one FP8 scale block. */
 #define COL_BLOCK DS3_FP8_BLOCK
 

@@ -729,6 +729,27 @@ static const char SMALL_JSON[] =
     "  \"rope_interleave\": true, \"torch_dtype\": \"bfloat16\"\n"
     "}\n";
 
+/* For text in, text out at toy size (the README's tour, ds3 chat's tests):
+ * V3's vocabulary, so DeepSeek-V3's tokenizer fits, with two narrow layers,
+ * 8 experts top-2 in 2 groups, and an MTP layer. 17 M parameters, nearly
+ * all in the BF16 embeddings and heads: about 35 MB on disk (65 MB in f32),
+ * a second to write. */
+static const char TINY_TEXT_JSON[] =
+    "{\n"
+    "  \"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\",\n"
+    "  \"vocab_size\": 129280, \"hidden_size\": 32, \"intermediate_size\": 64,\n"
+    "  \"moe_intermediate_size\": 8, \"num_hidden_layers\": 2, \"first_k_dense_replace\": 1,\n"
+    "  \"moe_layer_freq\": 1, \"num_attention_heads\": 2, \"num_key_value_heads\": 2,\n"
+    "  \"q_lora_rank\": 16, \"kv_lora_rank\": 16, \"qk_nope_head_dim\": 8, \"qk_rope_head_dim\": 8,\n"
+    "  \"v_head_dim\": 8, \"n_routed_experts\": 8, \"num_experts_per_tok\": 2,\n"
+    "  \"n_shared_experts\": 1, \"n_group\": 2, \"topk_group\": 1, \"scoring_func\": \"sigmoid\",\n"
+    "  \"topk_method\": \"noaux_tc\", \"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5,\n"
+    "  \"rope_theta\": 10000,\n"
+    "  \"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-06, \"num_nextn_predict_layers\": 1,\n"
+    "  \"tie_word_embeddings\": false, \"hidden_act\": \"silu\", \"attention_bias\": false,\n"
+    "  \"rope_interleave\": true, \"torch_dtype\": \"bfloat16\"\n"
+    "}\n";
+
 static const struct {
     const char *name;
     const char *json;
@@ -737,11 +758,12 @@ static const struct {
     {"v2", V2_JSON},           {"v2-lite", V2_LITE_JSON}, {"kimi-k2", KIMI_K2_JSON},
     {"moonlight", MOONLIGHT_JSON},
     {"tiny", TINY_JSON},       {"tiny-v2", TINY_V2_JSON}, {"small", SMALL_JSON},
+    {"tiny-text", TINY_TEXT_JSON},
 };
 
 /* Same order as builtins[]; keep the two in step. */
 static const char *const builtin_names[] = {
-    "v3", "r1", "v3.1", "v2", "v2-lite", "kimi-k2", "moonlight", "tiny", "tiny-v2", "small", NULL,
+    "v3", "r1", "v3.1", "v2", "v2-lite", "kimi-k2", "moonlight", "tiny", "tiny-v2", "small", "tiny-text", NULL,
 };
 
 const char *const *ds3_builtin_configs(void) { return builtin_names; }
