@@ -390,7 +390,7 @@ static void test_run(const char *model, const cJSON *gold) {
     expect_error(2, "--system needs --chat", RUN("run", "-m", model, "-p", "x", "--system", "s"), "--system alone");
     expect_error(2, "--ignore-eos needs -p", RUN("run", "-m", model, "--tokens", "1", "--ignore-eos"),
                  "--ignore-eos with --tokens");
-    expect_error(2, "missing --tokens IDS or -p TEXT", RUN("run", "-m", model), "no prompt");
+    expect_error(2, "missing --tokens IDS, -p TEXT or -f FILE", RUN("run", "-m", model), "no prompt");
     expect_error(1, "/nonexistent/t.json", RUN("run", "-m", model, "-p", "x", "--tokenizer", "/nonexistent/t.json"),
                  "missing --tokenizer");
     const char *models = getenv("DS3_MODELS");
