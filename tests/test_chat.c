@@ -313,6 +313,13 @@ static void test_errors(const char *model, const char *models) {
         r = RUN_IN(in, strlen(in), "chat", "-m", model, "-n", "4");
         CHECK(r.rc == 1 && has(r.err, "ds3: writing stdout"), "chat > /dev/full: exit %d: %s", r.rc, r.err);
         done(&r);
+        /* run -p streams text: it stops at the first failed write */
+        r = RUN("run", "-m", model, "-p", "Hello", "-n", "8");
+        CHECK(r.rc == 1 && has(r.err, "ds3: writing stdout"), "run -p > /dev/full: exit %d: %s", r.rc, r.err);
+        done(&r);
+        r = RUN("run", "-m", model, "-p", "Hello", "-n", "8", "--json");
+        CHECK(r.rc == 1 && has(r.err, "ds3: writing stdout"), "run -p --json > /dev/full: exit %d: %s", r.rc, r.err);
+        done(&r);
     }
     stdout_to = NULL;
 }
