@@ -6,15 +6,19 @@
 #   PRECISION=f64        double as the scalar type, built into build-f64/ (oracle mode)
 #   SAN=1                AddressSanitizer + UBSan, built into build-san/ and build-f64-san/
 #   CC=clang             any C11 compiler
+#   PLAIN_C=1            the kernels as plain C loops, not vector extensions (same bits), into build-plain/
 
 CC ?= cc
 BLAS ?= openblas
 PRECISION ?= f32
 
+# CFLAGS (-O2 unless given, e.g. `make CFLAGS=-O3`) comes first; the flags
+# ds3 needs are added after it with `override`, so a command-line CFLAGS adds
+# to them and never replaces them (-ffp-contract=off last: the bits, docs/PORTABILITY.md).
 CFLAGS ?= -O2
-CFLAGS += -std=c11 -Wall -Wextra -ffp-contract=off -MMD -MP -fPIC -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc
+override CFLAGS += -std=c11 -Wall -Wextra -ffp-contract=off -MMD -MP -fPIC -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc
 # PCRE2 runs the tokenizer's pre-tokenisation regexes (docs/TOKENIZER.md).
-CFLAGS += $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
+override CFLAGS += $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
 LDLIBS := -lcjson $(or $(shell pkg-config --libs libpcre2-8 2>/dev/null),-lpcre2-8) -lm
 
 # SAN=1: every build output goes to a -san twin of its directory, so the
@@ -23,14 +27,20 @@ LDLIBS := -lcjson $(or $(shell pkg-config --libs libpcre2-8 2>/dev/null),-lpcre2
 ifdef SAN
   SAN_FLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
                -fno-sanitize-recover=all
-  CFLAGS += $(SAN_FLAGS) -g
-  LDFLAGS += $(SAN_FLAGS)
+  override CFLAGS += $(SAN_FLAGS) -g
+  override LDFLAGS += $(SAN_FLAGS)
   SAN_SUFFIX := -san
+endif
+
+# PLAIN_C=1: the lane kernel and dot product as plain C loops (src/kernels/simd.h).
+ifdef PLAIN_C
+  override CFLAGS += -DDS3_PLAIN_C
+  SAN_SUFFIX := -plain$(SAN_SUFFIX)
 endif
 
 ifeq ($(PRECISION),f64)
   BUILD ?= build-f64$(SAN_SUFFIX)
-  CFLAGS += -DDS3_F64
+  override CFLAGS += -DDS3_F64
 else
   BUILD ?= build$(SAN_SUFFIX)
 endif
@@ -41,16 +51,16 @@ BUILD_F64 := build-f64$(SAN_SUFFIX)
 MODELS := $(if $(SAN),build-san/models,build/models)
 
 ifeq ($(BLAS),openblas)
-  CFLAGS += -DDS3_BLAS $(shell pkg-config --cflags openblas 2>/dev/null)
+  override CFLAGS += -DDS3_BLAS $(shell pkg-config --cflags openblas 2>/dev/null)
   LDLIBS := $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas) $(LDLIBS)
 endif
 
 ifndef NO_OMP
-  CFLAGS += -fopenmp
-  LDFLAGS += -fopenmp
+  override CFLAGS += -fopenmp
+  override LDFLAGS += -fopenmp
 else
   # Without OpenMP the `#pragma omp` lines are meant to be ignored.
-  CFLAGS += -Wno-unknown-pragmas
+  override CFLAGS += -Wno-unknown-pragmas
 endif
 
 # The library: src/*.c and one folder per layer (src/error.h says which).
@@ -78,8 +88,11 @@ help:
 	@echo "make fuzz       run each libFuzzer target FUZZ_SECONDS (60) with ASan + UBSan (build-fuzz/)"
 	@echo "make valgrind   every test under valgrind memcheck (NO_OMP=1 build in build-vg/)"
 	@echo "make deps       install missing build dependencies (scripts/install-deps.sh)"
+	@echo "make check-math ds3's exp/log/pow/sin/cos against MPFR (libmpfr-dev; minutes)"
+	@echo "make install    PREFIX=/usr/local (DESTDIR too): CLI, libraries, ds3.h, ds3.pc, data"
+	@echo "make uninstall  remove what make install put under PREFIX"
 	@echo "make clean      remove every build directory"
-	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  SAN=1  CC=clang"
+	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  SAN=1  CC=clang  PLAIN_C=1"
 
 # Install what is missing (libopenblas-dev, libcjson-dev, …), once.
 deps: $(DEPS_STAMP)
@@ -89,7 +102,7 @@ $(DEPS_STAMP): scripts/install-deps.sh
 
 # The lane kernel's AVX2 copy (chosen at run time, same bits as the portable one).
 ifneq (,$(findstring x86_64,$(shell $(CC) -dumpmachine)))
-$(BUILD)/obj/kernels/linear_avx2.o: CFLAGS += -mavx2 -mf16c
+$(BUILD)/obj/kernels/linear_avx2.o: override CFLAGS += -mavx2 -mf16c
 endif
 
 $(BUILD)/obj/%.o: src/%.c | $(DEPS_STAMP)
@@ -107,7 +120,7 @@ $(BUILD)/cli/%.o: cli/%.c | $(DEPS_STAMP)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 # Where the CLI finds data/tokenizers/ (the source tree; $$DS3_DATA_DIR overrides it).
-$(BUILD)/cli/text.o: CFLAGS += -DDS3_DATA_DIR='"$(abspath data)"'
+$(BUILD)/cli/text.o: override CFLAGS += -DDS3_DATA_DIR='"$(abspath data)"'
 
 # --version names the commit: cli/ds3.o is rebuilt when it changes.
 DS3_COMMIT := $(or $(shell git describe --always --dirty --abbrev=12 2>/dev/null),unknown)
@@ -223,8 +236,54 @@ valgrind:
 	@sh scripts/make-models.sh $(VG_DIR)/ds3 $(VG_DIR)/models
 	@sh tests/valgrind.sh $(VG_DIR) $(VG_DIR)/models
 
+# ---- ds3's own libm against MPFR (tests/mpfr/, docs/PORTABILITY.md) ----
+CHECK_MATH_N ?= 10000000
+.PHONY: check-math
+# Check exp/log/pow/sin/cos against MPFR: the RoPE tables' inputs + CHECK_MATH_N random each (minutes).
+check-math: $(BUILD)/check_math
+	$(BUILD)/check_math $(CHECK_MATH_N)
+
+$(BUILD)/check_math: tests/mpfr/check_math.c $(BUILD)/libds3.a | $(DEPS_STAMP)
+	@MPFR=1 sh scripts/install-deps.sh
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libds3.a $(LDFLAGS) $(LDLIBS) -lmpfr -lgmp
+
+# ---- install: PREFIX (default /usr/local), DESTDIR for staging (docs/PORTABILITY.md) ----
+# The binary finds its data as PREFIX/bin/../share/ds3 wherever the tree is moved.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share/ds3
+MANDIR ?= $(PREFIX)/share/man
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+PC_PRIVATE := $(filter -l% -L% -fopenmp,$(LDFLAGS) $(LDLIBS))
+.PHONY: install uninstall
+# Install the CLI, libds3.a/.so, ds3.h, ds3.pc, data/tokenizers (and man page, completion when present).
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(DATADIR)
+	install -m 755 $(BUILD)/ds3 $(DESTDIR)$(BINDIR)/ds3
+	install -m 644 $(BUILD)/libds3.a $(DESTDIR)$(LIBDIR)/libds3.a
+	install -m 755 $(BUILD)/libds3.so $(DESTDIR)$(LIBDIR)/libds3.so
+	install -m 644 include/ds3.h $(DESTDIR)$(INCLUDEDIR)/ds3.h
+	cp -R data/tokenizers $(DESTDIR)$(DATADIR)/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' 'Name: ds3' \
+	    'Description: CPU reference implementation of the DeepSeek-V3 architecture' \
+	    'Version: $(shell sed -n 's/^#define DS3_VERSION "\(.*\)"/\1/p' cli/ds3.c)' \
+	    'Cflags: -I$${includedir}$(if $(filter f64,$(PRECISION)), -DDS3_F64)' \
+	    'Libs: -L$${libdir} -lds3' 'Libs.private: $(PC_PRIVATE)' > $(DESTDIR)$(LIBDIR)/pkgconfig/ds3.pc
+	if [ -f man/ds3.1 ]; then install -d $(DESTDIR)$(MANDIR)/man1 && install -m 644 man/ds3.1 $(DESTDIR)$(MANDIR)/man1/ds3.1; fi
+	if [ -f completion/ds3.bash ]; then install -d $(DESTDIR)$(COMPLETIONDIR) && \
+	    install -m 644 completion/ds3.bash $(DESTDIR)$(COMPLETIONDIR)/ds3; fi
+
+# Remove what `make install` put under the same PREFIX.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ds3 $(DESTDIR)$(LIBDIR)/libds3.a $(DESTDIR)$(LIBDIR)/libds3.so \
+	    $(DESTDIR)$(INCLUDEDIR)/ds3.h $(DESTDIR)$(LIBDIR)/pkgconfig/ds3.pc \
+	    $(DESTDIR)$(MANDIR)/man1/ds3.1 $(DESTDIR)$(COMPLETIONDIR)/ds3
+	rm -rf $(DESTDIR)$(DATADIR)
+
 # Remove all build outputs.
 clean:
-	rm -rf build build-f64 build-san build-f64-san build-fuzz build-vg python/build
+	rm -rf build build-f64 build-san build-f64-san build-fuzz build-vg build-plain build-f64-plain python/build
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

@@ -19,6 +19,7 @@
 #include "io/io.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,6 +27,9 @@
 
 #ifndef DS3_DATA_DIR
 #define DS3_DATA_DIR "data"   /* the Makefile bakes in the source tree's absolute path */
+#endif
+#ifndef PATH_MAX
+#define PATH_MAX 4096
 #endif
 
 /* DeepSeek-V3's vocab_size: a model with it gets DeepSeek-V3's tokenizer. */
@@ -155,9 +159,43 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errsize
 /* Finding and loading a tokenizer                                             */
 /* ========================================================================== */
 
+/* DIR/tokenizers is a directory. */
+static bool has_tokenizers(const char *dir) {
+    char p[PATH_MAX + 16];
+    struct stat st;
+    if (snprintf(p, sizeof p, "%s/tokenizers", dir) >= (int)sizeof p) return false;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/*
+ * ds3's data (data/tokenizers/): $DS3_DATA_DIR if set; else found from the
+ * binary's own location, so that an installed or moved tree works —
+ * BIN/../share/ds3 (`make install`: PREFIX/bin/ds3 and PREFIX/share/ds3), then
+ * BIN/../data (the build tree: build/ds3 and data/); else the directory baked
+ * in at build time (the source tree's data/). /proc/self/exe is Linux's; other
+ * systems go straight to the baked-in path.
+ */
 const char *cli_data_dir(void) {
     const char *d = getenv("DS3_DATA_DIR");
-    return d && d[0] ? d : DS3_DATA_DIR;
+    if (d && d[0]) return d;
+    static char found[PATH_MAX + 16];
+    if (found[0]) return found;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            static const char *const rel[] = {"../share/ds3", "../data"};
+            for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+                if (snprintf(found, sizeof found, "%s/%s", exe, rel[i]) < (int)sizeof found && has_tokenizers(found))
+                    return found;
+            }
+        }
+    }
+    found[0] = '\0';
+    return DS3_DATA_DIR;
 }
 
 int cli_load_tokenizer(const char *path, const char *model_dir, bool required, ds3_tokenizer **t, char *err,

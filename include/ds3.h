@@ -40,6 +40,7 @@ typedef enum {
     DS3_ERR_SHAPE,    /* a tensor has the wrong shape or dtype */
     DS3_ERR_NOMEM,    /* allocation failed */
     DS3_ERR_ARG,      /* bad argument from the caller (token id, position …) */
+    DS3_ERR_PLATFORM, /* this build or host cannot give ds3's bits (contraction, byte order) */
 } ds3_status;
 
 /* The message of the last failure on this thread ("" if none). */

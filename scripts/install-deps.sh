@@ -24,6 +24,10 @@
 #   FUZZ=1      libFuzzer too (libclang-rt-dev): only for `make fuzz`, with CC=clang
 #   PYTHON=1    python3 with venv and ensurepip too (python3, python3-venv): for the
 #               Python package's tests in `make test` (python/tests/run.sh)
+#   MPFR=1      MPFR too (libmpfr-dev): only for `make check-math` (tests/mpfr/)
+#   CROSS=aarch64  the aarch64 cross build and qemu-user (Debian multiarch: arm64
+#               added to dpkg, gcc-aarch64-linux-gnu, the libraries as :arm64,
+#               qemu-user): only for scripts/cross-check.sh (docs/PORTABILITY.md)
 # --check       report what is missing (exit 1 if anything), install nothing.
 #
 # POSIX sh: runs under dash, in CI (root, CI=true, no stdin).
@@ -34,7 +38,7 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -44,6 +48,9 @@ NO_OMP=${NO_OMP:-}
 GNUPLOT=${GNUPLOT:-}
 FUZZ=${FUZZ:-}
 PYTHON=${PYTHON:-}
+MPFR=${MPFR:-}
+CROSS=${CROSS:-}
+case "$CROSS" in ""|aarch64) ;; *) echo "install-deps: CROSS=$CROSS: only aarch64 is known" >&2; exit 2 ;; esac
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "install-deps: $*" >&2; }
@@ -119,6 +126,32 @@ int main(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }' \
             -fsanitize=fuzzer,address,undefined || { missing="$missing libclang-rt-dev"; what="$what libFuzzer"; }
     fi
+    if [ -n "$MPFR" ]; then
+        try mpfr '#include <mpfr.h>
+int main(void) { mpfr_t x; mpfr_init2(x, 64); mpfr_set_d(x, 1.0, MPFR_RNDN); mpfr_exp(x, x, MPFR_RNDN); mpfr_clear(x); return 0; }' \
+            -lmpfr -lgmp || { missing="$missing libmpfr-dev"; what="$what MPFR"; }
+    fi
+    # The aarch64 cross build: the compiler, the libraries for arm64 (found through
+    # their arm64 pkg-config files), and qemu to run what it builds.
+    if [ "$CROSS" = aarch64 ]; then
+        if ! command -v aarch64-linux-gnu-gcc > /dev/null 2>&1 ||
+           ! PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig CC=aarch64-linux-gnu-gcc \
+                 sh -c 'printf "%s\n" "#include <cblas.h>" "#include <cjson/cJSON.h>" "#define PCRE2_CODE_UNIT_WIDTH 8" \
+                     "#include <pcre2.h>" "#include <omp.h>" \
+                     "int main(void) { cJSON_Delete(0); return (int)cblas_sdot(0, 0, 1, 0, 1) + omp_get_max_threads() * 0 + (pcre2_compile == 0); }" \
+                     > "$1/cross.c" && $CC -std=c11 -fopenmp $(pkg-config --cflags openblas libpcre2-8) -o "$1/cross" "$1/cross.c" \
+                     $(pkg-config --libs openblas libpcre2-8) -lcjson' sh "$tmp" > "$tmp/cross.log" 2>&1; then
+            missing="$missing gcc-aarch64-linux-gnu libc6-dev-arm64-cross libopenblas-dev:arm64 libcjson-dev:arm64"
+            missing="$missing libpcre2-dev:arm64 libgomp1:arm64"
+            what="$what aarch64-cross-build"
+        elif ! command -v qemu-aarch64 > /dev/null 2>&1; then
+            missing="$missing qemu-user"; what="$what qemu-aarch64"
+        # run it: the arm64 runtime libraries (libgomp1:arm64 is not pulled in by the -dev packages)
+        elif ! qemu-aarch64 "$tmp/cross" > /dev/null 2>> "$tmp/cross.log"; then
+            missing="$missing libgomp1:arm64 libopenblas0:arm64 libcjson1:arm64 libpcre2-8-0:arm64"
+            what="$what aarch64-runtime"
+        fi
+    fi
     if [ -z "$NO_OMP" ]; then
         if ! try omp '#include <omp.h>
 int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }' -fopenmp; then
@@ -172,6 +205,10 @@ else
 fi
 
 say "installing: $pkgs"
+# The :arm64 packages need arm64 among dpkg's architectures (before apt-get update).
+if [ "$CROSS" = aarch64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $sudo dpkg --add-architecture arm64 || { say "dpkg --add-architecture arm64 failed"; exit 1; }
+fi
 # shellcheck disable=SC2086
 if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q < /dev/null > "$tmp/apt.log" 2>&1 ||
    ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs \

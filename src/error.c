@@ -23,6 +23,9 @@
 
 static _Thread_local char last_error[DS3_ERRMSG_MAX];
 
+/* Set before main by the contraction probe of error.h, in any file built to fuse. */
+const char *volatile ds3_fp_contracted;
+
 ds3_status ds3_fail(ds3_status st, const char *fmt, ...) {
     /* Format into a scratch buffer first: callers often wrap the previous
      * message ("loading x: %s", ds3_last_error()), and vsnprintf from a buffer
@@ -48,6 +51,7 @@ const char *ds3_status_name(ds3_status s) {
     case DS3_ERR_SHAPE: return "shape mismatch";
     case DS3_ERR_NOMEM: return "out of memory";
     case DS3_ERR_ARG: return "bad argument";
+    case DS3_ERR_PLATFORM: return "platform error";
     }
     return "unknown status";
 }

@@ -22,11 +22,60 @@
 
 #include "ds3.h"
 
+#include <fenv.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+/*
+ * ---- what keeps the bits (docs/PORTABILITY.md) ----------------------------
+ *
+ * Byte order: weights are read and dumps written in host order, and the files
+ * are little-endian, so a big-endian host would compute from garbage. Refused
+ * here where the compiler says its order, and at run time by ds3_fpenv_enter
+ * (src/kernels/fpenv.c) where it does not.
+ */
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ds3 reads and writes little-endian files in host order: big-endian hosts are not supported (docs/PORTABILITY.md)"
+#endif
+
+/*
+ * Contraction: every a*b+c in ds3 is two roundings, never one fused
+ * multiply-add; the dumps' bits depend on it. The Makefile passes
+ * -ffp-contract=off, but another build system may not: clang honours the
+ * standard pragma below for every file that includes this header; gcc ignores
+ * it, and contracts by default outside ISO C mode (-std=gnu11) wherever the
+ * target has FMA. So each file also carries a probe, run before main (or at
+ * dlopen): a*a+c whose result is 0 with two roundings and a tiny non-zero
+ * number when fused, in float and in double. A file built to contract records
+ * its name in ds3_fp_contracted, and every computing entry refuses to run
+ * (ds3_fpenv_enter: "built with floating-point contraction").
+ */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/* The first source file whose probe saw a fused multiply-add, or NULL. */
+extern const char *volatile ds3_fp_contracted;
+
+#if defined(__GNUC__)
+__attribute__((constructor, used)) static void ds3_contract_probe(void) {
+    /* f32: (1+2^-12)^2 = 1 + 2^-11 + 2^-24 rounds (a tie, to even) to 1 + 2^-11.
+     * f64: (1+2^-27)^2 = 1 + 2^-26 + 2^-54 rounds to 1 + 2^-26. Volatile so
+     * that nothing is folded at compile time. Round to nearest for the probe:
+     * another library's constructor may have set another mode before ours. */
+    int mode = fegetround();
+    if (mode != FE_TONEAREST) fesetround(FE_TONEAREST);
+    volatile float af = 1.0f + 0x1p-12f, cf = -(1.0f + 0x1p-11f);
+    volatile double ad = 1.0 + 0x1p-27, cd = -(1.0 + 0x1p-26);
+    float rf = af * af + cf;
+    double rd = ad * ad + cd;
+    if (mode != FE_TONEAREST) fesetround(mode);
+    if (rf != 0.0f || rd != 0.0) ds3_fp_contracted = __BASE_FILE__;
+}
+#endif
 
 /* Record a formatted message for ds3_last_error() and return the status, so
  * that call sites read `return ds3_fail(DS3_ERR_SHAPE, "%s: shape …", name);` */

@@ -197,8 +197,8 @@ void ds3_emul_rope(ds3_real *x, const double *freqs, double attn_factor, int Dr,
      * y1 = x1·c + x0·s with every product and sum a bf16 op. */
     for (int j = 0; j < Dr / 2; j++) {
         float theta = (float)pos * (float)freqs[j];
-        ds3_real cs = bf16((ds3_real)(float)((float)cos((double)theta) * (float)attn_factor));
-        ds3_real sn = bf16((ds3_real)(float)((float)sin((double)theta) * (float)attn_factor));
+        ds3_real cs = bf16((ds3_real)(float)((float)ds3_cos((double)theta) * (float)attn_factor));
+        ds3_real sn = bf16((ds3_real)(float)((float)ds3_sin((double)theta) * (float)attn_factor));
         ds3_real x0 = x[2 * j], x1 = x[2 * j + 1];
         x[2 * j] = bf16(bf16(x0 * cs) - bf16(x1 * sn));
         x[2 * j + 1] = bf16(bf16(x1 * cs) + bf16(x0 * sn));

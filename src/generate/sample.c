@@ -240,7 +240,7 @@ static bool reserve(ds3_sampler *s, int vocab) {
     return true;
 }
 
-int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
+static int sample_body(ds3_sampler *s, const ds3_real *logits, int vocab) {
     if (!s || !logits || vocab <= 0) {
         ds3_fail(DS3_ERR_ARG, "ds3_sample: %s", !s ? "sampler is NULL" : !logits ? "logits is NULL"
                                                                                 : "vocab must be positive");
@@ -264,7 +264,7 @@ int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
     struct tok_prob *tp = s->tp;
     for (int i = 0; i < vocab; i++) {
         double x = (double)logits[i];
-        tp[i].p = (x == mx) ? 1.0 : isinf(mx) ? 0.0 : exp((x - mx) / t);
+        tp[i].p = (x == mx) ? 1.0 : isinf(mx) ? 0.0 : ds3_exp((x - mx) / t);
         tp[i].id = i;
         sum += tp[i].p;
     }
@@ -285,6 +285,15 @@ int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
         if (c > r) return remember(s, tp[k].id);
     }
     return remember(s, tp[keep - 1].id);
+}
+
+/* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
+int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
+    ds3_fpenv env;
+    if (ds3_fpenv_enter(&env) != DS3_OK) return -1;
+    int r = sample_body(s, logits, vocab);
+    ds3_fpenv_leave(&env);
+    return r;
 }
 
 /* ---- distributions, for speculative sampling (spec.c) ------------------------ */
@@ -315,7 +324,7 @@ int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double 
     double t = (double)s->temp, sum = 0.0;
     for (int i = 0; i < vocab; i++) {
         double x = (double)logits[i];
-        p[i] = (x == mx) ? 1.0 : isinf(mx) ? 0.0 : exp((x - mx) / t);
+        p[i] = (x == mx) ? 1.0 : isinf(mx) ? 0.0 : ds3_exp((x - mx) / t);
         sum += p[i];
     }
     for (int i = 0; i < vocab; i++) p[i] /= sum;

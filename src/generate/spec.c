@@ -98,7 +98,7 @@ static int emit(emitter *e, int32_t tok) {
     return e->fn ? e->fn(e->user, tok) : 0;
 }
 
-ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const ds3_real *logits, int n_gen,
+static ds3_status generate_spec_body(ds3_state *s, ds3_sampler *smp, int n_past, const ds3_real *logits, int n_gen,
                              int n_draft, int32_t *out, ds3_token_fn on_token, void *user, ds3_spec_stats *stats) {
     if (!s || !smp || !logits)
         return ds3_fail(DS3_ERR_ARG, "ds3_generate_spec: %s is NULL", !s ? "state" : !smp ? "sampler" : "logits");
@@ -240,4 +240,15 @@ done:
     free(q);
     free(scratch);
     return ret;
+}
+
+/* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
+ds3_status ds3_generate_spec(ds3_state *s, ds3_sampler *smp, int n_past, const ds3_real *logits, int n_gen,
+                             int n_draft, int32_t *out, ds3_token_fn on_token, void *user, ds3_spec_stats *stats) {
+    ds3_fpenv env;
+    ds3_status st = ds3_fpenv_enter(&env);
+    if (st != DS3_OK) return st;
+    st = generate_spec_body(s, smp, n_past, logits, n_gen, n_draft, out, on_token, user, stats);
+    ds3_fpenv_leave(&env);
+    return st;
 }

@@ -232,7 +232,7 @@ bool ds3_cpu_has_avx2_f16c(void) {
 bool ds3_cpu_has_avx2_f16c(void) { return false; }
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_F64)
+#if DS3_AVX2_COPY && !defined(DS3_F64)
 bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n);  /* linear_avx2.c */
 
 /* -1 until asked; then whether the CPU has AVX2 and F16C (linear_avx2.c is
@@ -269,7 +269,7 @@ bool ds3_rows_select_avx2(bool on) { return !on; }
  */
 void ds3_tensor_rows(ds3_real *out, const ds3_tensor *w, int64_t r0, int64_t n) {
     DS3_ASSERT(r0 >= 0 && n >= 0 && r0 + n <= w->rows);
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_F64)
+#if DS3_AVX2_COPY && !defined(DS3_F64)
     /* BF16 and FP8 eight at a time where the CPU has AVX2 (linear_avx2.c):
      * the same values, several times faster than the loops below. */
     if (ds3_rows_avx2_ok() && ds3_tensor_rows_avx2(out, w, r0, n)) return;

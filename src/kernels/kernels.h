@@ -2,6 +2,8 @@
  * kernels.h — element types, weight views, and the kernels every projection
  * and attention product runs on (src/kernels/). Not API.
  *
+ *   fpenv.c        the IEEE environment every computing entry runs in
+ *   dmath.c        exp, log, pow, sin, cos of ds3's own (no platform libm in the bits)
  *   dtype.c        BF16/F16/F8_E4M3 decoding, block-scaled FP8 dequantisation
  *   linear.c       out = in · Wᵀ in three implementations (fast, deterministic, ref)
  *   lanes.h        the deterministic SIMD lane kernel, built portably in linear.c
@@ -17,6 +19,54 @@
 #define DS3_KERNELS_H
 
 #include "error.h"
+
+/*
+ * Vector extensions or plain C (docs/PORTABILITY.md). The lane kernel and the
+ * dot product are written with GCC/clang vector types (simd.h); a compiler
+ * without them, or `make PLAIN_C=1` (DS3_PLAIN_C), gets plain C loops over
+ * the same lanes in the same order: the same bits. The AVX2 copies exist
+ * only with vector extensions on x86-64.
+ */
+#if !defined(DS3_PLAIN_C) && !defined(__GNUC__)
+#define DS3_PLAIN_C 1
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_PLAIN_C)
+#define DS3_AVX2_COPY 1
+#else
+#define DS3_AVX2_COPY 0
+#endif
+
+/* ========================================================================== */
+/* dmath.c — exp, log, pow, sin, cos of ds3's own (the same bits on any libc)  */
+/* ========================================================================== */
+
+/* Within one ulp of the exact value (tests/mpfr/check_math.c). ds3_pow: x > 0;
+ * ds3_sin/ds3_cos: accurate for |x| < 1.6e6 (deterministic beyond). */
+double ds3_exp(double x);
+double ds3_log(double x);
+double ds3_pow(double x, double y);
+double ds3_sin(double x);
+double ds3_cos(double x);
+
+/* ========================================================================== */
+/* fpenv.c — the floating-point environment of a computing entry              */
+/* ========================================================================== */
+
+/* A thread's rounding mode and control register (MXCSR / FPCR), as saved. */
+typedef struct {
+    int round;
+    uint64_t csr;
+    int workers;  /* this entry set the OpenMP workers' environments too */
+} ds3_fpenv;
+
+/* Save the caller's floating-point environment into *e and set IEEE defaults
+ * (round to nearest, no FTZ/DAZ) on this thread and OpenMP's workers; refuse
+ * (DS3_ERR_PLATFORM, environment unchanged) a build that contracts a*b+c or a
+ * big-endian host. Every public function that computes brackets its work with
+ * this and ds3_fpenv_leave (the pattern: the top of fpenv.c). */
+ds3_status ds3_fpenv_enter(ds3_fpenv *e);
+/* Restore what ds3_fpenv_enter saved (after a successful enter only). */
+void ds3_fpenv_leave(const ds3_fpenv *e);
 
 /* ========================================================================== */
 /* dtype.c — element types and their decoding (docs/MODEL.md §1)               */

@@ -5,6 +5,9 @@
  * a fixed order (no FMA: -ffp-contract=off), so both copies give the same bits;
  * AVX2 only makes each vector operation one instruction instead of two.
  *
+ * The vector operations are simd.h's: GCC/clang vector extensions, or plain C
+ * loops over the same lanes (DS3_PLAIN_C), the same bits either way.
+ *
  * Before including, the file defines LANES_FN and, for float builds,
  * `static inline void LANES_FN(fp8x8)(vreal *out, const unsigned char *q)`: the
  * exact e4m3 values of 8 codes (a table lookup, or AVX2 bit arithmetic).
@@ -18,19 +21,15 @@
 
 #ifndef DS3_LANES_TYPES
 #define DS3_LANES_TYPES
-/* 32 bytes of scalars: 8 floats or 4 doubles. */
-typedef ds3_real vreal __attribute__((vector_size(32)));
-#define LANES ((int)(sizeof(vreal) / sizeof(ds3_real)))
+#include "simd.h"
+/* 32 bytes of scalars (simd.h): 8 floats or 4 doubles. */
+#define LANES VREAL_N
 /* Tokens whose partial sums are kept at once for one weight row. */
 #define TOK_CHUNK 16
 /* Columns decoded at once: one FP8 scale block. */
 #define LANE_BLOCK DS3_FP8_BLOCK
 /* An unaligned vector load. */
 #define VLOAD(v, p) memcpy(&(v), (p), sizeof(vreal))
-#ifndef DS3_F64
-typedef uint16_t v8u16 __attribute__((vector_size(16)));
-typedef uint32_t v8u32 __attribute__((vector_size(32)));
-#endif
 #endif
 
 /* The fixed combining tree of the lanes. (Vectors go by pointer: passing
@@ -49,12 +48,12 @@ static inline ds3_real LANES_FN(lanes_sum)(const vreal *v) {
 static void LANES_FN(lanes_block)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1) {
     const int64_t rows = w->rows, cols = w->cols;
     /* one dequantised 128-column block of the row, zero-padded to whole lanes */
-    ds3_real buf[LANE_BLOCK + 8] __attribute__((aligned(32)));
+    _Alignas(32) ds3_real buf[LANE_BLOCK + 8];
     vreal acc[TOK_CHUNK];
     for (int64_t i = i0; i < i1; i++) {
         for (int t0 = 0; t0 < T; t0 += TOK_CHUNK) {
             int nt = T - t0 < TOK_CHUNK ? T - t0 : TOK_CHUNK;
-            for (int t = 0; t < nt; t++) acc[t] = (vreal){0};
+            for (int t = 0; t < nt; t++) VZERO(acc[t]);
             for (int64_t j0 = 0; j0 < cols; j0 += LANE_BLOCK) {
                 int nb = (int)(cols - j0 < LANE_BLOCK ? cols - j0 : LANE_BLOCK);
                 int nfull = nb / LANES * LANES;
@@ -66,14 +65,14 @@ static void LANES_FN(lanes_block)(ds3_real *out, const ds3_real *in, const ds3_t
                     for (int j = 0; j < nfull; j += LANES) {
                         VLOAD(xv, x + j);
                         VLOAD(wv, buf + j);
-                        a += xv * wv;
+                        VMULADD(a, xv, wv);
                     }
                     if (nfull < nb) {  /* the ragged end, zero-padded: adds exact zeros */
                         ds3_real xt[LANES] = {0};
                         memcpy(xt, x + nfull, (size_t)(nb - nfull) * sizeof(ds3_real));
                         VLOAD(xv, xt);
                         VLOAD(wv, buf + nfull);
-                        a += xv * wv;
+                        VMULADD(a, xv, wv);
                     }
                     acc[t] = a;
                 }
@@ -95,19 +94,16 @@ static void LANES_FN(lanes_block)(ds3_real *out, const ds3_real *in, const ds3_t
 static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float *x) {
     const int64_t cols = w->cols;
     const int64_t nfull = cols / 8 * 8;
-    vreal a = {0}, xv, wv;
-    float wt[8] __attribute__((aligned(32)));
+    vreal a, xv, wv;
+    VZERO(a);
+    _Alignas(32) float wt[8];
     switch (w->dtype) {
     case DS3_DT_BF16: {
         const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
         for (int64_t j = 0; j < nfull; j += 8) {
-            v8u16 h;
-            memcpy(&h, p + 2 * j, sizeof h);
-            /* bf16 → f32: the 16 bits become the top half of the word */
-            v8u32 u = __builtin_convertvector(h, v8u32) << 16;
-            memcpy(&wv, &u, sizeof wv);
+            VBF16X8(wv, p + 2 * j);  /* bf16 → f32: the 16 bits become the top half of the word */
             VLOAD(xv, x + j);
-            a += xv * wv;
+            VMULADD(a, xv, wv);
         }
         break;
     }
@@ -121,9 +117,9 @@ static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float
             int64_t j1 = j0 + DS3_FP8_BLOCK < nfull ? j0 + DS3_FP8_BLOCK : nfull;
             for (int64_t j = j0; j < j1; j += 8) {
                 LANES_FN(fp8x8)(&wv, p + j);  /* exact e4m3 values, the includer's decoder */
-                wv *= sc;                     /* value · scale, rounded once, as in ds3_tensor_block */
+                VSCALE(wv, sc);               /* value · scale, rounded once, as in ds3_tensor_block */
                 VLOAD(xv, x + j);
-                a += xv * wv;
+                VMULADD(a, xv, wv);
             }
         }
         break;
@@ -133,7 +129,7 @@ static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float
             ds3_tensor_block(wt, w, i, j, 8);
             VLOAD(wv, wt);
             VLOAD(xv, x + j);
-            a += xv * wv;
+            VMULADD(a, xv, wv);
         }
         break;
     }
@@ -145,7 +141,7 @@ static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float
         memcpy(xt, x + nfull, (size_t)(cols - nfull) * sizeof(float));
         VLOAD(wv, wt);
         VLOAD(xv, xt);
-        a += xv * wv;
+        VMULADD(a, xv, wv);
     }
     return LANES_FN(lanes_sum)(&a);
 }
@@ -166,25 +162,23 @@ static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_
     const int64_t cols = w->cols;
     const int64_t nfull = cols / 8 * 8;
     const float *x0 = x, *x1 = x + cols, *x2 = x + 2 * cols, *x3 = x + 3 * cols;
-    vreal a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, xv, wv;
-    float wt[8] __attribute__((aligned(32)));
+    vreal a0, a1, a2, a3, xv, wv;
+    VZERO(a0), VZERO(a1), VZERO(a2), VZERO(a3);
+    _Alignas(32) float wt[8];
     /* the products of one decoded group into every token's lanes */
 #define LANES_TOKENS(j)                                      \
     do {                                                     \
         VLOAD(xv, x0 + (j));                                 \
-        a0 += xv * wv;                                       \
-        if (nt > 1) { VLOAD(xv, x1 + (j)); a1 += xv * wv; }  \
-        if (nt > 2) { VLOAD(xv, x2 + (j)); a2 += xv * wv; }  \
-        if (nt > 3) { VLOAD(xv, x3 + (j)); a3 += xv * wv; }  \
+        VMULADD(a0, xv, wv);                                 \
+        if (nt > 1) { VLOAD(xv, x1 + (j)); VMULADD(a1, xv, wv); }  \
+        if (nt > 2) { VLOAD(xv, x2 + (j)); VMULADD(a2, xv, wv); }  \
+        if (nt > 3) { VLOAD(xv, x3 + (j)); VMULADD(a3, xv, wv); }  \
     } while (0)
     switch (w->dtype) {
     case DS3_DT_BF16: {
         const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
         for (int64_t j = 0; j < nfull; j += 8) {
-            v8u16 h;
-            memcpy(&h, p + 2 * j, sizeof h);
-            v8u32 u = __builtin_convertvector(h, v8u32) << 16;
-            memcpy(&wv, &u, sizeof wv);
+            VBF16X8(wv, p + 2 * j);
             LANES_TOKENS(j);
         }
         break;
@@ -199,7 +193,7 @@ static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_
             int64_t j1 = j0 + DS3_FP8_BLOCK < nfull ? j0 + DS3_FP8_BLOCK : nfull;
             for (int64_t j = j0; j < j1; j += 8) {
                 LANES_FN(fp8x8)(&wv, p + j);
-                wv *= sc;
+                VSCALE(wv, sc);
                 LANES_TOKENS(j);
             }
         }

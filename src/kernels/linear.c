@@ -145,10 +145,10 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
 /* ========================================================================== */
 
 #define LANES_FN(name) name##_portable
-typedef float v8f_portable __attribute__((vector_size(32)));
+#include "simd.h"
 #ifndef DS3_F64
 /* Eight e4m3 codes to their exact values, by table (float builds' fused loops). */
-static inline void fp8x8_portable(v8f_portable *out, const unsigned char *q) {
+static inline void fp8x8_portable(vreal *out, const unsigned char *q) {
     float v[8];
     for (int k = 0; k < 8; k++) v[k] = ds3_e4m3_table[q[k]];
     memcpy(out, v, sizeof v);
@@ -158,12 +158,12 @@ static inline void fp8x8_portable(v8f_portable *out, const unsigned char *q) {
 #undef LANES_FN
 
 typedef void lanes_fn(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
-#if defined(__x86_64__) && defined(__GNUC__)
+#if DS3_AVX2_COPY
 lanes_fn ds3_lanes_rows_avx2;  /* linear_avx2.c */
 #endif
 
 static bool have_avx2(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if DS3_AVX2_COPY
     return ds3_cpu_has_avx2_f16c();  /* what linear_avx2.c is built with */
 #else
     return false;
@@ -179,7 +179,7 @@ static lanes_fn *pick_lanes(void) {
 #pragma omp atomic read
     k = lanes_kernel;
     if (k) return k;
-#if defined(__x86_64__) && defined(__GNUC__)
+#if DS3_AVX2_COPY
     k = !getenv("DS3_NO_AVX2") && have_avx2() ? ds3_lanes_rows_avx2 : lanes_rows_portable;
 #else
     k = lanes_rows_portable;
@@ -191,7 +191,7 @@ static lanes_fn *pick_lanes(void) {
 
 bool ds3_lanes_select_avx2(bool on) {
     if (on && !have_avx2()) return false;
-#if defined(__x86_64__) && defined(__GNUC__)
+#if DS3_AVX2_COPY
     lanes_kernel = on ? ds3_lanes_rows_avx2 : lanes_rows_portable;
 #else
     lanes_kernel = lanes_rows_portable;

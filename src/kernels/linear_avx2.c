@@ -6,7 +6,7 @@
  */
 #include "kernels/kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if DS3_AVX2_COPY
 #include <immintrin.h>
 #include <string.h>
 

@@ -18,7 +18,7 @@
 #include "vecops.h"
 #undef VEC_FN
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(DS3_F64)
+#if DS3_AVX2_COPY && !defined(DS3_F64)
 /* linear_avx2.c: the same kernels built with -mavx2 */
 ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n);
 void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);

@@ -16,8 +16,9 @@
 
 #ifndef DS3_VECOPS_TYPES
 #define DS3_VECOPS_TYPES
-typedef ds3_real dotvec __attribute__((vector_size(32)));
-#define DOT_W ((int)(sizeof(dotvec) / sizeof(ds3_real)))  /* 8 floats or 4 doubles */
+#include "simd.h"
+typedef vreal dotvec;
+#define DOT_W VREAL_N  /* 8 floats or 4 doubles */
 #define DOT_VECS 4
 #define DOT_LANES (DOT_W * DOT_VECS)
 #endif
@@ -28,13 +29,14 @@ typedef ds3_real dotvec __attribute__((vector_size(32)));
         dotvec x_, y_;                   \
         memcpy(&x_, (a) + (i), sizeof x_); \
         memcpy(&y_, (b) + (i), sizeof y_); \
-        acc += x_ * y_;                  \
+        VMULADD(acc, x_, y_);            \
     } while (0)
 
 static ds3_real VEC_FN(dot)(const ds3_real *a, const ds3_real *b, int n) {
     /* four named accumulators, not an array, so they stay in registers: held
      * in memory, the store-to-load chain, not the arithmetic, sets the speed */
-    dotvec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    dotvec a0, a1, a2, a3;
+    VZERO(a0), VZERO(a1), VZERO(a2), VZERO(a3);
     int i = 0;
     for (; i + DOT_LANES <= n; i += DOT_LANES) {
         DOT_STEP(a0, a, b, i);
@@ -53,7 +55,8 @@ static ds3_real VEC_FN(dot)(const ds3_real *a, const ds3_real *b, int n) {
         DOT_STEP(a2, x, y, 2 * DOT_W);
         DOT_STEP(a3, x, y, 3 * DOT_W);
     }
-    dotvec t = (a0 + a2) + (a1 + a3);
+    dotvec t;
+    VTREE4(t, a0, a1, a2, a3);
     ds3_real l[DOT_W];
     memcpy(l, &t, sizeof l);
     ds3_real s = 0;
@@ -63,13 +66,14 @@ static ds3_real VEC_FN(dot)(const ds3_real *a, const ds3_real *b, int n) {
 
 /* y[i] += a · x[i]: one multiply and one add per element, rounded as written. */
 static void VEC_FN(axpy)(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n) {
-    const dotvec av = (dotvec){0} + a;
+    dotvec av;
+    VSET1(av, a);
     int i = 0;
     for (; i + DOT_W <= n; i += DOT_W) {
         dotvec xv, yv;
         memcpy(&xv, x + i, sizeof xv);
         memcpy(&yv, y + i, sizeof yv);
-        yv += av * xv;
+        VMULADD(yv, av, xv);
         memcpy(y + i, &yv, sizeof yv);
     }
     for (; i < n; i++) y[i] += a * x[i];

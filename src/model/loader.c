@@ -482,7 +482,7 @@ static ds3_status load(ds3_model *m, const char *dir) {
     return DS3_OK;
 }
 
-ds3_status ds3_model_load(const char *dir, ds3_model **out) {
+static ds3_status model_load_body(const char *dir, ds3_model **out) {
     *out = NULL;
     if (!dir) return ds3_fail(DS3_ERR_ARG, "ds3_model_load: no directory given");
     ds3_model *m = ds3_calloc(1, sizeof *m);
@@ -494,6 +494,16 @@ ds3_status ds3_model_load(const char *dir, ds3_model **out) {
     }
     *out = m;
     return DS3_OK;
+}
+
+/* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
+ds3_status ds3_model_load(const char *dir, ds3_model **out) {
+    ds3_fpenv env;
+    ds3_status st = ds3_fpenv_enter(&env);
+    if (st != DS3_OK) return st;
+    st = model_load_body(dir, out);
+    ds3_fpenv_leave(&env);
+    return st;
 }
 
 void ds3_model_free(ds3_model *m) {

@@ -97,10 +97,21 @@ static ds3_status forward(ds3_state *s, const char *fn, const int32_t *tokens, i
     return DS3_OK;
 }
 
+/* The work above in IEEE defaults (src/kernels/fpenv.c), for the public entries. */
+static ds3_status forward_guarded(ds3_state *s, const char *fn, const int32_t *tokens, int n, int start,
+                                  ds3_real *logits, int from) {
+    ds3_fpenv env;
+    ds3_status st = ds3_fpenv_enter(&env);
+    if (st != DS3_OK) return st;
+    st = forward(s, fn, tokens, n, start, logits, from);
+    ds3_fpenv_leave(&env);
+    return st;
+}
+
 ds3_status ds3_forward(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits) {
-    return forward(s, "ds3_forward", tokens, n, start, logits, 0);
+    return forward_guarded(s, "ds3_forward", tokens, n, start, logits, 0);
 }
 
 ds3_status ds3_forward_last(ds3_state *s, const int32_t *tokens, int n, int start, ds3_real *logits) {
-    return forward(s, "ds3_forward_last", tokens, n, start, logits, n - 1);
+    return forward_guarded(s, "ds3_forward_last", tokens, n, start, logits, n - 1);
 }

@@ -52,7 +52,7 @@ void ds3_moe_scores(ds3_real *s, const ds3_real *logits, const ds3_config *c) {
     const int E = c->n_routed_experts;
     /* Scores, computed in double and rounded once. */
     if (c->scoring_func == DS3_SCORE_SIGMOID) {
-        for (int e = 0; e < E; e++) s[e] = (ds3_real)(1.0 / (1.0 + exp(-(double)logits[e])));
+        for (int e = 0; e < E; e++) s[e] = (ds3_real)(1.0 / (1.0 + ds3_exp(-(double)logits[e])));
     } else {
         for (int e = 0; e < E; e++) s[e] = logits[e];
         ds3_softmax(s, E);

@@ -195,7 +195,7 @@ ds3_status ds3_state_truncate(ds3_state *s, int n) {
 /* Public entry points (ds3.h)                                                 */
 /* ========================================================================== */
 
-ds3_status ds3_forward_mtp(ds3_state *s, int depth, const int32_t *tokens, int n, int start, ds3_real *logits) {
+static ds3_status forward_mtp_body(ds3_state *s, int depth, const int32_t *tokens, int n, int start, ds3_real *logits) {
     if (!s || !tokens) return ds3_fail(DS3_ERR_ARG, "ds3_forward_mtp: %s is NULL", s ? "tokens" : "state");
     const ds3_model *m = s->m;
     if (m->n_mtp == 0) return ds3_fail(DS3_ERR_ARG, "ds3_forward_mtp: the model has no MTP layers (%s)", m->dir);
@@ -226,4 +226,14 @@ ds3_status ds3_forward_mtp(ds3_state *s, int depth, const int32_t *tokens, int n
     }
     ds3_mtp_rows(s, depth, tokens, n, start, logits, logits ? n : 0);
     return DS3_OK;
+}
+
+/* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
+ds3_status ds3_forward_mtp(ds3_state *s, int depth, const int32_t *tokens, int n, int start, ds3_real *logits) {
+    ds3_fpenv env;
+    ds3_status st = ds3_fpenv_enter(&env);
+    if (st != DS3_OK) return st;
+    st = forward_mtp_body(s, depth, tokens, n, start, logits);
+    ds3_fpenv_leave(&env);
+    return st;
 }

@@ -26,7 +26,7 @@ void ds3_rmsnorm(ds3_real *out, const ds3_real *x, const ds3_real *w, int n, dou
 
 /* silu(a) = a · sigmoid(a) = a / (1 + e^-a): the gate of SwiGLU. */
 ds3_real ds3_silu(ds3_real a) {
-    return a / ((ds3_real)1 + (ds3_real)exp(-(double)a));
+    return a / ((ds3_real)1 + (ds3_real)ds3_exp(-(double)a));
 }
 
 /*
@@ -39,7 +39,7 @@ void ds3_softmax(ds3_real *x, int n) {
     for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
-        x[i] = (ds3_real)exp((double)(x[i] - mx));
+        x[i] = (ds3_real)ds3_exp((double)(x[i] - mx));
         sum += x[i];
     }
     ds3_real inv = (ds3_real)(1.0 / sum);

@@ -48,7 +48,7 @@ static void copy_rows(ds3_real *dst, const ds3_real *src, size_t n) {
     if (dst) memcpy(dst, src, n * sizeof(ds3_real));
 }
 
-ds3_status ds3_replay_layer(ds3_state *s, int layer, int T, const ds3_replay_inputs *in, ds3_replay_outputs *out) {
+static ds3_status replay_layer_body(ds3_state *s, int layer, int T, const ds3_replay_inputs *in, ds3_replay_outputs *out) {
     if (!s || !in || !in->in) return ds3_fail(DS3_ERR_ARG, "ds3_replay_layer: state, inputs and in->in are required");
     const ds3_model *m = s->m;
     const ds3_config *c = &m->cfg;
@@ -90,6 +90,16 @@ ds3_status ds3_replay_layer(ds3_state *s, int layer, int T, const ds3_replay_inp
     s->dump = saved;
     /* The caches now hold the replayed layer's inputs, not a sequence. */
     return ds3_state_truncate(s, 0);
+}
+
+/* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
+ds3_status ds3_replay_layer(ds3_state *s, int layer, int T, const ds3_replay_inputs *in, ds3_replay_outputs *out) {
+    ds3_fpenv env;
+    ds3_status st = ds3_fpenv_enter(&env);
+    if (st != DS3_OK) return st;
+    st = replay_layer_body(s, layer, T, in, out);
+    ds3_fpenv_leave(&env);
+    return st;
 }
 
 /* ========================================================================== */

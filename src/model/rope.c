@@ -20,13 +20,13 @@
 /* YaRN's attention sharpening m = 0.1·mscale·ln(s) + 1 (1 when s <= 1). */
 double ds3_yarn_mscale(double scale, double mscale) {
     if (scale <= 1.0) return 1.0;
-    return 0.1 * mscale * log(scale) + 1.0;
+    return 0.1 * mscale * ds3_log(scale) + 1.0;
 }
 
 /* The dimension index whose wavelength completes `rot` turns in L0 positions. */
 static double yarn_corr_dim(double rot, int Dr, double base, double L0) {
     const double pi = 3.14159265358979323846;
-    return Dr * log(L0 / (2.0 * pi * rot)) / (2.0 * log(base));
+    return Dr * ds3_log(L0 / (2.0 * pi * rot)) / (2.0 * ds3_log(base));
 }
 
 /*
@@ -39,7 +39,7 @@ static double yarn_corr_dim(double rot, int Dr, double base, double L0) {
 void ds3_yarn_freqs(double *freqs, const ds3_config *c) {
     int Dr = c->qk_rope_head_dim;
     double base = c->rope_theta;
-    for (int j = 0; j < Dr / 2; j++) freqs[j] = pow(base, -2.0 * j / Dr);
+    for (int j = 0; j < Dr / 2; j++) freqs[j] = ds3_pow(base, -2.0 * j / Dr);
     if (!c->rope_yarn) return;
 
     double L0 = c->yarn_original_max_position_embeddings;
@@ -91,8 +91,8 @@ double ds3_attn_softmax_scale(const ds3_config *c) {
 void ds3_rope(ds3_real *x, const double *freqs, double attn_factor, int Dr, int pos) {
     for (int j = 0; j < Dr / 2; j++) {
         double theta = (double)pos * freqs[j];
-        ds3_real cs = (ds3_real)(cos(theta) * attn_factor);
-        ds3_real sn = (ds3_real)(sin(theta) * attn_factor);
+        ds3_real cs = (ds3_real)(ds3_cos(theta) * attn_factor);
+        ds3_real sn = (ds3_real)(ds3_sin(theta) * attn_factor);
         ds3_real x0 = x[2 * j], x1 = x[2 * j + 1];
         x[2 * j] = x0 * cs - x1 * sn;
         x[2 * j + 1] = x0 * sn + x1 * cs;

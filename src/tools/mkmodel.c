@@ -733,7 +733,7 @@ ds3_status ds3_mkmodel_estimate(const ds3_mkmodel_opts *opts, uint64_t *bytes, i
     return st;
 }
 
-ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
+static ds3_status mkmodel_body(const ds3_mkmodel_opts *opts, const char *outdir) {
     if (!opts || !opts->config || !outdir)
         return ds3_fail(DS3_ERR_ARG, "mkmodel: config name and output directory are required");
     ds3_config cfg;
@@ -812,5 +812,15 @@ done:
     if (lock_fd >= 0) close(lock_fd);   /* releases the lock */
     free(json);
     free(plan.t);
+    return st;
+}
+
+/* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
+ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir) {
+    ds3_fpenv env;
+    ds3_status st = ds3_fpenv_enter(&env);
+    if (st != DS3_OK) return st;
+    st = mkmodel_body(opts, outdir);
+    ds3_fpenv_leave(&env);
     return st;
 }
