@@ -41,7 +41,8 @@ static const char *const help_replay =
     "                    near-tie flipped the choice; the router is judged by its\n"
     "                    scores and by the rows choosing the same set (default when\n"
     "                    BUILD has topk_idx). own: ds3's own choice\n"
-    "  -o OUT            write ds3's replayed values under the same names\n"
+    "  -o OUT            write ds3's replayed values under the same names (a file: stdout\n"
+    "                    carries the report)\n"
     "  --json            one JSON object on stdout instead of the table\n"
     "  --kernels K       fast (default), deterministic or ref\n"
     "  --emulate SPEC    round where a bf16 / FP8 build rounds (as ds3 dump --emulate)\n"
@@ -133,6 +134,9 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
                 cli_usage("--routing: '%s' is not one of build, own", v);
             routing = v;
         } else if ((v = cli_opt_value(argc, argv, &i, "-o", "--output"))) {
+            /* stdout carries the report (the table or --json): no room for a dump */
+            if (strcmp(v, "-") == 0)
+                cli_usage("-o -: replay prints its report on stdout; give -o a file for the replayed values");
             out = v;
         } else if (strcmp(a, "--json") == 0) {
             json = true;

@@ -460,6 +460,8 @@ static void test_cli(const char *models) {
     expect(RUN("replay", "-m", dir, build, "--routing", "x"), 2, "--routing", "bad --routing");
     expect(RUN("replay", "-m", dir, build, "--profile", "x"), 2, "--profile", "bad --profile");
     expect(RUN("replay", "-m", dir, build, "--bogus"), 2, "unknown option", "unknown option");
+    expect(RUN("replay", "-m", dir, build, "-o", "-"), 2, "replay prints its report on stdout",
+           "-o - refused (stdout carries the report)");
     snprintf(path, sizeof path, "%s/notok.safetensors", tmpdir);
     variant(build, path, NULL, NULL, NULL);
     expect(RUN("replay", "-m", dir, path), 2, "no tokens", "no tokens anywhere");
