@@ -51,15 +51,6 @@ static const char *const help_replay =
     "exit status: 0 every tensor within the bounds, 1 a tensor outside them or a\n"
     "layer not checked (an input missing from BUILD), 2 usage error\n";
 
-/* Does BUILD hold any routing choice? */
-static bool has_topk_idx(const ds3_st_file *b) {
-    for (int i = 0; i < b->n; i++) {
-        size_t n = strlen(b->entries[i].name);
-        if (n >= 9 && strcmp(b->entries[i].name + n - 9, ".topk_idx") == 0) return true;
-    }
-    return false;
-}
-
 static int32_t *tokens_from(const char *s, const char *what, int *n) {
     int32_t *tok = NULL;
     char err[256];
@@ -83,23 +74,6 @@ static char *join_args(int argc, char **argv) {
         strcat(s, argv[i]);
     }
     return s;
-}
-
-/* "layers.17.ffn.out (row 5, col 812)": the first tensor outside the bounds. */
-static void first_outside(char *buf, size_t size, const ds3_cmp_report *rep) {
-    for (int i = 0; i < rep->n; i++) {
-        const ds3_cmp_result *r = &rep->r[i];
-        if (r->ok) continue;
-        long cols = r->ndim >= 2 ? (long)r->shape[1] : 1;
-        if (r->worst >= 0 && r->kind == DS3_CMP_INDEX)
-            snprintf(buf, size, "%s (row %ld)", r->name, r->worst / cols);
-        else if (r->worst >= 0 && r->ndim == 2 && !(r->max_abs == 0 && r->n_nonfinite == 0))
-            snprintf(buf, size, "%s (row %ld, col %ld)", r->name, r->worst / cols, r->worst % cols);
-        else
-            snprintf(buf, size, "%s", r->name);
-        return;
-    }
-    snprintf(buf, size, "none");
 }
 
 /* argv[0] is the first argument after "replay". */
@@ -176,7 +150,7 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
                     meta_tok);
         free(t2);
     }
-    bool routing_build = routing ? strcmp(routing, "build") == 0 : has_topk_idx(b);
+    bool routing_build = routing ? strcmp(routing, "build") == 0 : ds3_replay_has_topk_idx(b);
     o.weights_at_test_idx = routing_build;
 
     ds3_model *m = NULL;
@@ -201,9 +175,6 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     /* the replay has no metadata of its own: it ran on the tokens named here */
     snprintf(rep.tokens_note, sizeof rep.tokens_note, "tokens from %s", tokstr ? "--tokens" : "BUILD's metadata");
     bool ok = rep.ok && gaps.n_not_checked == 0;
-    char first[256];
-    first_outside(first, sizeof first, &rep);
-    const char *bound = o.elementwise ? "the bounds" : o.profile->name;
 
     if (out) {
         char *cmdline = join_args(full_argc, full_argv);
@@ -224,26 +195,11 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     }
 
     if (json) {
-        cJSON *root = cmp_json(&rep, &o, "replay", build);
-        cJSON_AddStringToObject(root, "routing", routing_build ? "build" : "own");
-        cJSON *nc = cJSON_AddArrayToObject(root, "not_checked");
-        for (int i = 0; i < gaps.n_not_checked; i++) cJSON_AddItemToArray(nc, cJSON_CreateString(gaps.not_checked[i]));
-        if (strcmp(first, "none") != 0) cJSON_AddStringToObject(root, "first_outside", first);
-        else cJSON_AddNullToObject(root, "first_outside");
-        cJSON_ReplaceItemInObject(root, "pass", cJSON_CreateBool(ok));
+        cJSON *root = ds3_replay_json(&rep, &o, &gaps, build, routing_build);
+        if (!root) cli_die("out of memory writing JSON");
         cmp_json_print(root);
     } else {
-        printf("replay of %s on %s, %d positions, routing %s\n", build, model, T,
-               routing_build ? "build (BUILD's experts run; the router judged by its scores and sets)"
-                             : "own (ds3's experts run)");
-        cmp_print_table(&rep, &o, "ds3 replay", build);
-        for (int i = 0; i < gaps.n_not_checked; i++) printf("%s\n", gaps.not_checked[i]);
-        printf("\n%d compared: %d within, %d outside; %d missing; %d not checked\n", rep.n, rep.n - rep.n_fail,
-               rep.n_fail, rep.n_missing, gaps.n_not_checked);
-        if (strcmp(first, "none") != 0) printf("first outside %s: %s\n", bound, first);
-        else if (gaps.n_not_checked) printf("first not checked: %s\n", gaps.not_checked[0]);
-        else printf("every tensor within %s\n", bound);
-        printf("%s\n", ok ? "PASS" : "FAIL");
+        ds3_replay_print(stdout, &rep, &o, &gaps, build, model, T, routing_build);
     }
     cli_flush_stdout();
 

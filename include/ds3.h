@@ -461,6 +461,27 @@ ds3_status ds3_compare_mem(const void *ref, size_t ref_len, const char *ref_labe
                            const char *test_label, const ds3_compare_opts *opts, int *pass, char **table,
                            char **json);
 
+/* What `ds3 replay` takes (docs/COMPARING.md, "Replay"). Zeroed: the fp32
+ * replay profile, routing chosen from BUILD. The labels only name things in
+ * the report. */
+typedef struct {
+    const char *profile;      /* replay profiles: "fp32" (also NULL), "bf16", "fp8" */
+    int elementwise;          /* non-zero: |t-r| <= atol + rtol*|r| per element replaces the scaled bound */
+    double atol, rtol;        /* finite, >= 0 */
+    int routing;              /* 0: BUILD's experts when it has topk_idx, else ds3's; 1: BUILD's; 2: ds3's */
+    const char *build_label;  /* BUILD in the report (NULL: "BUILD") */
+    const char *model_label;  /* the model in the table's first line (NULL: "the model") */
+    const char *tokens_from;  /* where the tokens came from ("--tokens", "BUILD's metadata") */
+} ds3_replay_opts;
+
+/* ds3 replay on a build's dump held in memory (a safetensors image): every
+ * layer recomputed by ds3 from BUILD's own inputs, on the state s (max_seq >=
+ * T; its kernels, attention form and emulation are used), then compared with
+ * BUILD's values. tokens[T] are the ids BUILD ran. *pass, *table (the text
+ * `ds3 replay` prints) and *json (its --json object) as ds3_compare_mem. */
+ds3_status ds3_replay_mem(ds3_state *s, const void *build, size_t len, const ds3_replay_opts *opts,
+                          const int32_t *tokens, int T, int *pass, char **table, char **json);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _st
 from ._lib import (ArgumentError, CompareOpts, ConfigError, Emulation, Error, FileError, FormatError,
-                   MissingTensorError, MkmodelOpts, OutOfMemoryError, ShapeError, SpecStats, cstr, lib)
+                   MissingTensorError, MkmodelOpts, OutOfMemoryError, ReplayOpts, ShapeError, SpecStats, cstr, lib)
 
 __version__ = "0.1.0"
 __all__ = ["Model", "Dump", "Tokenizer", "Report", "TensorRow", "compare", "mkmodel", "info", "builtin_configs",
@@ -342,6 +342,64 @@ class Model:
             L.sampler_free(smp)
 
 
+    def replay(self, build, tokens=None, profile="fp32", atol=None, rtol=None, routing=None, emulate=None):
+        """`ds3 replay -m DIR BUILD` (docs/COMPARING.md, "Replay"): every layer of a
+        build's dump recomputed by ds3 from the build's own inputs, then compared
+        with the build's values (the replay profiles: one layer's error, not the
+        sum of all before it). build: a dict of arrays, a Dump, or a safetensors
+        path; tokens: the ids it ran (default: its "tokens" metadata).
+        routing "build" | "own" (default: the build's experts when it has
+        topk_idx); emulate: round like a GPU build. Returns a Report; str() is
+        the CLI's table (its first line names the model)."""
+        if profile not in ("fp32", "bf16", "fp8"):
+            raise ArgumentError(f"profile '{profile}' is not one of fp32, bf16, fp8")
+        if routing not in (None, "build", "own"):
+            raise ArgumentError(f"routing '{routing}' is not one of build, own")
+        data, label = _side(build, "BUILD")
+        meta_tokens = _st.header_metadata(data).get("tokens")
+        if tokens is None:
+            if meta_tokens is None:
+                raise ArgumentError("replay: no tokens: give tokens= (BUILD has no 'tokens' metadata)")
+            try:
+                tokens = [int(t) for t in meta_tokens.split(",")]
+            except ValueError:
+                raise ArgumentError(f"replay: BUILD's tokens metadata '{meta_tokens[:80]}' is not a list of ids") \
+                    from None
+            source = "BUILD's metadata"
+        else:
+            source = "--tokens"
+        toks = _ids(tokens)
+        if source == "--tokens" and meta_tokens is not None and \
+                meta_tokens != ",".join(str(int(t)) for t in toks):
+            raise ArgumentError(f"replay: tokens differ from BUILD's tokens metadata ({meta_tokens[:80]}): the "
+                                "replay would be of other inputs")
+        T = len(toks)
+        self._positions(T, "the token list")
+        L = self._lib
+        o = ReplayOpts(profile=profile.encode(), routing={None: 0, "build": 1, "own": 2}[routing],
+                       build_label=cstr(label, "label"), model_label=cstr(str(self.path), "path"),
+                       tokens_from=source.encode())
+        _tolerances(o, atol, rtol)
+        emu = Emulation()
+        if emulate is not None:
+            L.check(L.emulation_parse(cstr(emulate, "emulate"), byref(emu)), "emulate")
+        ok, table, js = c_int(), c_void_p(), c_void_p()
+        m = self._acquire()
+        try:
+            s = self._state(m, T)
+            try:
+                L.check(L.set_emulation(s, byref(emu)), "emulate")
+                L.check(L.replay_mem(s, data, len(data), byref(o), _ptr(toks, c_int32), T, byref(ok), byref(table),
+                                     byref(js)), "replay")
+            finally:
+                L.state_free(s)
+        finally:
+            self._release()
+        t = L.take_string(table.value).decode("utf-8", "replace")
+        j = json.loads(L.take_string(js.value).decode("utf-8", "replace"))
+        return Report(ok.value, t, j)
+
+
 # ===========================================================================
 # Comparing
 # ===========================================================================
@@ -393,6 +451,21 @@ class Report:
         return f"<ds3.Report {'PASS' if self.ok else 'FAIL'}: {len(self.rows)} compared, {n_bad} outside>"
 
 
+def _tolerances(o, atol, rtol):
+    """atol/rtol into an options structure: either given means the elementwise bound."""
+    if atol is None and rtol is None:
+        return
+    o.elementwise = 1
+    for nm, v in (("atol", atol), ("rtol", rtol)):
+        try:
+            fv = float(v) if v is not None else 0.0
+        except (TypeError, ValueError):
+            raise ArgumentError(f"{nm}: {v!r} is not a number") from None
+        if not np.isfinite(fv) or fv < 0:
+            raise ArgumentError(f"{nm}: {v!r} is not a finite non-negative number")
+        setattr(o, nm, fv)
+
+
 def _side(x, what):
     """One side of a comparison as (safetensors bytes, label)."""
     if isinstance(x, (str, os.PathLike)):
@@ -418,16 +491,7 @@ def compare(ref, test, profile="bf16", atol=None, rtol=None, names=None, all_row
     if profile not in ("fp32", "bf16", "fp8"):
         raise ArgumentError(f"profile '{profile}' is not one of fp32, bf16, fp8")
     o = CompareOpts(profile=profile.encode(), all_rows=1 if all_rows else 0)
-    if atol is not None or rtol is not None:
-        o.elementwise = 1
-        for nm, v in (("atol", atol), ("rtol", rtol)):
-            try:
-                fv = float(v) if v is not None else 0.0
-            except (TypeError, ValueError):
-                raise ArgumentError(f"{nm}: {v!r} is not a number") from None
-            if not np.isfinite(fv) or fv < 0:
-                raise ArgumentError(f"{nm}: {v!r} is not a finite non-negative number")
-            setattr(o, nm, fv)
+    _tolerances(o, atol, rtol)
     if names is not None:
         if not isinstance(names, str):
             names = ",".join(names)

@@ -93,6 +93,12 @@ class CompareOpts(ctypes.Structure):
                 ("names", c_char_p), ("all_rows", c_int)]
 
 
+class ReplayOpts(ctypes.Structure):
+    _fields_ = [("profile", c_char_p), ("elementwise", c_int), ("atol", c_double), ("rtol", c_double),
+                ("routing", c_int), ("build_label", c_char_p), ("model_label", c_char_p),
+                ("tokens_from", c_char_p)]
+
+
 class SpecStats(ctypes.Structure):
     _fields_ = [("rounds", ctypes.c_long), ("drafted", ctypes.c_long), ("accepted", ctypes.c_long),
                 ("generated", ctypes.c_long)]
@@ -171,6 +177,8 @@ class Lib:
         # comparison
         fn("ds3_compare_mem", st, c_char_p, c_size_t, c_char_p, c_char_p, c_size_t, c_char_p,
            POINTER(CompareOpts), POINTER(c_int), POINTER(c_void_p), POINTER(c_void_p))
+        fn("ds3_replay_mem", st, P, c_char_p, c_size_t, POINTER(ReplayOpts), POINTER(c_int32), c_int,
+           POINTER(c_int), POINTER(c_void_p), POINTER(c_void_p))
         # tokenizer
         fn("ds3_tokenizer_load", st, c_char_p, POINTER(P))
         fn("ds3_tokenizer_free", None, P)

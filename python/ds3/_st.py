@@ -40,6 +40,17 @@ def parse(ptr, length):
     return out, meta
 
 
+def header_metadata(data):
+    """The __metadata__ of a safetensors image ({} when absent or unreadable:
+    the library validates the image itself)."""
+    try:
+        (hlen,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(data[8:8 + hlen].decode("utf-8")).get("__metadata__") or {}
+        return meta if isinstance(meta, dict) else {}
+    except Exception:
+        return {}
+
+
 def _to_numpy(name, v):
     """An array-like value as (numpy array, safetensors dtype). torch tensors are
     converted with .numpy() (bfloat16 through its bits), never importing torch."""

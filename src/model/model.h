@@ -415,4 +415,18 @@ void ds3_replay_report_free(ds3_replay_report *r);
 ds3_status ds3_replay_dump(ds3_state *s, const ds3_st_file *b, const int32_t *tok, int T, bool routing_build,
                            ds3_dumper *d, ds3_replay_report *rep);
 
+/* ========================================================================== */
+/* replay_text.c — the replay's report as text (ds3 replay, ds3_replay_mem)    */
+/* ========================================================================== */
+
+/* Does BUILD hold any routing choice (a *.topk_idx tensor)? */
+bool ds3_replay_has_topk_idx(const ds3_st_file *b);
+/* ds3 replay's table: the first line, compare's table, the layers not checked,
+ * the counts, the first tensor outside, PASS or FAIL. */
+void ds3_replay_print(FILE *f, const ds3_cmp_report *rep, const ds3_cmp_opts *o, const ds3_replay_report *gaps,
+                      const char *build, const char *model, int T, bool routing_build);
+/* ds3 replay --json's object (cJSON_Delete it), NULL if out of memory. */
+struct cJSON *ds3_replay_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const ds3_replay_report *gaps,
+                              const char *build, bool routing_build);
+
 #endif /* DS3_MODEL_H */
