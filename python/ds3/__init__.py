@@ -44,10 +44,6 @@ __all__ = ["Model", "Dump", "Tokenizer", "Report", "TensorRow", "compare", "mkmo
 
 _KERNELS = ("fast", "deterministic", "ref")
 _ATTN = {"absorb": 0, "naive": 1}
-# `ds3 run` asks the prefill for every prompt position's logits unless that
-# would exceed this many bytes; then it splits off the last token (cli/ds3.c,
-# PREFILL_LOGITS_MAX). generate() does the same so its ids are run's ids.
-_PREFILL_LOGITS_MAX = 256 << 20
 
 
 def _ids(tokens, what="tokens", allow_empty=False):
@@ -304,18 +300,11 @@ class Model:
             try:
                 if mtp:
                     L.check(L.state_set_mtp(s, 1), "mtp")
+                # The prefill as `ds3 run` does it: the logits of the last position
+                # only (ds3_forward_last), so the ids are run's ids.
                 real = np.dtype(L.np_real)
-                one_call = T == 1 or T * V * real.itemsize <= _PREFILL_LOGITS_MAX
-                logits = np.empty(((T if one_call else 1), V), dtype=real)
-                p = _ptr(toks, c_int32)
-                if one_call:
-                    L.check(L.forward(s, p, T, 0, _ptr(logits, L.real)), "prefill")
-                    last = logits[T - 1:]
-                else:
-                    L.check(L.forward(s, p, T - 1, 0, None), "prefill")
-                    L.check(L.forward(s, _ptr(toks[T - 1:], c_int32), 1, T - 1, _ptr(logits, L.real)), "prefill")
-                    last = logits
-                last = np.ascontiguousarray(last)
+                last = np.empty((1, V), dtype=real)
+                L.check(L.forward_last(s, _ptr(toks, c_int32), T, 0, _ptr(last, L.real)), "prefill")
                 if mtp:
                     out = np.zeros(n, dtype=np.int32)
                     stats = SpecStats()

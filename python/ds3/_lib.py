@@ -161,6 +161,7 @@ class Lib:
         fn("ds3_state_new", st, P, c_int, c_int, POINTER(P))
         fn("ds3_state_free", None, P)
         fn("ds3_forward", st, P, POINTER(c_int32), c_int, c_int, R)
+        fn("ds3_forward_last", st, P, POINTER(c_int32), c_int, c_int, R)
         fn("ds3_state_set_kernels", st, P, c_int)
         fn("ds3_kernels_parse", st, c_char_p, POINTER(c_int))
         fn("ds3_state_set_mtp", st, P, c_int)
