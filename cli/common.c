@@ -109,3 +109,16 @@ double cli_parse_real(const char *opt, const char *s) {
     if (!isfinite(v)) cli_usage("%s: '%s' is not a finite number", opt, s);
     return v;
 }
+
+char *cli_join_args(int argc, char **argv) {
+    size_t len = 1;
+    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
+    char *s = malloc(len);
+    if (!s) cli_die("out of memory");
+    s[0] = '\0';
+    for (int i = 0; i < argc; i++) {
+        if (i) strcat(s, " ");
+        strcat(s, argv[i]);
+    }
+    return s;
+}

@@ -42,6 +42,10 @@ long cli_parse_long(const char *opt, const char *s, long lo, long hi);
 uint64_t cli_parse_u64(const char *opt, const char *s);
 double cli_parse_real(const char *opt, const char *s);
 
+/* The command line as one malloc'd string (argv joined by spaces), for a
+ * dump's "command" metadata. */
+char *cli_join_args(int argc, char **argv);
+
 /* "--help" or "-h". */
 bool cli_is_help(const char *a);
 

@@ -892,19 +892,6 @@ static int cmd_run(int argc, char **argv) {
 /* dump                                                                        */
 /* ========================================================================== */
 
-/* The command line as one string, for the dump's metadata. */
-static char *join_args(int argc, char **argv) {
-    size_t len = 1;
-    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
-    char *s = malloc(len);
-    if (!s) cli_die("out of memory");
-    s[0] = '\0';
-    for (int i = 0; i < argc; i++) {
-        if (i) strcat(s, " ");
-        strcat(s, argv[i]);
-    }
-    return s;
-}
 
 /* The token ids as a canonical "1,2,3" (no blanks), for the metadata. */
 static char *join_tokens(const int32_t *t, int n) {
@@ -979,7 +966,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
 
     /* The weights must still be the files loaded (ds3_dump_write checks too). */
     if ((st = ds3_model_check(m)) != DS3_OK) cli_die("%s", ds3_last_error());
-    char *cmdline = join_args(full_argc, full_argv);
+    char *cmdline = cli_join_args(full_argc, full_argv);
     char *canon = join_tokens(tokens, T);
     char dfrom[32];
     snprintf(dfrom, sizeof dfrom, "%ld", decode_from);

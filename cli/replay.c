@@ -63,18 +63,6 @@ static int32_t *tokens_from(const char *s, const char *what, int *n) {
     return tok;
 }
 
-static char *join_args(int argc, char **argv) {
-    size_t len = 1;
-    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
-    char *s = malloc(len);
-    if (!s) cli_die("out of memory");
-    s[0] = '\0';
-    for (int i = 0; i < argc; i++) {
-        if (i) strcat(s, " ");
-        strcat(s, argv[i]);
-    }
-    return s;
-}
 
 /* argv[0] is the first argument after "replay". */
 int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
@@ -177,7 +165,7 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     bool ok = rep.ok && gaps.n_not_checked == 0;
 
     if (out) {
-        char *cmdline = join_args(full_argc, full_argv);
+        char *cmdline = cli_join_args(full_argc, full_argv);
         const char *meta[] = {
             "command", cmdline,
             "model_dir", model,
