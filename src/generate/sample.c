@@ -290,7 +290,7 @@ static int sample_body(ds3_sampler *s, const ds3_real *logits, int vocab) {
 /* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
 int ds3_sample(ds3_sampler *s, const ds3_real *logits, int vocab) {
     ds3_fpenv env;
-    if (ds3_fpenv_enter(&env) != DS3_OK) return -1;
+    if (ds3_fpenv_enter_serial(&env) != DS3_OK) return -1;
     int r = sample_body(s, logits, vocab);
     ds3_fpenv_leave(&env);
     return r;

@@ -89,7 +89,16 @@ static _Thread_local ds3_fpenv worker_env;
 static _Thread_local int worker_saved;
 #endif
 
-ds3_status ds3_fpenv_enter(ds3_fpenv *e) {
+static ds3_status enter(ds3_fpenv *e, int workers);
+
+ds3_status ds3_fpenv_enter(ds3_fpenv *e) { return enter(e, 1); }
+
+/* The calling thread only: for entries that run no parallel region (a parallel
+ * region here would start OpenMP's pool in a process that never used it, and
+ * libgomp's pool does not survive fork(): a child that then computes hangs). */
+ds3_status ds3_fpenv_enter_serial(ds3_fpenv *e) { return enter(e, 0); }
+
+static ds3_status enter(ds3_fpenv *e, int workers) {
     const uint16_t one = 1;
     unsigned char low;
     memcpy(&low, &one, 1);
@@ -110,7 +119,7 @@ ds3_status ds3_fpenv_enter(ds3_fpenv *e) {
 #ifdef _OPENMP
     /* Only the outermost entry, from outside a parallel region (inside one,
      * the team is the caller's and already runs in this environment). */
-    if (depth == 1 && !omp_in_parallel()) {
+    if (workers && depth == 1 && !omp_in_parallel()) {
         e->workers = 1;
 #pragma omp parallel
         {

@@ -65,6 +65,8 @@ typedef struct {
  * big-endian host. Every public function that computes brackets its work with
  * this and ds3_fpenv_leave (the pattern: the top of fpenv.c). */
 ds3_status ds3_fpenv_enter(ds3_fpenv *e);
+/* The same for the calling thread only (entries that run no parallel region). */
+ds3_status ds3_fpenv_enter_serial(ds3_fpenv *e);
 /* Restore what ds3_fpenv_enter saved (after a successful enter only). */
 void ds3_fpenv_leave(const ds3_fpenv *e);
 

@@ -499,7 +499,7 @@ static ds3_status model_load_body(const char *dir, ds3_model **out) {
 /* The public entry: the work above in IEEE defaults (src/kernels/fpenv.c). */
 ds3_status ds3_model_load(const char *dir, ds3_model **out) {
     ds3_fpenv env;
-    ds3_status st = ds3_fpenv_enter(&env);
+    ds3_status st = ds3_fpenv_enter_serial(&env);
     if (st != DS3_OK) return st;
     st = model_load_body(dir, out);
     ds3_fpenv_leave(&env);
