@@ -27,7 +27,7 @@
  * (1, 0) and RMode (22-23). Exception flags and trap masks are left alone.
  * The environment is per thread, and OpenMP's worker threads may predate the
  * call (created by the host, or by an earlier call, with its environment), so
- * enter also runs a parallel region in which every worker saves its own and
+ * when the caller's environment is not the defaults enter also runs a parallel region in which every worker saves its own and
  * sets the defaults, and leave one in which each restores what it saved.
  */
 #include "kernels/kernels.h"
@@ -119,7 +119,15 @@ static ds3_status enter(ds3_fpenv *e, int workers) {
 #ifdef _OPENMP
     /* Only the outermost entry, from outside a parallel region (inside one,
      * the team is the caller's and already runs in this environment). */
-    if (workers && depth == 1 && !omp_in_parallel()) {
+    /* Only when this thread's environment was not the defaults: the workers
+     * were made from it or live beside it. In the usual case no parallel region
+     * runs here, so no OpenMP pool is started that a later fork() would break. */
+    const int hostile = e->round != FE_TONEAREST
+#if FPENV_CSR
+                        || (e->csr & FPENV_CSR_BITS)
+#endif
+        ;
+    if (workers && hostile && depth == 1 && !omp_in_parallel()) {
         e->workers = 1;
 #pragma omp parallel
         {
