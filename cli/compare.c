@@ -66,6 +66,24 @@ double cmp_parse_tol(const char *opt, const char *s) {
     return v;
 }
 
+bool cmp_parse_bound_opt(int argc, char **argv, int *i, ds3_cmp_opts *o,
+                         const ds3_cmp_profile *(*find)(const char *name)) {
+    const char *v;
+    if ((v = cli_opt_value(argc, argv, i, NULL, "--profile"))) {
+        o->profile = find(v);
+        if (!o->profile) cli_usage("--profile: '%s' is not one of fp32, bf16, fp8", v);
+    } else if ((v = cli_opt_value(argc, argv, i, NULL, "--atol"))) {
+        o->atol = cmp_parse_tol("--atol", v);
+        o->elementwise = true;
+    } else if ((v = cli_opt_value(argc, argv, i, NULL, "--rtol"))) {
+        o->rtol = cmp_parse_tol("--rtol", v);
+        o->elementwise = true;
+    } else {
+        return false;
+    }
+    return true;
+}
+
 /* ========================================================================== */
 /* Output: the library's (src/check/report.c), on stdout                       */
 /* ========================================================================== */
@@ -115,22 +133,14 @@ void cmp_check_dump(const char *which, const char *path, const ds3_st_file *f) {
 int ds3_cli_compare(int argc, char **argv) {
     const char *paths[2] = {NULL, NULL}, *v;
     int npaths = 0;
-    bool json = false, have_atol = false, have_rtol = false;
+    bool json = false;
     ds3_cmp_opts o = {.profile = ds3_cmp_profile_find("fp32")};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) {
             fputs(help_compare, stdout);
             return CMP_OK;
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--profile"))) {
-            o.profile = ds3_cmp_profile_find(v);
-            if (!o.profile) cli_usage("--profile: '%s' is not one of fp32, bf16, fp8", v);
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--atol"))) {
-            o.atol = cmp_parse_tol("--atol", v);
-            have_atol = true;
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--rtol"))) {
-            o.rtol = cmp_parse_tol("--rtol", v);
-            have_rtol = true;
+        } else if (cmp_parse_bound_opt(argc, argv, &i, &o, ds3_cmp_profile_find)) {
         } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--names"))) {
             if (!v[0]) cli_usage("--names: empty pattern");
             o.names = v;
@@ -146,7 +156,6 @@ int ds3_cli_compare(int argc, char **argv) {
         }
     }
     if (npaths < 2) cli_usage("give two dumps: REF and TEST");
-    o.elementwise = have_atol || have_rtol;
 
     ds3_st_file *ref = NULL, *test = NULL;
     ds3_status st = ds3_st_open(paths[0], &ref);

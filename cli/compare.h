@@ -11,6 +11,12 @@
 
 /* --atol/--rtol values: a finite non-negative number (usage error otherwise). */
 double cmp_parse_tol(const char *opt, const char *s);
+/* The bound options both commands take, at argv[*i]: --profile P (looked up
+ * with `find`: compare's profiles or the replay's), --atol A, --rtol R (either
+ * makes the check elementwise). True if argv[*i] was one of them (*i moved
+ * past its value); usage errors exit 2. */
+bool cmp_parse_bound_opt(int argc, char **argv, int *i, ds3_cmp_opts *o,
+                         const ds3_cmp_profile *(*find)(const char *name));
 /* The header and one line per tensor, then the missing names; no summary. */
 void cmp_print_table(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
                      const char *test_path);

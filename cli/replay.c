@@ -68,7 +68,7 @@ static int32_t *tokens_from(const char *s, const char *what, int *n) {
 int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     const char *model = NULL, *build = NULL, *tokstr = NULL, *out = NULL, *emulate = NULL, *v;
     const char *routing = NULL;
-    bool json = false, have_atol = false, have_rtol = false;
+    bool json = false;
     ds3_attn_mode attn = DS3_ATTN_ABSORB;
     ds3_kernels kernels = DS3_KERNELS_FAST;
     ds3_emulation emu = {DS3_EMULATE_NONE, 0, 0};
@@ -82,15 +82,7 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
             model = v;
         } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--tokens"))) {
             tokstr = v;
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--profile"))) {
-            o.profile = ds3_cmp_replay_profile_find(v);
-            if (!o.profile) cli_usage("--profile: '%s' is not one of fp32, bf16, fp8", v);
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--atol"))) {
-            o.atol = cmp_parse_tol("--atol", v);
-            have_atol = true;
-        } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--rtol"))) {
-            o.rtol = cmp_parse_tol("--rtol", v);
-            have_rtol = true;
+        } else if (cmp_parse_bound_opt(argc, argv, &i, &o, ds3_cmp_replay_profile_find)) {
         } else if ((v = cli_opt_value(argc, argv, &i, NULL, "--routing"))) {
             if (strcmp(v, "build") != 0 && strcmp(v, "own") != 0)
                 cli_usage("--routing: '%s' is not one of build, own", v);
@@ -120,7 +112,6 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     }
     if (!model) cli_usage("missing -m DIR");
     if (!build) cli_usage("missing BUILD.safetensors (the build's dump)");
-    o.elementwise = have_atol || have_rtol;
 
     ds3_st_file *b = NULL;
     ds3_status st = ds3_st_open(build, &b);

@@ -228,6 +228,173 @@ static void test_checker_matches_harness(void) {
     free(r);
 }
 
+/* The shortcuts of the statistics loop (src/check/compare.c, acc_add) on
+ * what they are most likely to get wrong: one bound for all elements (rtol 0,
+ * the profiles) with many equal errors (the earlier element stays the worst),
+ * errors exactly at the bound, tiny and subnormal references (max_rel), huge
+ * values, against the plain loop of tests/harness.h. */
+static void test_checker_shortcuts(void) {
+    th_section("ds3_cmp_floats shortcuts vs th_compare");
+    const long n = 4096;
+    double *g = malloc(sizeof(double) * n), *r = malloc(sizeof(double) * n);
+    const double atols[] = {1e-3, 0.25, 1e-300, 4.9e-324, 3.0};
+    int bad = 0, cases = 0;
+    for (int trial = 0; trial < 60; trial++) {
+        for (long i = 0; i < n; i++) {
+            const int kind = (int)(urand() * 8);
+            r[i] = (urand() - 0.5) * 4;
+            switch (kind) {
+            case 0: g[i] = r[i] + 0.25; break;                              /* equal errors: ties */
+            case 1: g[i] = r[i] + ldexp(1, -(int)(urand() * 60)); break;  /* errors near the bounds */
+            case 2: r[i] = ldexp(urand(), -1060 + (int)(urand() * 40)); g[i] = 2 * r[i]; break;  /* subnormal */
+            case 3: r[i] = ldexp(urand() + 0.5, -1000); g[i] = r[i] * (1 + urand()); break;     /* tiny */
+            case 4: r[i] = ldexp(urand() + 0.5, 1000); g[i] = r[i] * (1 + 1e-3 * urand()); break; /* huge */
+            case 5: g[i] = r[i]; break;                                      /* exact */
+            default: g[i] = r[i] + (urand() - 0.5) * 1e-3 * (trial % 7); break;
+            }
+            if (trial % 5 == 1 && i == 100) { g[i] = NAN; r[i] = NAN; }
+            if (trial % 5 == 2 && i == 3000) g[i] = INFINITY;
+        }
+        for (size_t t = 0; t < sizeof atols / sizeof atols[0]; t++) {
+            th_cmp h = th_compare(g, r, n, atols[t], 0);
+            ds3_cmp_result c;
+            memset(&c, 0, sizeof c);
+            ds3_cmp_floats(&c, g, r, n, atols[t], 0);
+            cases++;
+            if (!((h.ok != 0) == c.ok && h.n_bad == c.n_bad && h.worst == c.worst && h.max_abs == c.max_abs &&
+                  h.max_rel == c.max_rel && h.max_ref == c.max_ref)) {
+                if (bad++ < 5)
+                    fprintf(stderr, "trial %d atol %g: harness bad %ld worst %ld rel %.17g | compare bad %ld worst %ld "
+                            "rel %.17g\n", trial, atols[t], h.n_bad, h.worst, h.max_rel, c.n_bad, c.worst, c.max_rel);
+            }
+        }
+    }
+    CHECK(bad == 0, "%d of %d cases differ from the plain loop", bad, cases);
+
+    /* max_rel growing by less than 2^-40 of itself, element after element:
+     * every one is a new maximum (a division skipped too eagerly misses it) */
+    for (long i = 0; i < n; i++) {
+        r[i] = 1 + (double)i / n;
+        g[i] = r[i] * (1 + 1e-3 * (1 + (double)i * 0x1p-45));
+    }
+    th_cmp h = th_compare(g, r, n, 0.5, 0);
+    ds3_cmp_result c;
+    ds3_cmp_floats(&c, g, r, n, 0.5, 0);
+    CHECK(h.max_rel == c.max_rel, "slowly growing relative error: %.17g, plain loop %.17g", c.max_rel, h.max_rel);
+    /* a relative error whose product with |ref| is subnormal: max_rel·|e|
+     * = 0.7·2^-1074 rounds up to 2^-1074 = d, yet d/|e| = 2^-34 > max_rel */
+    double g2[2] = {1 + 0.7 * 0x1p-34, 0x1p-1040 + 0x1p-1074}, r2[2] = {1, 0x1p-1040};
+    h = th_compare(g2, r2, 2, 1, 0);
+    ds3_cmp_floats(&c, g2, r2, 2, 1, 0);
+    CHECK(h.max_rel == c.max_rel && c.max_rel == 0x1p-34, "subnormal product: max_rel %.17g, plain loop %.17g",
+          c.max_rel, h.max_rel);
+    free(g);
+    free(r);
+}
+
+/* A tensor is compared a block of rows at a time (compare_rows): the
+ * statistics must be those of the whole tensor at once, for tensors of one
+ * block, several blocks, and rows longer than a block (logits); a row left
+ * out (its experts differ upstream) is skipped and the worst element is
+ * named by its row in the tensor. Written as dumps, read back by
+ * ds3_cmp_files. */
+static void test_blocks(void) {
+    th_section("comparison by blocks of rows = the whole tensor");
+    struct { const char *name; long rows, cols; } t[] = {
+        {"layers.0.attn.out", 5, 300}, {"layers.0.ffn.out", 100, 300}, {"layers.0.out", 3, 40000},
+        {"logits", 7, 20000}};
+    const int nt = sizeof t / sizeof t[0];
+    float *a[4], *b[4];
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/blocks-a.safetensors", tmpdir);
+    snprintf(pb, sizeof pb, "%s/blocks-b.safetensors", tmpdir);
+    ds3_st_writer *wa = ds3_stw_new(), *wb = ds3_stw_new();
+    for (int k = 0; k < nt; k++) {
+        const long n = t[k].rows * t[k].cols;
+        a[k] = malloc(sizeof(float) * n);
+        b[k] = malloc(sizeof(float) * n);
+        for (long i = 0; i < n; i++) {
+            a[k][i] = (float)((urand() - 0.5) * 8);
+            b[k][i] = a[k][i] + (float)((urand() - 0.5) * 1e-5);
+        }
+        b[k][n / 2] = NAN;  /* a NaN in a middle row: counted, the worst */
+        const int64_t shape[2] = {t[k].rows, t[k].cols};
+        ds3_stw_add(wa, t[k].name, DS3_DT_F32, 2, shape, a[k]);
+        ds3_stw_add(wb, t[k].name, DS3_DT_F32, 2, shape, b[k]);
+    }
+    CHECK(ds3_stw_write(wa, pa) == DS3_OK && ds3_stw_write(wb, pb) == DS3_OK, "writing the dumps");
+    ds3_stw_free(wa);
+    ds3_stw_free(wb);
+    ds3_st_file *fa = NULL, *fb = NULL;
+    CHECK(ds3_st_open(pa, &fa) == DS3_OK && ds3_st_open(pb, &fb) == DS3_OK, "opening the dumps");
+    for (int mode = 0; fa && fb && mode < 2; mode++) {
+        ds3_cmp_opts o = {.profile = ds3_cmp_profile_find("fp32"), .all_rows = true};
+        if (mode) { o.elementwise = true; o.atol = 1e-6; o.rtol = 1e-6; }
+        ds3_cmp_report rep;
+        CHECK(ds3_cmp_files(fa, fb, &o, &rep) == DS3_OK && rep.n == nt, "ds3_cmp_files");
+        for (int k = 0; k < rep.n && k < nt; k++) {
+            const long n = t[k].rows * t[k].cols;
+            double *e = malloc(sizeof(double) * n), *g = malloc(sizeof(double) * n), mx = 0;
+            for (long i = 0; i < n; i++) {
+                e[i] = a[k][i];
+                g[i] = b[k][i];
+                if (isfinite(e[i]) && fabs(e[i]) > mx) mx = fabs(e[i]);
+            }
+            ds3_cmp_result w;
+            ds3_cmp_floats(&w, g, e, n, mode ? 1e-6 : o.profile->max_scaled * mx, mode ? 1e-6 : 0);
+            const ds3_cmp_result *c = &rep.r[k];
+            CHECK(c->max_abs == w.max_abs && c->max_rel == w.max_rel && c->max_ref == w.max_ref &&
+                  c->worst == w.worst && c->n_bad == w.n_bad && c->n_nonfinite == 1 && c->cos == w.cos &&
+                  c->nmse == w.nmse, "%s [%ld,%ld] (%s): block stats = whole (worst %ld vs %ld, cos %.17g vs %.17g)",
+                  t[k].name, t[k].rows, t[k].cols, mode ? "atol/rtol" : "profile", c->worst, w.worst, c->cos, w.cos);
+            free(e);
+            free(g);
+        }
+        ds3_cmp_report_free(&rep);
+    }
+    ds3_st_close(fa);
+    ds3_st_close(fb);
+    for (int k = 0; k < nt; k++) {
+        free(a[k]);
+        free(b[k]);
+    }
+
+    /* A row left out: routing differs in row 1 upstream; the worst element
+     * of layers.1.out is in row 3 and must be named as row 3 (not as the
+     * 3rd row kept). */
+    const long R = 5, C = 300, K = 2;
+    float x[5 * 300], y[5 * 300];
+    int32_t ia[5 * 2], ib[5 * 2];
+    for (long i = 0; i < R * C; i++) x[i] = y[i] = (float)((urand() - 0.5) * 2);
+    for (long i = 0; i < R * K; i++) ia[i] = ib[i] = (int32_t)(i % K);
+    ib[1 * K] = 7;              /* row 1 chooses another expert */
+    y[3 * C + 17] += 0.5f;      /* the largest error: row 3, col 17 */
+    y[4 * C + 5] += 0.25f;
+    wa = ds3_stw_new();
+    wb = ds3_stw_new();
+    const int64_t sx[2] = {R, C}, si[2] = {R, K};
+    ds3_stw_add(wa, "layers.0.moe.topk_idx", DS3_DT_I32, 2, si, ia);
+    ds3_stw_add(wb, "layers.0.moe.topk_idx", DS3_DT_I32, 2, si, ib);
+    ds3_stw_add(wa, "layers.1.out", DS3_DT_F32, 2, sx, x);
+    ds3_stw_add(wb, "layers.1.out", DS3_DT_F32, 2, sx, y);
+    CHECK(ds3_stw_write(wa, pa) == DS3_OK && ds3_stw_write(wb, pb) == DS3_OK, "writing the routing dumps");
+    ds3_stw_free(wa);
+    ds3_stw_free(wb);
+    CHECK(ds3_st_open(pa, &fa) == DS3_OK && ds3_st_open(pb, &fb) == DS3_OK, "opening the routing dumps");
+    if (fa && fb) {
+        ds3_cmp_opts o = {.profile = ds3_cmp_profile_find("fp32")};
+        ds3_cmp_report rep;
+        CHECK(ds3_cmp_files(fa, fb, &o, &rep) == DS3_OK && rep.n == 2, "ds3_cmp_files (rows left out)");
+        const ds3_cmp_result *c = rep.n == 2 ? &rep.r[1] : NULL;
+        CHECK(c && c->rows_excluded == 1 && c->worst == 3 * C + 17 && c->worst_got == y[3 * C + 17],
+              "worst element named in the tensor's rows: %ld (want %ld), %ld row(s) left out", c ? c->worst : -1,
+              3 * C + 17, c ? c->rows_excluded : -1);
+        ds3_cmp_report_free(&rep);
+    }
+    ds3_st_close(fa);
+    ds3_st_close(fb);
+}
+
 static void test_stats(void) {
     th_section("cosine, NMSE, scaled error");
     double r[4] = {1, -2, 3, 0.5}, g[4];
@@ -598,6 +765,8 @@ int main(void) {
         return 1;
     }
     test_usage();
+    test_checker_shortcuts();
+    test_blocks();
     if (models) test_faults(models);
     if (models && refdir) test_oracle(models, refdir);
     if (models && refdir) test_genuine(models, refdir);

@@ -118,14 +118,10 @@ const ds3_cmp_profile *ds3_cmp_replay_profile_find(const char *name) {
 /* Reading                                                                     */
 /* ========================================================================== */
 
-double *ds3_cmp_read(const ds3_st_entry *e, long *n) {
-    long cnt = 1;
-    for (int i = 0; i < e->ndim; i++) cnt *= (long)e->shape[i];
-    *n = cnt;
-    double *v = ds3_malloc(sizeof(double) * (size_t)(cnt ? cnt : 1));
-    if (!v) return NULL;
-    const unsigned char *p = e->data;
-    /* one loop per dtype (the switch hoisted out: dumps hold millions of values) */
+/* Values [off, off + cnt) of an entry as doubles into dst: one loop per
+ * dtype (the switch hoisted out: dumps hold millions of values). */
+static void read_into(double *v, const ds3_st_entry *e, long off, long cnt) {
+    const unsigned char *p = (const unsigned char *)e->data + (size_t)off * ds3_dtype_size(e->dtype);
     switch (e->dtype) {
     case DS3_DT_F64: memcpy(v, p, sizeof(double) * (size_t)cnt); break;
     case DS3_DT_F32: for (long i = 0; i < cnt; i++) { float f; memcpy(&f, p + 4 * i, 4); v[i] = f; } break;
@@ -137,6 +133,14 @@ double *ds3_cmp_read(const ds3_st_entry *e, long *n) {
     case DS3_DT_U8: for (long i = 0; i < cnt; i++) v[i] = p[i]; break;
     default: for (long i = 0; i < cnt; i++) v[i] = NAN; break;
     }
+}
+
+double *ds3_cmp_read(const ds3_st_entry *e, long *n) {
+    long cnt = 1;
+    for (int i = 0; i < e->ndim; i++) cnt *= (long)e->shape[i];
+    *n = cnt;
+    double *v = ds3_malloc(sizeof(double) * (size_t)(cnt ? cnt : 1));
+    if (v) read_into(v, e, 0, cnt);
     return v;
 }
 
@@ -174,45 +178,122 @@ bool ds3_cmp_name_selected(const char *names, const char *name) {
 /* Statistics                                                                  */
 /* ========================================================================== */
 
-void ds3_cmp_floats(ds3_cmp_result *r, const double *got, const double *ref, long n, double atol,
-                    double rtol) {
-    r->n = n;
+/*
+ * The statistics accumulate over pieces (a tensor is compared a block of rows
+ * at a time, compare_rows below): acc_add takes the elements [base, base + n)
+ * in order, so every sum is formed in index order as in one pass, and the
+ * result is the same for any block size.
+ */
+typedef struct {
+    double worst_ratio, d_worst, dot, gg, rr, dd;
+} cmp_acc;
+
+static void acc_begin(ds3_cmp_result *r, cmp_acc *a) {
     r->max_abs = r->max_rel = r->max_ref = 0;
     r->worst = -1;
     r->worst_got = r->worst_ref = 0;
     r->n_bad = r->n_nonfinite = 0;
-    double worst_ratio = -1, dot = 0, gg = 0, rr = 0, dd = 0;
+    *a = (cmp_acc){-1, -1, 0, 0, 0, 0};
+}
+
+/*
+ * (The running values live in locals: through r they would be stored and
+ * reloaded every element, as r might alias got or ref.)
+ *
+ * Two divisions per element, d/|e| for max_rel and d/bound for the verdict,
+ * were most of the time of a large comparison; both are skipped where their
+ * result cannot change anything, with the same results as dividing always
+ * (tests/test_compare.c checks against tests/harness.h's plain loop):
+ *   - d/|e| > max_rel needs d > max_rel·|e| in exact arithmetic; the product
+ *     rounded, shrunk by 2^-50, is below that exact value while it is a
+ *     normal number (relative error < 2^-52 twice), so the division is
+ *     skipped only where d is at most that, or where the product is not
+ *     normal enough for the argument (below 2^-960: divide);
+ *   - with a bound that is the same for every element (rtol = 0: the
+ *     profiles), d/bound rounds monotonically in d, so an element needs the
+ *     division only if d > bound (it may be outside) or d exceeds the d of
+ *     the worst element so far (it may be the new worst). Equal d gives an
+ *     equal ratio, which never replaces the earlier element.
+ */
+static void acc_add(ds3_cmp_result *r, cmp_acc *a, const double *got, const double *ref, long n, long base,
+                    double atol, double rtol) {
+    double max_abs = r->max_abs, max_ref = r->max_ref, max_rel = r->max_rel, worst_ratio = a->worst_ratio;
+    double dot = a->dot, gg = a->gg, rr = a->rr, dd = a->dd;
+    long n_bad = r->n_bad, n_nonfinite = r->n_nonfinite, worst = -1;
+    const bool flat = rtol == 0 && atol > 0;  /* one bound for all: the skip above applies */
+    /* flat: ratios of finite elements with d <= d_worst cannot beat worst_ratio
+     * (-1 before any element; the d of a finite worst; 0 after a matching
+     * non-finite pair, whose ratio is 0; +Inf after a mismatching one) */
+    double d_worst = a->d_worst;
     for (long i = 0; i < n; i++) {
         double g = got[i], e = ref[i], ratio;
         if (!isfinite(g) || !isfinite(e)) {
             bool same = (isnan(g) && isnan(e)) || (isinf(g) && isinf(e) && (g > 0) == (e > 0));
             ratio = same ? 0 : INFINITY;
-            if (!same) r->n_nonfinite++;
-        } else {
-            double d = fabs(g - e), bound = atol + rtol * fabs(e);
-            if (d > r->max_abs) r->max_abs = d;
-            if (fabs(e) > r->max_ref) r->max_ref = fabs(e);
-            if (e != 0 && d / fabs(e) > r->max_rel) r->max_rel = d / fabs(e);
-            ratio = bound > 0 ? d / bound : (d > 0 ? INFINITY : 0);
-            dot += g * e;
-            gg += g * g;
-            rr += e * e;
-            dd += (g - e) * (g - e);
+            if (!same) n_nonfinite++;
+            if (ratio > 1) n_bad++;
+            if (ratio > worst_ratio) {
+                worst_ratio = ratio;
+                worst = i;
+                d_worst = ratio;  /* 0 or +Inf, as the comment above says */
+            }
+            continue;
         }
-        if (ratio > 1) r->n_bad++;
+        const double d = fabs(g - e), ae = fabs(e);
+        if (d > max_abs) max_abs = d;
+        if (ae > max_ref) max_ref = ae;
+        if (e != 0) {
+            const double t = max_rel * ae;
+            if (d > t * (1 - 0x1p-50) || t < 0x1p-960)
+                if (d / ae > max_rel) max_rel = d / ae;
+        }
+        dot += g * e;
+        gg += g * g;
+        rr += e * e;
+        dd += (g - e) * (g - e);
+        if (flat) {
+            if (!(d > atol || d > d_worst)) continue;
+            ratio = d / atol;
+        } else {
+            const double bound = atol + rtol * ae;
+            ratio = bound > 0 ? d / bound : (d > 0 ? INFINITY : 0);
+        }
+        if (ratio > 1) n_bad++;
         if (ratio > worst_ratio) {
             worst_ratio = ratio;
-            r->worst = i;
-            r->worst_got = g;
-            r->worst_ref = e;
+            worst = i;
+            d_worst = d;
         }
     }
+    if (worst >= 0) {
+        r->worst = base + worst;
+        r->worst_got = got[worst];
+        r->worst_ref = ref[worst];
+    }
+    r->max_abs = max_abs;
+    r->max_ref = max_ref;
+    r->max_rel = max_rel;
+    r->n_bad = n_bad;
+    r->n_nonfinite = n_nonfinite;
+    *a = (cmp_acc){worst_ratio, d_worst, dot, gg, rr, dd};
+}
+
+static void acc_end(ds3_cmp_result *r, const cmp_acc *a, long n) {
+    r->n = n;
     r->scaled = r->max_ref > 0 ? r->max_abs / r->max_ref : r->max_abs;
-    if (gg == 0 && rr == 0) r->cos = 1;
-    else if (gg == 0 || rr == 0) r->cos = 0;
-    else r->cos = dot / (sqrt(gg) * sqrt(rr));
-    r->nmse = rr > 0 ? dd / rr : (dd > 0 ? INFINITY : 0);
+    if (a->gg == 0 && a->rr == 0) r->cos = 1;
+    else if (a->gg == 0 || a->rr == 0) r->cos = 0;
+    else r->cos = a->dot / (sqrt(a->gg) * sqrt(a->rr));
+    r->nmse = a->rr > 0 ? a->dd / a->rr : (a->dd > 0 ? INFINITY : 0);
     r->ok = r->n_bad == 0 && r->n_nonfinite == 0;
+}
+
+void ds3_cmp_floats(ds3_cmp_result *r, const double *got, const double *ref, long n, double atol,
+                    double rtol) {
+    cmp_acc a;
+    acc_begin(r, &a);
+    acc_add(r, &a, got, ref, n, 0, atol, rtol);
+    acc_end(r, &a, n);
 }
 
 /* Sort each row's K indices ascending, carrying w (may be NULL) along. */
@@ -249,38 +330,37 @@ static long row_common(const double *a, const double *b, long K) {
  * argmaxes give), in one pass; slots without a value get -1. */
 static void top_k(long *top, int k, const double *v, long n) {
     int have = 0;
+    double low = 0;  /* v[top[k - 1]] once the k slots are full */
     for (long i = 0; i < n; i++) {
-        if (!isfinite(v[i]) && !(isinf(v[i]) && v[i] > 0)) continue;
-        if (have == k && !(v[i] > v[top[k - 1]])) continue;
+        const double x = v[i];
+        /* full: one test leaves out what is not above the lowest held, NaN
+         * and -Inf included (no comparison with them is true) */
+        if (have == k && !(x > low)) continue;
+        if (!isfinite(x) && !(isinf(x) && x > 0)) continue;
         int j = have < k ? have++ : k - 1;
         /* strict >: an equal value already held has the lower index and stays ahead */
-        for (; j > 0 && v[i] > v[top[j - 1]]; j--) top[j] = top[j - 1];
+        for (; j > 0 && x > v[top[j - 1]]; j--) top[j] = top[j - 1];
         top[j] = i;
+        if (have == k) low = v[top[k - 1]];
     }
     for (int j = have; j < k; j++) top[j] = -1;
 }
 
-/* Argmax and top-5 agreement of logits [rows][V]; `bound` is the per-element
- * error the check allows, used to tell a near-tie from a real flip. */
-static void logits_stats(ds3_cmp_result *r, const double *got, const double *ref, long rows, long V,
-                         double bound) {
-    r->rows = rows;
-    r->argmax_same = r->argmax_near_tie = 0;
-    double overlap = 0;
+/* Argmax and top-5 agreement of one row of logits [V], added to r's counts
+ * and *overlap (r->top5 is their mean over the rows); `bound` is the
+ * per-element error the check allows, used to tell a near-tie from a real
+ * flip. */
+static void logits_row(ds3_cmp_result *r, double *overlap, const double *g, const double *e, long V, double bound) {
     const int k5 = V < 5 ? (int)V : 5;
-    for (long t = 0; t < rows; t++) {
-        const double *g = got + t * V, *e = ref + t * V;
-        long tg[5], te[5];
-        top_k(tg, k5, g, V);
-        top_k(te, k5, e, V);
-        if (k5 > 0 && tg[0] == te[0]) r->argmax_same++;
-        else if (k5 > 0 && tg[0] >= 0 && te[0] >= 0 && e[te[0]] - e[tg[0]] <= 2 * bound) r->argmax_near_tie++;
-        int common = 0;
-        for (int a = 0; a < k5; a++)
-            for (int b = 0; b < k5; b++) common += tg[a] == te[b] && tg[a] >= 0;
-        overlap += k5 ? (double)common / k5 : 1;
-    }
-    r->top5 = rows ? overlap / (double)rows : 1;
+    long tg[5], te[5];
+    top_k(tg, k5, g, V);
+    top_k(te, k5, e, V);
+    if (k5 > 0 && tg[0] == te[0]) r->argmax_same++;
+    else if (k5 > 0 && tg[0] >= 0 && te[0] >= 0 && e[te[0]] - e[tg[0]] <= 2 * bound) r->argmax_near_tie++;
+    int common = 0;
+    for (int a = 0; a < k5; a++)
+        for (int b = 0; b < k5; b++) common += tg[a] == te[b] && tg[a] >= 0;
+    *overlap += k5 ? (double)common / k5 : 1;
 }
 
 static void fail(ds3_cmp_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -301,17 +381,10 @@ static void shape_str(char *buf, size_t size, const int64_t *shape, int ndim) {
     if (k < size) snprintf(buf + k, size - k, "]");
 }
 
-/* Float pair: statistics, then the profile's (or atol/rtol's) verdict. */
-static void judge_floats(ds3_cmp_result *r, const double *g, const double *e, long n, const ds3_cmp_opts *o) {
+/* The verdict on float statistics already in r (r->ok from the elementwise
+ * bound on entry): the profile's (or atol/rtol's) tests, each failure named. */
+static void float_verdict(ds3_cmp_result *r, const ds3_cmp_opts *o) {
     const ds3_cmp_profile *p = o->profile;
-    if (o->elementwise) {
-        ds3_cmp_floats(r, g, e, n, o->atol, o->rtol);
-    } else {
-        double mx = 0;
-        for (long i = 0; i < n; i++)
-            if (isfinite(e[i]) && fabs(e[i]) > mx) mx = fabs(e[i]);
-        ds3_cmp_floats(r, g, e, n, p->max_scaled * mx, 0);
-    }
     bool elem_ok = r->ok;
     r->ok = true;
     if (r->n_nonfinite) fail(r, "%ld non-finite value(s) (NaN/Inf) where the other dump differs", r->n_nonfinite);
@@ -329,6 +402,19 @@ static void judge_floats(ds3_cmp_result *r, const double *g, const double *e, lo
         }
         if (!(r->nmse <= p->max_nmse)) fail(r, "NMSE %.3g > %.3g", r->nmse, p->max_nmse);
     }
+}
+
+/* Float pair held whole (g, e [n]): statistics, then the verdict. */
+static void judge_floats(ds3_cmp_result *r, const double *g, const double *e, long n, const ds3_cmp_opts *o) {
+    if (o->elementwise) {
+        ds3_cmp_floats(r, g, e, n, o->atol, o->rtol);
+    } else {
+        double mx = 0;
+        for (long i = 0; i < n; i++)
+            if (isfinite(e[i]) && fabs(e[i]) > mx) mx = fabs(e[i]);
+        ds3_cmp_floats(r, g, e, n, o->profile->max_scaled * mx, 0);
+    }
+    float_verdict(r, o);
 }
 
 /* ========================================================================== */
@@ -401,18 +487,92 @@ static long keep_rows(double *v, long rows, long cols, const unsigned char *excl
     return kept;
 }
 
-/* Positions in the rows marked in excl where the dumps differ by a non-finite
- * value: a NaN is never excused, not even in a row whose routing diverged. */
-static long nonfinite_left_out(const double *e, const double *g, long rows, long cols, const unsigned char *excl) {
+/* Positions of a row left out where the dumps differ by a non-finite value:
+ * a NaN is never excused, not even in a row whose routing diverged. */
+static long nonfinite_differs(const double *e, const double *g, long cols) {
     long n = 0;
-    for (long t = 0; t < rows; t++) {
-        if (!excl[t]) continue;
-        for (long j = t * cols; j < (t + 1) * cols; j++) {
-            if (isfinite(e[j]) && isfinite(g[j])) continue;
-            n += !((isnan(g[j]) && isnan(e[j])) || (isinf(g[j]) && isinf(e[j]) && (g[j] > 0) == (e[j] > 0)));
-        }
+    for (long j = 0; j < cols; j++) {
+        if (isfinite(e[j]) && isfinite(g[j])) continue;
+        n += !((isnan(g[j]) && isnan(e[j])) || (isinf(g[j]) && isinf(e[j]) && (g[j] > 0) == (e[j] > 0)));
     }
     return n;
+}
+
+/*
+ * A float tensor [rows][cols] compared a block of rows at a time, read from
+ * the dumps into two small buffers: a logits tensor is millions of values, and
+ * holding both dumps' as doubles cost more than the comparison (the fresh
+ * pages of two large arrays per tensor). Two passes: the largest |r| of the
+ * rows kept (the profile's bound is a share of it), then the statistics, the
+ * non-finite check of the rows left out, and for logits each row's argmax and
+ * top-5. The result equals the whole-tensor computation's (sums in index
+ * order); r->worst is the element's index in the tensor, rows left out
+ * counted.
+ */
+static ds3_status compare_rows(ds3_cmp_result *r, const ds3_st_entry *re, const ds3_st_entry *te, long rows,
+                               long cols, const unsigned char *excl, const ds3_cmp_opts *o) {
+    const long block = cols >= 16384 ? 1 : 16384 / (cols ? cols : 1);  /* rows per block: ~128 KB */
+    const long cap = block * cols > 0 ? block * cols : 1;
+    double *e = ds3_malloc(sizeof(double) * (size_t)cap), *g = ds3_malloc(sizeof(double) * (size_t)cap);
+    if (!e || !g) {
+        free(e);
+        free(g);
+        return DS3_ERR_NOMEM;
+    }
+    const bool logits = (strcmp(re->name, "logits") == 0 || ends_with(re->name, ".logits")) && re->ndim == 2;
+    double mx = 0;  /* max |r| over the finite values of the rows kept */
+    for (long t0 = 0; t0 < rows; t0 += block) {
+        const long nb = rows - t0 < block ? rows - t0 : block;
+        read_into(e, re, t0 * cols, nb * cols);
+        for (long t = 0; t < nb; t++) {
+            if (excl && excl[t0 + t]) continue;
+            for (long j = t * cols; j < (t + 1) * cols; j++)
+                if (isfinite(e[j]) && fabs(e[j]) > mx) mx = fabs(e[j]);
+        }
+    }
+    const double atol = o->elementwise ? o->atol : o->profile->max_scaled * mx,
+                 rtol = o->elementwise ? o->rtol : 0;
+    cmp_acc acc;
+    acc_begin(r, &acc);
+    long kept = 0, nf_out = 0;
+    double overlap = 0;
+    /* logits: the per-element error the check allows (max_ref = mx once every row is seen) */
+    const double bound = o->elementwise ? o->atol + o->rtol * mx : o->profile->max_scaled * mx;
+    r->argmax_same = r->argmax_near_tie = 0;
+    for (long t0 = 0; t0 < rows; t0 += block) {
+        const long nb = rows - t0 < block ? rows - t0 : block;
+        read_into(e, re, t0 * cols, nb * cols);
+        read_into(g, te, t0 * cols, nb * cols);
+        for (long t = 0; t < nb; t++) {
+            const double *et = e + t * cols, *gt = g + t * cols;
+            if (excl && excl[t0 + t]) {
+                nf_out += nonfinite_differs(et, gt, cols);
+                continue;
+            }
+            acc_add(r, &acc, gt, et, cols, (t0 + t) * cols, atol, rtol);
+            if (logits) logits_row(r, &overlap, gt, et, cols, bound);
+            kept++;
+        }
+    }
+    free(e);
+    free(g);
+    acc_end(r, &acc, kept * cols);
+    float_verdict(r, o);
+    if (nf_out) {
+        r->n_nonfinite += nf_out;
+        fail(r, "%ld non-finite value(s) (NaN/Inf) where the other dump differs, in rows left out", nf_out);
+    }
+    if (logits) {
+        const ds3_cmp_profile *p = o->profile;
+        r->rows = kept;
+        r->top5 = kept ? overlap / (double)kept : 1;
+        double am = kept ? (double)r->argmax_same / (double)kept : 1;
+        if (am < p->min_argmax)
+            fail(r, "argmax differs on %ld of %ld rows (%.3f < %.3f)", kept - r->argmax_same, kept, am,
+                 p->min_argmax);
+        if (r->top5 < p->min_top5) fail(r, "top-5 overlap %.3f < %.3f", r->top5, p->min_top5);
+    }
+    return DS3_OK;
 }
 
 /* Compare one pair of entries with the same name. */
@@ -434,13 +594,8 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
         fail(r, "shape %s in REF, %s in TEST", a, b);
         return DS3_OK;
     }
-    long n, m;
-    double *e = ds3_cmp_read(re, &n), *g = ds3_cmp_read(te, &m);
-    if (!e || !g) {
-        free(e);
-        free(g);
-        return DS3_ERR_NOMEM;
-    }
+    long n = 1;
+    for (int i = 0; i < re->ndim; i++) n *= (long)re->shape[i];
     r->n = n;
     long rows = re->ndim >= 1 ? (long)re->shape[0] : 1;
     const long cols = rows ? n / rows : 0;
@@ -450,108 +605,102 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
     unsigned char *excl = NULL;
     if (!o->all_rows && nrf > 0 && re->ndim >= 2 && rows > 0) {
         excl = ds3_malloc((size_t)rows);
-        if (!excl) {
-            free(e);
-            free(g);
-            return DS3_ERR_NOMEM;
-        }
+        if (!excl) return DS3_ERR_NOMEM;
         r->rows_excluded = excluded_rows(excl, rows, stage_of(re->name), rf, nrf);
     }
 
-    if (ends_with(re->name, "topk_idx") && re->ndim == 2) {
-        /* routing: sets per row */
-        r->kind = DS3_CMP_INDEX;
-        sort_rows(e, NULL, rows, cols);
-        sort_rows(g, NULL, rows, cols);
-        if (excl) {
-            keep_rows(e, rows, cols, excl);
-            rows = keep_rows(g, rows, cols, excl);
-        }
-        r->rows = rows;
-        r->rows_same = 0;
-        long common = 0;
-        for (long t = 0; t < rows; t++) {
-            r->rows_same += row_equal(e + t * cols, g + t * cols, cols);
-            common += row_common(e + t * cols, g + t * cols, cols);
-        }
-        for (long t = 0; t < rows && r->worst < 0; t++)  /* the first row that differs */
-            if (!row_equal(e + t * cols, g + t * cols, cols)) r->worst = t * cols;
-        r->overlap = rows && cols ? (double)common / ((double)rows * (double)cols) : 1;
-        double rate = rows ? (double)r->rows_same / (double)rows : 1;
-        if (rate < p->min_idx_rows)
-            fail(r, "%ld of %ld rows choose other experts (%.3f < %.3f)", rows - r->rows_same, rows, rate,
-                 p->min_idx_rows);
-        if (r->overlap < p->min_idx_overlap)
-            fail(r, "the rows share %.3f of their experts on average (< %.3f)", r->overlap, p->min_idx_overlap);
-    } else if (is_int_dtype(re->dtype) && is_int_dtype(te->dtype)) {
-        r->kind = DS3_CMP_INT;
-        for (long i = 0; i < n; i++)
-            if (e[i] != g[i]) {
-                if (r->worst < 0) { r->worst = i; r->worst_got = g[i]; r->worst_ref = e[i]; }
-                r->n_bad++;
-            }
-        if (r->n_bad) fail(r, "%ld of %ld integers differ", r->n_bad, n);
-    } else if (ends_with(re->name, "topk_weight") && re->ndim == 2) {
-        /* weights: paired by expert, on the rows whose expert sets agree */
+    const bool idx = ends_with(re->name, "topk_idx") && re->ndim == 2,
+               ints = is_int_dtype(re->dtype) && is_int_dtype(te->dtype),
+               weights = ends_with(re->name, "topk_weight") && re->ndim == 2;
+    if (!idx && !ints && !weights) {
+        /* activations, logits: a block of rows at a time */
         r->kind = DS3_CMP_FLOAT;
-        char iname[200];
-        snprintf(iname, sizeof iname, "%.*sidx", (int)(strlen(re->name) - strlen("weight")), re->name);
-        const ds3_st_entry *ri = ds3_st_find(ref, iname), *ti = ds3_st_find(test, iname);
-        bool paired = ri && ti && ri->ndim == 2 && ti->ndim == 2 && ri->shape[0] == rows &&
-                      ri->shape[1] == cols && ti->shape[0] == rows && ti->shape[1] == cols;
-        if (paired) {
-            long ni, mi;
-            double *ei = ds3_cmp_read(ri, &ni), *gi = ds3_cmp_read(ti, &mi);
-            if (!ei || !gi) {
-                st = DS3_ERR_NOMEM;
-            } else {
-                if (o->weights_at_test_idx) memcpy(ei, gi, sizeof(double) * (size_t)(rows * cols));
-                sort_rows(ei, e, rows, cols);
-                sort_rows(gi, g, rows, cols);
-                long kept = 0;
-                for (long t = 0; t < rows; t++)
-                    if (row_equal(ei + t * cols, gi + t * cols, cols) && !(excl && excl[t])) {
-                        memmove(e + kept * cols, e + t * cols, sizeof(double) * (size_t)cols);
-                        memmove(g + kept * cols, g + t * cols, sizeof(double) * (size_t)cols);
-                        kept++;
-                    }
-                r->rows = kept;
-                judge_floats(r, g, e, kept * cols, o);
-                r->n = n;
-            }
-            free(ei);
-            free(gi);
-        } else {
+        st = compare_rows(r, re, te, rows, cols, excl, o);
+        r->n = n;
+    } else {
+        /* routing tensors and integers: small, held whole */
+        long m;
+        double *e = ds3_cmp_read(re, &m), *g = e ? ds3_cmp_read(te, &m) : NULL;
+        if (!e || !g) {
+            free(e);
+            free(g);
+            free(excl);
+            return DS3_ERR_NOMEM;
+        }
+        if (idx) {
+            /* routing: sets per row */
+            r->kind = DS3_CMP_INDEX;
+            sort_rows(e, NULL, rows, cols);
+            sort_rows(g, NULL, rows, cols);
             if (excl) {
                 keep_rows(e, rows, cols, excl);
                 rows = keep_rows(g, rows, cols, excl);
             }
-            judge_floats(r, g, e, rows * cols, o);
-            r->n = n;
+            r->rows = rows;
+            r->rows_same = 0;
+            long common = 0;
+            for (long t = 0; t < rows; t++) {
+                r->rows_same += row_equal(e + t * cols, g + t * cols, cols);
+                common += row_common(e + t * cols, g + t * cols, cols);
+            }
+            for (long t = 0; t < rows && r->worst < 0; t++)  /* the first row that differs */
+                if (!row_equal(e + t * cols, g + t * cols, cols)) r->worst = t * cols;
+            r->overlap = rows && cols ? (double)common / ((double)rows * (double)cols) : 1;
+            double rate = rows ? (double)r->rows_same / (double)rows : 1;
+            if (rate < p->min_idx_rows)
+                fail(r, "%ld of %ld rows choose other experts (%.3f < %.3f)", rows - r->rows_same, rows, rate,
+                     p->min_idx_rows);
+            if (r->overlap < p->min_idx_overlap)
+                fail(r, "the rows share %.3f of their experts on average (< %.3f)", r->overlap, p->min_idx_overlap);
+        } else if (ints) {
+            r->kind = DS3_CMP_INT;
+            for (long i = 0; i < n; i++)
+                if (e[i] != g[i]) {
+                    if (r->worst < 0) { r->worst = i; r->worst_got = g[i]; r->worst_ref = e[i]; }
+                    r->n_bad++;
+                }
+            if (r->n_bad) fail(r, "%ld of %ld integers differ", r->n_bad, n);
+        } else {
+            /* weights: paired by expert, on the rows whose expert sets agree */
+            r->kind = DS3_CMP_FLOAT;
+            char iname[200];
+            snprintf(iname, sizeof iname, "%.*sidx", (int)(strlen(re->name) - strlen("weight")), re->name);
+            const ds3_st_entry *ri = ds3_st_find(ref, iname), *ti = ds3_st_find(test, iname);
+            bool paired = ri && ti && ri->ndim == 2 && ti->ndim == 2 && ri->shape[0] == rows &&
+                          ri->shape[1] == cols && ti->shape[0] == rows && ti->shape[1] == cols;
+            if (paired) {
+                long ni, mi;
+                double *ei = ds3_cmp_read(ri, &ni), *gi = ds3_cmp_read(ti, &mi);
+                if (!ei || !gi) {
+                    st = DS3_ERR_NOMEM;
+                } else {
+                    if (o->weights_at_test_idx) memcpy(ei, gi, sizeof(double) * (size_t)(rows * cols));
+                    sort_rows(ei, e, rows, cols);
+                    sort_rows(gi, g, rows, cols);
+                    long kept = 0;
+                    for (long t = 0; t < rows; t++)
+                        if (row_equal(ei + t * cols, gi + t * cols, cols) && !(excl && excl[t])) {
+                            memmove(e + kept * cols, e + t * cols, sizeof(double) * (size_t)cols);
+                            memmove(g + kept * cols, g + t * cols, sizeof(double) * (size_t)cols);
+                            kept++;
+                        }
+                    r->rows = kept;
+                    judge_floats(r, g, e, kept * cols, o);
+                    r->n = n;
+                }
+                free(ei);
+                free(gi);
+            } else {
+                if (excl) {
+                    keep_rows(e, rows, cols, excl);
+                    rows = keep_rows(g, rows, cols, excl);
+                }
+                judge_floats(r, g, e, rows * cols, o);
+                r->n = n;
+            }
         }
-    } else {
-        r->kind = DS3_CMP_FLOAT;
-        long nf_out = 0;
-        if (excl) {
-            nf_out = nonfinite_left_out(e, g, rows, cols, excl);
-            keep_rows(e, rows, cols, excl);
-            rows = keep_rows(g, rows, cols, excl);
-        }
-        judge_floats(r, g, e, rows * cols, o);
-        r->n = n;
-        if (nf_out) {
-            r->n_nonfinite += nf_out;
-            fail(r, "%ld non-finite value(s) (NaN/Inf) where the other dump differs, in rows left out", nf_out);
-        }
-        if ((strcmp(re->name, "logits") == 0 || ends_with(re->name, ".logits")) && re->ndim == 2) {
-            double bound = o->elementwise ? o->atol + o->rtol * r->max_ref : p->max_scaled * r->max_ref;
-            logits_stats(r, g, e, rows, cols, bound);
-            double am = rows ? (double)r->argmax_same / (double)rows : 1;
-            if (am < p->min_argmax)
-                fail(r, "argmax differs on %ld of %ld rows (%.3f < %.3f)", rows - r->argmax_same, rows, am,
-                     p->min_argmax);
-            if (r->top5 < p->min_top5) fail(r, "top-5 overlap %.3f < %.3f", r->top5, p->min_top5);
-        }
+        free(e);
+        free(g);
     }
     /* A check that compared no value cannot pass: say so instead of "ok" (a
      * tensor that already failed, e.g. by a NaN in a row left out, was checked).
@@ -567,8 +716,6 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
                  : "every row is left out, its experts differ in an earlier layer: nothing compared "
                    "(--all-rows compares them)");
     free(excl);
-    free(e);
-    free(g);
     return st;
 }
 
