@@ -7,6 +7,7 @@
 #   SAN=1                AddressSanitizer + UBSan, built into build-san/ and build-f64-san/
 #   CC=clang             any C11 compiler
 #   PLAIN_C=1            the kernels as plain C loops, not vector extensions (same bits), into build-plain/
+#   MPI=1                expert parallelism across processes (mpirun), built with mpicc into build-mpi/
 
 CC ?= cc
 BLAS ?= openblas
@@ -36,6 +37,16 @@ endif
 ifdef PLAIN_C
   override CFLAGS += -DDS3_PLAIN_C
   SAN_SUFFIX := -plain$(SAN_SUFFIX)
+endif
+
+# MPI=1: the same sources with -DDS3_MPI through Open MPI's mpicc (OMPI_CC picks
+# the compiler under it), into build-mpi/; Open MPI installed when missing
+# (docs/ARCHITECTURE.md, "Expert parallelism").
+ifdef MPI
+  BASE_CC := $(CC)
+  override CC := mpicc
+  override CFLAGS += -DDS3_MPI
+  SAN_SUFFIX := -mpi$(SAN_SUFFIX)
 endif
 
 ifeq ($(PRECISION),f64)
@@ -70,7 +81,7 @@ CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-DEPS_STAMP := build/.deps-ok
+DEPS_STAMP := $(if $(MPI),build-mpi/.deps-ok,build/.deps-ok)
 
 .PHONY: all help run test test-quick deps clean bench models
 
@@ -92,16 +103,17 @@ help:
 	@echo "make install    PREFIX=/usr/local (DESTDIR too): CLI, libraries, ds3.h, ds3.pc, data"
 	@echo "make uninstall  remove what make install put under PREFIX"
 	@echo "make clean      remove every build directory"
-	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  SAN=1  CC=clang  PLAIN_C=1"
+	@echo "make MPI=1      build-mpi/ds3 with Open MPI: mpirun -np N build-mpi/ds3 … splits the experts (installs Open MPI)"
+	@echo "switches: BLAS=openblas|none  NO_OMP=1  PRECISION=f64  SAN=1  CC=clang  PLAIN_C=1  MPI=1"
 
 # Install what is missing (libopenblas-dev, libcjson-dev, …), once.
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): scripts/install-deps.sh
-	@sh scripts/install-deps.sh
-	@mkdir -p build && touch $@
+	@$(if $(MPI),CC="$(BASE_CC)" MPI=1 )sh scripts/install-deps.sh
+	@mkdir -p $(dir $@) && touch $@
 
 # The lane kernel's AVX2 copy (chosen at run time, same bits as the portable one).
-ifneq (,$(findstring x86_64,$(shell $(CC) -dumpmachine)))
+ifneq (,$(findstring x86_64,$(shell $(or $(BASE_CC),$(CC)) -dumpmachine)))
 $(BUILD)/obj/kernels/linear_avx2.o: override CFLAGS += -mavx2 -mf16c
 endif
 
@@ -165,11 +177,13 @@ test-quick: all $(TEST_BIN)
 	@$(SAN_ENV) sh tests/run.sh $(BUILD) $(MODELS)
 
 # All tests: the fp32 build, then the f64 (oracle-mode) build, then the Python
-# package (python/tests/run.sh; not with SAN=1); one closing line.
+# package (python/tests/run.sh; not with SAN=1) and, where Open MPI is installed,
+# mpirun against one process (build-mpi/, tests/test_mpi.sh); one closing line.
 test: all $(TEST_BIN)
 	@$(MAKE) --no-print-directory PRECISION=f64 all tests-bin-f64
+	@$(if $(SAN)$(MPI),:,if command -v mpicc > /dev/null 2>&1; then $(MAKE) --no-print-directory MPI=1 all; fi)
 	@sh scripts/make-models.sh $(BUILD)/ds3 $(MODELS)
-	@$(SAN_ENV) $(if $(SAN),,DS3_PYTHON_TESTS=1) sh tests/run.sh $(BUILD) $(MODELS) $(BUILD_F64)
+	@$(SAN_ENV) $(if $(SAN),,DS3_PYTHON_TESTS=1 DS3_MPI_TESTS=1) sh tests/run.sh $(BUILD) $(MODELS) $(BUILD_F64)
 
 .PHONY: tests-bin-f64
 tests-bin-f64: $(TEST_BIN)
@@ -284,6 +298,6 @@ uninstall:
 
 # Remove all build outputs.
 clean:
-	rm -rf build build-f64 build-san build-f64-san build-fuzz build-vg build-plain build-f64-plain python/build
+	rm -rf build build-f64 build-mpi build-f64-mpi build-san build-f64-san build-fuzz build-vg build-plain build-f64-plain python/build
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

@@ -4,6 +4,8 @@
  */
 #include "common.h"
 
+#include "ds3.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -15,10 +17,17 @@
 
 const char *cli_command = NULL;
 
+/* Where errors go: stderr, or in an MPI job's rank > 0 (whose stderr is
+ * /dev/null) the stderr it was started with. */
+static FILE *err_out;
+
 static void vmsg(const char *fmt, va_list ap) {
-    fprintf(stderr, "ds3: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    FILE *f = err_out ? err_out : stderr;
+    if (ds3_dist_size() > 1) fprintf(f, "ds3: rank %d of %d: ", ds3_dist_rank(), ds3_dist_size());
+    else fprintf(f, "ds3: ");
+    vfprintf(f, fmt, ap);
+    fprintf(f, "\n");
+    fflush(f);
 }
 
 void cli_die(const char *fmt, ...) {
@@ -26,17 +35,37 @@ void cli_die(const char *fmt, ...) {
     va_start(ap, fmt);
     vmsg(fmt, ap);
     va_end(ap);
+    /* In an MPI job the others may be waiting for this process in a
+     * collective: end them all now (rank 0's partial output file, a
+     * temporary, is removed by its SIGTERM handler: src/io/outfile.c). */
+    ds3_dist_abort(1);
     exit(1);
 }
 
 void cli_usage(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vmsg(fmt, ap);
-    va_end(ap);
-    if (cli_command) fprintf(stderr, "ds3: see 'ds3 %s --help'\n", cli_command);
-    else fprintf(stderr, "ds3: see 'ds3 --help'\n");
+    /* A bad command line is bad on every rank: rank 0 says so. */
+    if (ds3_dist_rank() == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vmsg(fmt, ap);
+        va_end(ap);
+        if (cli_command) fprintf(stderr, "ds3: see 'ds3 %s --help'\n", cli_command);
+        else fprintf(stderr, "ds3: see 'ds3 --help'\n");
+    }
     exit(2);
+}
+
+static void dist_end(void) { ds3_dist_finalize(); }
+
+void cli_dist_start(void) {
+    if (ds3_dist_init() != DS3_OK) cli_die("%s", ds3_last_error());
+    atexit(dist_end);   /* MPI_Finalize at exit (a no-op without MPI) */
+    if (ds3_dist_rank() == 0) return;
+    /* rank > 0: silent, except for its own error */
+    int fd = dup(STDERR_FILENO);
+    if (fd >= 0) err_out = fdopen(fd, "w");
+    if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+        cli_die("cannot redirect rank %d's output to /dev/null", ds3_dist_rank());
 }
 
 const char *cli_opt_value(int argc, char **argv, int *i, const char *shrt, const char *lng) {

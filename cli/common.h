@@ -18,6 +18,12 @@
 extern const char *cli_command;
 
 void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* Under mpirun (a `make MPI=1` build; docs/ARCHITECTURE.md §10): join the job.
+ * Rank 0 prints and writes; the others' stdout and stderr go to /dev/null,
+ * except their own error. A runtime error on any rank (cli_die) prints
+ * "ds3: rank R of N: message" and ends the whole job (exit 1 everywhere);
+ * a usage error is printed by rank 0 only (every rank sees the same one). */
+void cli_dist_start(void);
 void cli_usage(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /*

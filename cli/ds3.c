@@ -646,8 +646,18 @@ static void run_parse_opts(int argc, char **argv, run_opts *o) {
     /* -f FILE, or -p - (stdin): the prompt is the file's bytes. */
     const char *from = o->prompt_file ? o->prompt_file : o->prompt && strcmp(o->prompt, "-") == 0 ? "-" : NULL;
     if (from) {
-        o->prompt_buf = cli_read_file(from, &o->prompt_len);
-        if (!o->prompt_buf) cli_die("cannot read %s: %s", strcmp(from, "-") == 0 ? "stdin" : from, strerror(errno));
+        /* Under mpirun only rank 0 has stdin: it reads, every rank gets its bytes. */
+        if (ds3_dist_rank() == 0) {
+            o->prompt_buf = cli_read_file(from, &o->prompt_len);
+            if (!o->prompt_buf) cli_die("cannot read %s: %s", strcmp(from, "-") == 0 ? "stdin" : from, strerror(errno));
+        }
+        if (ds3_dist_size() > 1) {
+            uint64_t n = o->prompt_len;
+            if (ds3_dist_bcast(&n, sizeof n) != DS3_OK) cli_die("%s", ds3_last_error());
+            if (ds3_dist_rank() != 0 && !(o->prompt_buf = malloc((size_t)n + 1))) cli_die("out of memory");
+            o->prompt_len = (size_t)n;
+            if (ds3_dist_bcast(o->prompt_buf, (size_t)n + 1) != DS3_OK) cli_die("%s", ds3_last_error());
+        }
         o->prompt = o->prompt_buf;
     } else if (o->prompt) o->prompt_len = strlen(o->prompt);
     if (o->chat && !o->prompt) cli_usage("--chat needs -p TEXT");
@@ -932,7 +942,10 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
     if (decode_from > T) cli_usage("--decode-from: %ld is more than the %d tokens", decode_from, T);
     /* -o -: written to a temporary file, then copied to stdout. */
     char tmp_out[64] = "";
-    if (strcmp(out, "-") == 0) {
+    /* Under mpirun, rank 0 alone writes (the others compute their experts). */
+    const bool writer = ds3_dist_rank() == 0;
+    if (!writer) {
+    } else if (strcmp(out, "-") == 0) {
         const char *td = getenv("TMPDIR");
         snprintf(tmp_out, sizeof tmp_out, "%s/ds3-dump-XXXXXX", td && td[0] && strlen(td) < 40 ? td : "/tmp");
         int fd = mkstemp(tmp_out);
@@ -980,11 +993,12 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         "kernels", (const char *[]){"fast", "deterministic", "ref"}[ds3_state_kernels(s)],
         NULL,
     };
-    if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) {
+    if (writer && (st = ds3_dump_write(s, out, meta)) != DS3_OK) {
         if (tmp_out[0]) remove(tmp_out);
         lib_die(st, "dump");
     }
-    if (tmp_out[0]) {
+    if (!writer) {
+    } else if (tmp_out[0]) {
         size_t n = 0;
         char *bytes = cli_read_file(tmp_out, &n);
         remove(tmp_out);
@@ -1020,6 +1034,7 @@ static const char *help_for(const char *cmd) {
 
 int main(int argc, char **argv) {
     cli_check_stdout_at_exit();   /* a failed write to stdout is exit 1, for every command */
+    cli_dist_start();             /* under mpirun: join the job; ranks > 0 silent */
     if (argc < 2) {
         fputs(help_main, stderr);
         cli_usage("missing command");

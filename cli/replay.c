@@ -155,7 +155,7 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     snprintf(rep.tokens_note, sizeof rep.tokens_note, "tokens from %s", tokstr ? "--tokens" : "BUILD's metadata");
     bool ok = rep.ok && gaps.n_not_checked == 0;
 
-    if (out) {
+    if (out && ds3_dist_rank() == 0) {   /* under mpirun, rank 0 alone writes */
         char *cmdline = cli_join_args(full_argc, full_argv);
         const char *meta[] = {
             "command", cmdline,

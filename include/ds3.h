@@ -166,6 +166,28 @@ void ds3_get_build_info(ds3_build_info *out);
 ds3_status ds3_set_threads(int n);
 int ds3_threads(void);
 
+/* ---- expert parallelism across processes (MPI) ------------------------------ */
+
+/* Join the MPI job this process was started in (mpirun -np N), in a build made
+ * with `make MPI=1`; elsewhere a no-op, and every function below is the single
+ * process's (rank 0 of 1). A model loaded after it holds and runs only this
+ * process's share of the routed experts (ds3_model_experts), so every
+ * ds3_forward on it (and every call that runs one: generation, replay) is a
+ * collective call: all processes make it with the same arguments. The results
+ * are the same bits as one process, for any N (docs/ARCHITECTURE.md §10). */
+ds3_status ds3_dist_init(void);
+int ds3_dist_rank(void);    /* this process's rank: 0 alone */
+int ds3_dist_size(void);    /* processes in the job: 1 alone */
+/* Copy n bytes of rank 0's buf into every process's buf (collective). */
+ds3_status ds3_dist_bcast(void *buf, size_t n);
+/* End the whole job now with this exit status (MPI_Abort; exit alone). */
+void ds3_dist_abort(int status);
+/* Leave the MPI job (once, at exit; later calls do nothing). */
+void ds3_dist_finalize(void);
+/* The routed experts [*lo, *hi) this process holds (all of them alone);
+ * returns their number. */
+int ds3_model_experts(const ds3_model *m, int *lo, int *hi);
+
 /* ---- activation dumps ----------------------------------------------------- */
 
 /* Start capturing named activations for positions 0..total-1 (see

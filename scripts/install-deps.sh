@@ -25,6 +25,8 @@
 #   PYTHON=1    python3 with venv and ensurepip too (python3, python3-venv): for the
 #               Python package's tests in `make test` (python/tests/run.sh)
 #   MPFR=1      MPFR too (libmpfr-dev): only for `make check-math` (tests/mpfr/)
+#   MPI=1       Open MPI too (libopenmpi-dev, openmpi-bin): mpicc and mpirun, for
+#               `make MPI=1` (build-mpi/ds3, expert parallelism) and tests/test_mpi.sh
 #   CROSS=aarch64  the aarch64 cross build and qemu-user (Debian multiarch: arm64
 #               added to dpkg, gcc-aarch64-linux-gnu, the libraries as :arm64,
 #               qemu-user): only for scripts/cross-check.sh (docs/PORTABILITY.md)
@@ -38,7 +40,7 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -49,6 +51,7 @@ GNUPLOT=${GNUPLOT:-}
 FUZZ=${FUZZ:-}
 PYTHON=${PYTHON:-}
 MPFR=${MPFR:-}
+MPI=${MPI:-}
 CROSS=${CROSS:-}
 case "$CROSS" in ""|aarch64) ;; *) echo "install-deps: CROSS=$CROSS: only aarch64 is known" >&2; exit 2 ;; esac
 export DEBIAN_FRONTEND=noninteractive
@@ -130,6 +133,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; retur
         try mpfr '#include <mpfr.h>
 int main(void) { mpfr_t x; mpfr_init2(x, 64); mpfr_set_d(x, 1.0, MPFR_RNDN); mpfr_exp(x, x, MPFR_RNDN); mpfr_clear(x); return 0; }' \
             -lmpfr -lgmp || { missing="$missing libmpfr-dev"; what="$what MPFR"; }
+    fi
+    # Open MPI: its compiler wrapper must build and link an MPI program, and
+    # mpirun must be there to start one.
+    if [ -n "$MPI" ]; then
+        mpi_ok=0
+        if command -v mpicc > /dev/null 2>&1 && command -v mpirun > /dev/null 2>&1; then
+            cc_saved=$CC; CC=mpicc
+            try mpi '#include <mpi.h>
+int main(int argc, char **argv) { MPI_Init(&argc, &argv); MPI_Finalize(); return 0; }' && mpi_ok=1
+            CC=$cc_saved
+        fi
+        [ "$mpi_ok" = 1 ] || { missing="$missing libopenmpi-dev openmpi-bin"; what="$what Open-MPI"; }
     fi
     # The aarch64 cross build: the compiler, the libraries for arm64 (found through
     # their arm64 pkg-config files), and qemu to run what it builds.

@@ -4,7 +4,8 @@
 # and print one closing line "N passed, N failed" summed over all of them.
 # Each program gets DS3_MODELS (synthetic models), DS3_REF (ref_data/) and
 # DS3_CLI (the CLI of its own build) in its environment. With DS3_PYTHON_TESTS
-# set (make test), the Python package's tests run too (python/tests/run.sh).
+# set (make test), the Python package's tests run too (python/tests/run.sh);
+# with DS3_MPI_TESTS, mpirun against one process (tests/test_mpi.sh).
 set -u
 build=$1; models=$2; shift 2
 total_pass=0; total_fail=0
@@ -39,6 +40,12 @@ done
 if [ -n "${DS3_PYTHON_TESTS:-}" ]; then
     out=$(sh python/tests/run.sh "$build" "$models" "$@" 2>&1)
     record python/tests $? "$out"
+fi
+# mpirun -np 1..4 against one process (tests/test_mpi.sh), when `make test` asks for it.
+if [ -n "${DS3_MPI_TESTS:-}" ]; then
+    out=$(sh tests/test_mpi.sh "$build" "$models" 2>&1)
+    record tests/test_mpi.sh $? "$out"
+    printf '%s\n' "$out" | grep '^test_mpi: skipped' || true
 fi
 out=$(sh tests/check_layout.sh "$build" 2>&1)
 record tests/check_layout.sh $? "$out"

@@ -50,6 +50,7 @@ typedef struct {
     const ds3_st_entry **slots;   /* [cap] */
     const char **slot_file;       /* [cap] path of the file holding each entry */
     size_t cap;
+    bool elsewhere;               /* binding another process's expert: shapes only, its pages untouched */
 } loader;
 
 static uint64_t fnv1a(const char *s) {
@@ -157,8 +158,10 @@ static ds3_status bind(loader *ld, ds3_tensor *t, const char *name, int64_t rows
         if (se->dtype != DS3_DT_F32 || se->ndim != 2 || se->shape[0] != sw[0] || se->shape[1] != sw[1])
             return ds3_fail(DS3_ERR_SHAPE, "%s: %s %s, expected F32 %s (in %s)", sname,
                             ds3_dtype_name(se->dtype), sgs, sws, file);
-        /* A NaN or Inf scale would silently poison every value of its block. */
-        for (int64_t i = 0; i < sw[0] * sw[1]; i++) {
+        /* A NaN or Inf scale would silently poison every value of its block.
+         * Another process's expert is checked there: reading its scales here
+         * would fault in pages this process never needs (dist.c). */
+        for (int64_t i = 0; i < (ld->elsewhere ? 0 : sw[0] * sw[1]); i++) {
             float v;
             memcpy(&v, (const unsigned char *)se->data + 4 * i, 4);
             if (!isfinite(v))
@@ -234,10 +237,17 @@ static ds3_status bind_layer(loader *ld, ds3_layer *l, int i) {
         TRY(bind_vec(ld, &l->e_score_correction_bias, NAME("mlp.gate.e_score_correction_bias"), E));
     l->experts = model_alloc(ld->m, (size_t)E * sizeof(ds3_ffn));
     if (!l->experts) return DS3_ERR_NOMEM;
+    /* Every expert is bound (a view: the header's shape and offsets); this
+     * process reads only its own experts' bytes (dist.c). */
+    int lo, hi;
+    ds3_dist_range((int)E, ld->m->ep_rank, ld->m->ep_size, &lo, &hi);
     for (int j = 0; j < E; j++) {
         char ep[300];
         snprintf(ep, sizeof ep, "%s.mlp.experts.%d", p, j);
-        TRY(bind_ffn(ld, &l->experts[j], ep, D, Im));
+        ld->elsewhere = j < lo || j >= hi;
+        ds3_status st = bind_ffn(ld, &l->experts[j], ep, D, Im);
+        ld->elsewhere = false;
+        TRY(st);
     }
     if (c->n_shared_experts > 0)
         TRY(bind_ffn(ld, &l->shared_experts, NAME("mlp.shared_experts"), D, (int64_t)c->n_shared_experts * Im));
@@ -446,6 +456,10 @@ static ds3_status load(ds3_model *m, const char *dir) {
     free(sp);
     if (st) return st;
 
+    /* The experts this process holds: its share when it is one of an MPI job
+     * (ds3_dist_init), all of them alone. */
+    m->ep_rank = ds3_dist_rank();
+    m->ep_size = ds3_dist_size();
     loader ld = {.m = m};
     st = index_build(&ld);
     if (!st) {

@@ -151,11 +151,25 @@ struct ds3_model {
     double rope_attn_factor;             /* cos/sin multiplier (1 when mscale == mscale_all_dim) */
     double attn_scale;                   /* (Dn+Dr)^-0.5 · m² */
     void *owned;                         /* allocations freed with the model */
+    /* expert parallelism (dist.c): this process is rank ep_rank of ep_size and
+     * holds routed experts ds3_dist_range(E, ep_rank, ep_size); 0 of 1 alone */
+    int ep_rank, ep_size;
 };
 
 /* The shards' names and identities at load as a JSON array (malloc'd; NULL
  * when out of memory), for the dump's ds3_shards metadata (loader.c). */
 char *ds3_model_shards_json(const ds3_model *m);
+
+/* ========================================================================== */
+/* dist.c — expert parallelism across MPI processes (docs/ARCHITECTURE.md §10) */
+/* ========================================================================== */
+
+/* Routed experts [lo, hi) of rank r of n: contiguous, whole groups when n divides n_group. */
+void ds3_dist_range(int E, int r, int n, int *lo, int *hi);
+/* rows [T·K][D], grouped by expert (expert e's rows at off[e]..off[e+1]), of
+ * which this rank filled its experts' block: copy every rank's block to every
+ * rank (MPI_Allgatherv: copies, no sums). n: the model's ep_size; a no-op at 1. */
+void ds3_dist_gather_rows(ds3_real *rows, const int32_t *off, int E, int D, int n);
 
 /* ========================================================================== */
 /* Scratch: one arena, each sublayer declaring its layout once                 */

@@ -23,7 +23,9 @@
  * Computation: tokens are grouped per expert so each expert runs one GEMM over
  * the tokens that chose it; each (token, k) result lands in its own slot and
  * the weighted sum runs over k in order, so the bits do not depend on which
- * expert ran first or on which thread.
+ * expert ran first, on which thread, or in which process: with expert
+ * parallelism (dist.c) each process runs its own experts' rows and the rows are
+ * gathered, copied, before the same combine.
  */
 #include "model/model.h"
 
@@ -254,7 +256,12 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
         slot[i] = r;
         tok[r] = i / K;
     }
-    for (int r = 0; r < T * K; r++) memcpy(b.xe + (size_t)r * D, x + (size_t)tok[r] * D, D * sizeof(ds3_real));
+    /* In an MPI job this process runs only its own experts [lo, hi), whose
+     * rows are off[lo]..off[hi]; then every process's rows are gathered
+     * (dist.c: copies, never sums). Alone, lo..hi is every expert. */
+    int lo, hi;
+    ds3_dist_range(E, s->m->ep_rank, s->m->ep_size, &lo, &hi);
+    for (int r = off[lo]; r < off[hi]; r++) memcpy(b.xe + (size_t)r * D, x + (size_t)tok[r] * D, D * sizeof(ds3_real));
 
     /* ---- each expert on the tokens that chose it, experts in parallel ----- */
     /* Expert e owns rows off[e].. of xe, ye and hid, so the threads write
@@ -262,12 +269,13 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
      * OpenBLAS always is), which is what makes this the better split: 8 experts
      * of 3 small matrices each per token rather than 24 tiny parallel loops. */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int e = 0; e < E; e++) {
+    for (int e = lo; e < hi; e++) {
         int n = off[e + 1] - off[e];
         if (n == 0) continue;  /* only the routed experts' weights are touched */
         ds3_arena ea = ds3_arena_over(b.hid + ds3_mlp_need(off[e], Im), ds3_mlp_need(n, Im));
         ds3_mlp(s, b.ye + (size_t)off[e] * D, b.xe + (size_t)off[e] * D, &l->experts[e], Im, n, &ea);
     }
+    ds3_dist_gather_rows(b.ye, off, E, D, s->m->ep_size);
 
     /* ---- the shared experts, then the combination ------------------------- */
     if (S > 0) {
