@@ -187,7 +187,9 @@ static const char *const help_mkmodel =
     "                      docs/MKMODEL.md\n"
     "  --tokenizer PATH    copy this tokenizer (a tokenizer.json or its directory) into\n"
     "                      DIR instead; its ids must fit the vocabulary\n"
-    "  -o, --output DIR    output directory (created if missing)\n"
+    "  -o, --output DIR    output directory (created if missing). The model is built\n"
+    "                      beside it and renamed into place whole, so DIR must be\n"
+    "                      new, empty, or hold only an earlier model's files\n"
     "  --force             write even when the file system has less free space than\n"
     "                      the model needs (checked first: both sizes are printed)\n"
     "\n"
@@ -313,7 +315,7 @@ static bool free_space(const char *path, uint64_t *avail) {
 static const char *const dtype_name[] = {"f32", "bf16", "fp8"};
 
 static int cmd_mkmodel(int argc, char **argv) {
-    ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0, 0.0};
+    ds3_mkmodel_opts o = {NULL, DS3_WEIGHTS_F32, 0, 0.0, 0.0, NULL};
     const char *out = NULL, *tokenizer = NULL, *v;
     bool force = false;
     for (int i = 0; i < argc; i++) {
@@ -351,16 +353,17 @@ static int cmd_mkmodel(int argc, char **argv) {
                     dtype_name[o.dtype], need / 1e9, out, avail / 1e9);
         fprintf(stderr, "mkmodel: --force: writing %.1f GB into %.1f GB free\n", need / 1e9, avail / 1e9);
     }
-    char err[512];
-    bool copied = false;
-    if (cli_mkmodel_tokenizer(out, tokenizer, vocab, false, &copied, err, sizeof err) != 0) cli_die("mkmodel: %s", err);
+    char err[512], *tok_src = NULL;
+    if (cli_mkmodel_tokenizer(tokenizer, vocab, &tok_src, err, sizeof err) != 0) cli_die("mkmodel: %s", err);
     if (need > ((uint64_t)1 << 30))
         fprintf(stderr, "mkmodel: writing %.1f GB to %s\n", need / 1e9, out);
+    /* The tokenizer (cli/text.c: DeepSeek-V3's for its vocabulary, or
+     * --tokenizer) goes into the model with the weights. */
+    o.tokenizer = tok_src;
     st = ds3_mkmodel(&o, out);
+    bool copied = tok_src != NULL;
+    free(tok_src);
     if (st != DS3_OK) lib_die(st, "mkmodel");
-    /* The tokenizer (cli/text.c): DeepSeek-V3's for its vocabulary, or --tokenizer. */
-    if (copied && cli_mkmodel_tokenizer(out, tokenizer, vocab, true, &copied, err, sizeof err) != 0)
-        cli_die("mkmodel: %s", err);
     fprintf(stderr, "mkmodel: wrote %s%s\n", out, copied ? " (with tokenizer.json)" : "");
     return 0;
 }

@@ -16,7 +16,6 @@
  */
 #include "text.h"
 #include "common.h"
-#include "io/io.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -101,11 +100,6 @@ char *cli_read_file(const char *path, size_t *len) {
     return s;
 }
 
-static bool is_dir(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 static bool is_file(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -117,42 +111,6 @@ static char *join(const char *dir, const char *name) {
     char *s = malloc(n);
     if (s) snprintf(s, n, "%s/%s", dir, name);
     return s;
-}
-
-/* Copy src to dst through the library's output-file writer (src/io/outfile.c:
- * a temporary of this process's own, renamed into place when complete), so a
- * failure, a signal or a second copier never leaves half a file at dst. */
-static int copy_file(const char *src, const char *dst, char *err, size_t errsize) {
-    FILE *in = fopen(src, "rb");
-    if (!in) {
-        snprintf(err, errsize, "cannot read %s: %s", src, strerror(errno));
-        return TEXT_RUNTIME;
-    }
-    ds3_outfile o;
-    if (ds3_outfile_open(&o, dst) != DS3_OK) {
-        snprintf(err, errsize, "%s", ds3_last_error());
-        fclose(in);
-        return TEXT_RUNTIME;
-    }
-    char buf[1 << 16];
-    size_t n;
-    bool ok = true;
-    int werr = 0;
-    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, o.fp) != n) { ok = false; werr = errno; }
-    bool read_failed = ferror(in);
-    int rerr = errno;
-    fclose(in);
-    if (read_failed) {
-        ds3_outfile_close(&o, false, rerr);
-        snprintf(err, errsize, "cannot read %s: %s", src, strerror(rerr));
-        return TEXT_RUNTIME;
-    }
-    if (ds3_outfile_close(&o, ok, werr) != DS3_OK) {
-        snprintf(err, errsize, "%s", ds3_last_error());
-        return TEXT_RUNTIME;
-    }
-    return TEXT_OK;
 }
 
 /* ========================================================================== */
@@ -241,9 +199,8 @@ int cli_load_tokenizer(const char *path, const char *model_dir, bool required, d
     return TEXT_OK;
 }
 
-int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, long vocab, bool write, bool *copied, char *err,
-                          size_t errsize) {
-    *copied = false;
+int cli_mkmodel_tokenizer(const char *tokenizer, long vocab, char **src, char *err, size_t errsize) {
+    *src = NULL;
     char *v3 = NULL;
     if (!tokenizer) {
         if (vocab != V3_VOCAB) return TEXT_OK;   /* not DeepSeek-V3's vocabulary: nothing to copy */
@@ -268,40 +225,11 @@ int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, long vocab, bo
         rc = TEXT_RUNTIME;
     }
     ds3_tokenizer_free(t);
-    if (!write) {
-        *copied = rc == TEXT_OK;
-        free(v3);
-        return rc;
+    if (rc == TEXT_OK && !(*src = v3 ? v3 : strdup(tokenizer))) {
+        snprintf(err, errsize, "out of memory");
+        rc = TEXT_RUNTIME;
     }
-    /* tokenizer.json, and tokenizer_config.json when it has one beside it. */
-    char *src_json = NULL, *src_cfg = NULL, *dst_json = join(dir, "tokenizer.json"),
-         *dst_cfg = join(dir, "tokenizer_config.json");
-    if (rc == TEXT_OK) {
-        if (is_dir(tokenizer)) {
-            src_json = join(tokenizer, "tokenizer.json");
-            src_cfg = join(tokenizer, "tokenizer_config.json");
-        } else {
-            src_json = strdup(tokenizer);
-            const char *slash = strrchr(tokenizer, '/');
-            if (slash) {
-                src_cfg = malloc((size_t)(slash - tokenizer) + sizeof "/tokenizer_config.json");
-                if (src_cfg)
-                    sprintf(src_cfg, "%.*s/tokenizer_config.json", (int)(slash - tokenizer), tokenizer);
-            } else src_cfg = strdup("tokenizer_config.json");
-        }
-        if (!src_json || !src_cfg || !dst_json || !dst_cfg) {
-            snprintf(err, errsize, "out of memory");
-            rc = TEXT_RUNTIME;
-        }
-    }
-    if (rc == TEXT_OK) rc = copy_file(src_json, dst_json, err, errsize);
-    if (rc == TEXT_OK && is_file(src_cfg)) rc = copy_file(src_cfg, dst_cfg, err, errsize);
-    if (rc == TEXT_OK) *copied = true;
-    free(src_json);
-    free(src_cfg);
-    free(dst_json);
-    free(dst_cfg);
-    free(v3);
+    if (rc != TEXT_OK) free(v3);
     return rc;
 }
 

@@ -41,12 +41,11 @@ const char *cli_data_dir(void);
 /*
  * The tokenizer of a model `ds3 mkmodel` writes: `tokenizer` (a file or
  * directory) if given, else DeepSeek-V3's from cli_data_dir() when vocab is
- * V3's (129280). With write false, only load it and check that its ids fit
- * vocab (before any weight is written); with write true, copy it into dir.
- * *copied says whether there is (write false) or was (true) one to copy.
+ * V3's (129280). Loads it and checks that its ids fit vocab (before any weight
+ * is written); *src (malloc'd) is then the path to copy into the model
+ * (ds3_mkmodel_opts.tokenizer), or NULL when there is none.
  */
-int cli_mkmodel_tokenizer(const char *dir, const char *tokenizer, long vocab, bool write, bool *copied, char *err,
-                          size_t errsize);
+int cli_mkmodel_tokenizer(const char *tokenizer, long vocab, char **src, char *err, size_t errsize);
 
 /* Write s[0..n) as a JSON string (quotes included); bytes that are not UTF-8
  * become U+FFFD, so the output is always valid JSON. */

@@ -99,9 +99,16 @@ typedef struct {
     double mtp_agree;            /* 0: random weights. In (0, 1]: a model whose MTP layer predicts
                                     what the main model says next, for that share of tokens
                                     (docs/MKMODEL.md); needs an MTP layer and an untied lm_head */
+    const char *tokenizer;       /* NULL, or a tokenizer.json (or its directory) copied into the
+                                    model with the weights (with tokenizer_config.json when one is
+                                    beside it); not checked here: load it first */
 } ds3_mkmodel_opts;
 
-/* Write a deterministic synthetic checkpoint in HF layout to outdir. */
+/* Write a deterministic synthetic checkpoint in HF layout to outdir. The model
+ * is built in a fresh sibling directory and renamed into place when complete
+ * (over an existing model: exchanged with it atomically where the system can),
+ * so outdir holds a whole model or is as it was, even if the process is
+ * killed. An existing outdir may hold only a model's files. */
 ds3_status ds3_mkmodel(const ds3_mkmodel_opts *opts, const char *outdir);
 /* What ds3_mkmodel would write, without writing: *bytes, the total size of its
  * files (within a few kB per tensor), and the config's vocab_size. Checks the

@@ -415,6 +415,8 @@ static void expect_unmixed(const char *what, const char *dir) {
     ds3_model_free(m);
 }
 
+static unsigned char *slurp(const char *path, size_t *n);
+
 static void test_output(void) {
     th_section("full disks and unwritable paths leave no file behind");
     char model[512], out[600], p[700];
@@ -462,15 +464,23 @@ static void test_output(void) {
     r = CLI(0, "mkmodel", "--config", "tiny", "-o", out);
     expect_cli_fail("mkmodel below a regular file", r, "/file");
 
-    /* mkmodel over an existing model, failing mid-way (a full disk; a shard
-     * that cannot be created): no .tmp file may remain, and what remains must
-     * not load as a model that mixes the two runs' files. */
+    /* mkmodel over an existing model, failing mid-way (a full disk): no .tmp
+     * file or directory may remain, and the earlier model is there as it was
+     * (the new one is built in a sibling directory, src/io/outfile.c). */
     snprintf(out, sizeof out, "%s/m", d);
     r = CLI(0, "mkmodel", "--config", "tiny", "--seed", "1", "-o", out);
     CHECK(r.rc == 0, "mkmodel: %s", r.err);
+    size_t n_before = 0, n_after = 0;
+    snprintf(p, sizeof p, "%s/model.safetensors", out);
+    unsigned char *before = slurp(p, &n_before);
     r = CLI(1 << 20, "mkmodel", "--config", "tiny", "--seed", "2", "-o", out);
     expect_cli_fail("mkmodel onto a full disk", r, "model.safetensors");
-    CHECK(count_tmp(out) == 0, "mkmodel onto a full disk left a .tmp file in %s", out);
+    CHECK(count_tmp(out) == 0 && count_tmp(d) == 0, "mkmodel onto a full disk left a .tmp file in %s", d);
+    unsigned char *after = slurp(p, &n_after);
+    CHECK(before && after && n_before == n_after && memcmp(before, after, n_before) == 0,
+          "mkmodel onto a full disk: the earlier model is still there, byte for byte");
+    free(before);
+    free(after);
     expect_unmixed("mkmodel onto a full disk", out);
 
     snprintf(out, sizeof out, "%s/sharded", d);
@@ -485,19 +495,21 @@ static void test_output(void) {
     if (dd) closedir(dd);
     CHECK(shard3[0] != '\0', "sharded mkmodel wrote no third shard");
     if (shard3[0]) {
-        /* the third shard's name is taken by a directory that is not empty,
-         * so renaming its temporary into place fails (writers never reuse a
-         * temporary's name, so that is where a failure can be planted) */
+        /* the third shard's name is taken by a directory that is not empty:
+         * mkmodel replaces the whole directory, so it refuses one holding
+         * anything but a model's files before it writes (this once made the
+         * rename of shard 3 fail half-way) */
         unlink(shard3);
         mkdir(shard3, 0755);
         snprintf(inside, sizeof inside, "%s/keep", shard3);
         write_text(inside, "x");
         r = CLI(0, "mkmodel", "--config", "tiny", "--seed", "2", "-o", out);
-        expect_cli_fail("mkmodel failing at shard 3 of N", r, "model-00003-of-");
+        expect_cli_fail("a directory at shard 3's name", r, "model-00003-of-");
+        CHECK(exists(inside), "the directory at shard 3's name and its file are untouched");
         unlink(inside);
         rmdir(shard3);
-        CHECK(count_tmp(out) == 0, "failed sharded mkmodel left a .tmp file in %s", out);
-        expect_unmixed("mkmodel failing at shard 3 of N", out);
+        CHECK(count_tmp(out) == 0 && count_tmp(d) == 0, "failed sharded mkmodel left a .tmp file in %s", d);
+        expect_unmixed("a directory at shard 3's name", out);
     }
     unsetenv("DS3_MKMODEL_SHARD_MB");
 }

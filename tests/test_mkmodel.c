@@ -110,7 +110,7 @@ static int same_file(const char *da, const char *db, const char *file) {
 }
 
 static ds3_status mk(const char *config, ds3_weight_dtype dt, uint64_t seed, double shift, const char *dir) {
-    ds3_mkmodel_opts o = {config, dt, seed, shift, 0.0};
+    ds3_mkmodel_opts o = {config, dt, seed, shift, 0.0, NULL};
     ds3_status st = ds3_mkmodel(&o, dir);
     if (st) fprintf(stderr, "mkmodel %s: %s\n", config, ds3_last_error());
     return st;
@@ -607,6 +607,72 @@ static void test_model_describe(const char *dir) {
     ds3_model_free(m);
 }
 
+/* Entries of dir whose name ends in ".tmp" (a temporary left behind). */
+static int count_tmp_in(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        n += l > 4 && strcmp(e->d_name + l - 4, ".tmp") == 0;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* The target is built in a sibling and replaces a directory whole, so only a
+ * new or empty directory or an earlier model may be written over. seed1: a
+ * tiny f32 seed-1 model; seed2: seed 2's. */
+static void test_replace(const char *seed1, const char *seed2) {
+    th_section("what mkmodel writes over: a new, empty or model directory, as a whole");
+    const char *base = tmpdir_new();
+    char x[512], p[1024], q[1024];
+    snprintf(x, sizeof x, "%.500s/m", base);
+    CHECK(mk("tiny", DS3_WEIGHTS_F32, 1, 0.0, x) == DS3_OK && same_file(x, seed1, "model.safetensors") == 1,
+          "into a new directory");
+    CHECK(mk("tiny", DS3_WEIGHTS_F32, 2, 0.0, x) == DS3_OK && same_file(x, seed2, "model.safetensors") == 1,
+          "over a model: replaced by the new one");
+    /* a file that is not a model's: refused, nothing touched */
+    FILE *f = fopen(path2(p, x, "notes.txt"), "w");
+    if (f) fclose(f);
+    ds3_status st = mk("tiny", DS3_WEIGHTS_F32, 1, 0.0, x);
+    CHECK(st == DS3_ERR_IO && strstr(ds3_last_error(), "notes.txt") && strstr(ds3_last_error(), "not one of a model"),
+          "a directory holding notes.txt is refused: %s", ds3_last_error());
+    CHECK(file_exists(x, "notes.txt") && same_file(x, seed2, "model.safetensors") == 1,
+          "and left as it was");
+    unlink(path2(p, x, "notes.txt"));
+    /* the config read from the directory it replaces */
+    st = mk(path2(q, x, "config.json"), DS3_WEIGHTS_F32, 1, 0.0, x);
+    ds3_model *m = NULL;
+    /* (the shard's metadata names the config as given: not seed1's bytes) */
+    CHECK(st == DS3_OK && same_file(x, seed2, "model.safetensors") == 0 && same_file(x, seed1, "config.json") == 1 &&
+              ds3_model_load(x, &m) == DS3_OK,
+          "--config DIR/config.json -o DIR: %s", ds3_last_error());
+    ds3_model_free(m);
+    /* through a symbolic link: the directory it names is replaced, the link kept */
+    snprintf(p, sizeof p, "%s/link", base);
+    CHECK(symlink("m", p) == 0, "symlink");
+    st = mk("tiny", DS3_WEIGHTS_F32, 2, 0.0, p);
+    struct stat sb;
+    CHECK(st == DS3_OK && lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode) && same_file(x, seed2, "model.safetensors") == 1,
+          "-o LINK: the linked directory holds the new model, the link is a link: %s", ds3_last_error());
+    unlink(p);
+    /* an empty directory; a file where the directory should be */
+    snprintf(p, sizeof p, "%s/empty", base);
+    mkdir(p, 0755);
+    CHECK(mk("tiny", DS3_WEIGHTS_F32, 1, 0.0, p) == DS3_OK && same_file(p, seed1, "model.safetensors") == 1,
+          "into an empty directory");
+    rm_dir(p);
+    snprintf(p, sizeof p, "%s/file", base);
+    f = fopen(p, "w");
+    if (f) fclose(f);
+    st = mk("tiny", DS3_WEIGHTS_F32, 1, 0.0, p);
+    CHECK(st == DS3_ERR_IO && strstr(ds3_last_error(), "not a directory"), "a file as the output: %s",
+          ds3_last_error());
+    unlink(p);
+    CHECK(count_tmp_in(base) == 0, "no temporary left beside the model");
+    rm_dir(x);
+}
+
 int main(void) {
     const char *cfg_json = ds3_builtin_config_json("tiny");
     ds3_config c;
@@ -646,6 +712,7 @@ int main(void) {
     rm_dir(deep);
     snprintf(deep, sizeof deep, "%s/a", other);
     rm_dir(deep);
+    test_replace(dir1[0], other);
     test_config_roundtrip(dir1[0], &c);
     ds3_config c8 = c;
     c8.fp8_block_quant = true;  /* what --dtype fp8 writes */
@@ -680,7 +747,7 @@ int main(void) {
      * within the 256 bytes per tensor it allows for the header, never below. */
     th_section("estimate: the bytes mkmodel writes");
     for (int d = 0; d < 3; d++) {
-        ds3_mkmodel_opts eo = {"tiny", (ds3_weight_dtype)d, 1, 0.0, 0.0};
+        ds3_mkmodel_opts eo = {"tiny", (ds3_weight_dtype)d, 1, 0.0, 0.0, NULL};
         uint64_t est = 0;
         int vocab = 0;
         char p[1100];
@@ -692,7 +759,7 @@ int main(void) {
               "estimate %s: %llu bytes for a %lld-byte file (%d tensors)", DT_NAME[d], (unsigned long long)est,
               (long long)sb.st_size, g_nwant);
     }
-    ds3_mkmodel_opts v3o = {"v3", DS3_WEIGHTS_FP8, 0, 0.0, 0.0};
+    ds3_mkmodel_opts v3o = {"v3", DS3_WEIGHTS_FP8, 0, 0.0, 0.0, NULL};
     uint64_t v3b = 0;
     int v3v = 0;
     /* V3 in fp8: 671 B main-model parameters (docs/MODEL.md) and the MTP layer, nearly all one byte each, plus
@@ -701,7 +768,7 @@ int main(void) {
           "estimate v3 fp8: %llu bytes, vocab %d", (unsigned long long)v3b, v3v);
 
     /* Errors come back as statuses. */
-    ds3_mkmodel_opts bad = {"no-such-config", DS3_WEIGHTS_F32, 1, 0.0, 0.0};
+    ds3_mkmodel_opts bad = {"no-such-config", DS3_WEIGHTS_F32, 1, 0.0, 0.0, NULL};
     CHECK(ds3_mkmodel(&bad, other) != DS3_OK, "unknown config rejected");
     CHECK(ds3_mkmodel(NULL, other) == DS3_ERR_ARG, "NULL opts rejected");
 

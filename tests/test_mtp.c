@@ -452,7 +452,7 @@ static void cli_stats(const char *dir, const char *name, double min_rate) {
 static bool make_agree(const char *tmp, const char *name, ds3_weight_dtype dt, double agree) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", tmp, name);
-    ds3_mkmodel_opts o = {"tiny", dt, 1, 0.0, agree};
+    ds3_mkmodel_opts o = {"tiny", dt, 1, 0.0, agree, NULL};
     ds3_status st = ds3_mkmodel(&o, path);
     CHECK(st == DS3_OK, "mkmodel --mtp-agree=%g: %s", agree, ds3_last_error());
     if (st != DS3_OK) return false;
@@ -474,7 +474,7 @@ static bool make_agree(const char *tmp, const char *name, ds3_weight_dtype dt, d
 static void agree_errors(const char *tmp) {
     char path[600];
     snprintf(path, sizeof path, "%s/refused", tmp);
-    ds3_mkmodel_opts o = {"tiny", DS3_WEIGHTS_F32, 1, 0.0, 1.5};
+    ds3_mkmodel_opts o = {"tiny", DS3_WEIGHTS_F32, 1, 0.0, 1.5, NULL};
     CHECK(ds3_mkmodel(&o, path) == DS3_ERR_ARG && strstr(ds3_last_error(), "outside (0, 1]"),
           "--mtp-agree 1.5 refused: %s", ds3_last_error());
     o.mtp_agree = -0.5;

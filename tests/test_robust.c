@@ -8,8 +8,10 @@
  *                 writer tries first: none is followed, blocked on or reused
  *   signals       SIGINT, SIGTERM, SIGHUP while a file is being written (in
  *                 the library, and `ds3 dump` / `ds3 mkmodel` killed while a
- *                 temporary exists): the process dies of the signal, no
- *                 temporary is left
+ *                 temporary file or directory exists): the process dies of
+ *                 the signal, says so and what it removed, no temporary is
+ *                 left; SIGKILL during mkmodel: nothing at a new target, the
+ *                 earlier model byte for byte over an old one
  *   writers       two `ds3 dump` to one path at once (different contents), 20
  *                 rounds: the file is one writer's bytes every time; two
  *                 `ds3 mkmodel` (seeds 1 and 2) into one directory, 20
@@ -25,7 +27,9 @@
  *
  *   resources     `ulimit -v` too small for OpenBLAS's buffers or for
  *                 OMP_NUM_THREADS threads: exit 1 with ds3's message (it hung
- *                 in OpenBLAS, or libgomp exited with its own)
+ *                 in OpenBLAS, or libgomp exited with its own); a BLAS tile
+ *                 buffer that cannot be allocated mid-pass (RLIMIT_DATA): an
+ *                 error, not the plain loops' other bits
  *
  * Needs $DS3_MODELS/tiny-fp8 and $DS3_CLI; makes the micro model
  * (tests/fuzz/micro_model.h) for the cases that run many times. Linux: /proc for the checkpoint
@@ -39,6 +43,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/resource.h>
@@ -47,6 +52,12 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__) && defined(__GLIBC__)
+#include <malloc.h>   /* mallopt: the tile-buffer case */
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static char tmpdir[64];
 static const char *models, *cli;
@@ -242,6 +253,10 @@ static void test_temporaries(void) {
 
 /* The library's handler: a signal while a temporary exists removes it, and the
  * process still dies of that signal. */
+/* How the handler names SIGINT, SIGTERM, SIGHUP (src/io/outfile.c). */
+static const char *const sig_words[] = {"ds3: interrupted by SIGINT", "ds3: terminated by SIGTERM",
+                                        "ds3: hung up (SIGHUP)"};
+
 static void test_library_signals(void) {
     th_section("SIGINT, SIGTERM, SIGHUP during a write: the temporary goes, the signal still kills");
     const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
@@ -250,9 +265,13 @@ static void test_library_signals(void) {
         snprintf(d, sizeof d, "%s/libsig%d", tmpdir, k);
         mkdir(d, 0755);
         snprintf(out, sizeof out, "%s/out.bin", d);
+        char errf[200];
+        snprintf(errf, sizeof errf, "%s/err", d);
         fflush(NULL);
         pid_t pid = fork();
         if (pid == 0) {
+            int fe = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fe < 0 || dup2(fe, 2) < 0) _exit(5);
             signal(sigs[k], SIG_DFL);
             ds3_outfile o;
             if (ds3_outfile_open(&o, out) != DS3_OK) _exit(2);
@@ -265,6 +284,12 @@ static void test_library_signals(void) {
         int rc = wait_rc(pid);
         CHECK(rc == 128 + sigs[k], "signal %d: the writer died of it (status %d)", sigs[k], rc);
         CHECK(count_tmp(d) == 0 && !exists(out), "signal %d: no temporary and no output left", sigs[k]);
+        /* what the handler said, with write(2) only: the signal and the file */
+        char *msg = read_err(errf), want[300];
+        snprintf(want, sizeof want, "%s; removed unfinished %s.", sig_words[k], out);
+        CHECK(strncmp(msg, want, strlen(want)) == 0 && strstr(msg, ".tmp\n"), "signal %d: stderr '%s' starts "
+              "with '%s' and names the .tmp", sigs[k], msg, want);
+        free(msg);
     }
 }
 
@@ -352,7 +377,12 @@ static void test_concurrent_mkmodel(void) {
     char cfg[200], d[200], e1[200], e2[200];
     snprintf(cfg, sizeof cfg, "%s/micro.json", tmpdir);
     write_file(cfg, MICRO_CONFIG);
-    snprintf(d, sizeof d, "%s/model", tmpdir);
+    /* the model is built in a sibling of d: the parent is where a
+     * temporary would be left */
+    char parent[200];
+    snprintf(parent, sizeof parent, "%s/conc", tmpdir);
+    mkdir(parent, 0755);
+    snprintf(d, sizeof d, "%.150s/model", parent);
     snprintf(e1, sizeof e1, "%s/err1", tmpdir);
     snprintf(e2, sizeof e2, "%s/err2", tmpdir);
     /* several shards, so a mixture would be possible */
@@ -375,8 +405,9 @@ static void test_concurrent_mkmodel(void) {
         unsigned char *got = dir_bytes(d, &n);
         bool is1 = same_bytes(got, n, m1, n1), is2 = same_bytes(got, n, m2, n2);
         char *s1 = read_err(e1), *s2 = read_err(e2);
-        bool ok = ((is1 && r1 == 0) || (is2 && r2 == 0)) && count_tmp(d) == 0;
-        /* a loser exits 1 and says another mkmodel has the directory */
+        bool ok = ((is1 && r1 == 0) || (is2 && r2 == 0)) && count_tmp(parent) == 0 && count_tmp(d) == 0;
+        /* a loser exits 1 and says another mkmodel has the directory (it
+         * found it locked) or published it first */
         if (r1) ok = ok && r1 == 1 && strstr(s1, "another ds3 mkmodel");
         if (r2) ok = ok && r2 == 1 && strstr(s2, "another ds3 mkmodel");
         if (!ok)
@@ -389,7 +420,7 @@ static void test_concurrent_mkmodel(void) {
         free(got);
     }
     CHECK(rounds_ok == 20, "20 rounds of two concurrent mkmodels: %d left one seed's complete model", rounds_ok);
-    fprintf(stderr, "   %d of 20 rounds overlapped (the second run found the directory locked)\n", lost);
+    fprintf(stderr, "   %d of 20 rounds had a loser (the directory locked, or published first)\n", lost);
     free(m1);
     free(m2);
 }
@@ -419,22 +450,37 @@ static void test_file_size_limit(void) {
     msg = read_err(e);
     CHECK(rc == 1 && strncmp(msg, "ds3: ", 5) == 0 && strstr(msg, "File too large"),
           "mkmodel under a 1 MB limit: exit %d: %s", rc, msg);
-    CHECK(count_tmp(md) == 0, "mkmodel under a 1 MB limit left a temporary");
+    CHECK(count_tmp(d) == 0 && !exists(md), "mkmodel under a 1 MB limit left a temporary or a directory");
     free(msg);
 }
 
-/* Start the command, watch dir for a temporary and send sig the moment one
- * appears. Returns 1 when the signal landed while a temporary existed and the
- * process died of it, 0 when the command finished first (no verdict), -1 on a
- * broken promise. */
-static int kill_while_writing(const char *dir, const char *out, int sig, const char *env,
-                              const char *const *args) {
+/* Does dir hold a model that loads? (the test's own check, in a child: a
+ * broken file must not take the test down) */
+static bool loads(const char *dir) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ds3_model *m = NULL;
+        ds3_status st = ds3_model_load(dir, &m);
+        ds3_model_free(m);
+        _exit(st == DS3_OK ? 0 : 1);
+    }
+    return wait_rc(pid) == 0;
+}
+
+/* Start the command, watch `watch` for a temporary (a file or directory whose
+ * name ends in .tmp) and send sig the moment one appears. out: the file or
+ * directory the command makes. Returns 1 when the signal landed while a
+ * temporary existed and the process died of it, saying so; 0 when the
+ * command finished first (no verdict); -1 on a broken promise. */
+static int kill_while_writing(const char *watch, const char *out, bool out_is_dir, int sig, const char *word,
+                              const char *env, const char *const *args) {
     char e[200];
     snprintf(e, sizeof e, "%s/err", tmpdir);
     pid_t pid = spawn(e, 0, env, args);
     bool sent = false;
     for (;;) {
-        if (count_tmp(dir) > 0) {
+        if (count_tmp(watch) > 0) {
             kill(pid, sig);
             sent = true;
             break;
@@ -447,30 +493,45 @@ static int kill_while_writing(const char *dir, const char *out, int sig, const c
         }
     }
     int rc = wait_rc(pid);
-    if (!sent) return 0;
-    if (rc == 0) return count_tmp(dir) == 0 ? 0 : -1;   /* it renamed just before the signal */
-    if (rc != 128 + sig) {
-        fprintf(stderr, "signal %d: status %d\n", sig, rc);
-        return -1;
-    }
-    if (count_tmp(dir) != 0) {
-        fprintf(stderr, "signal %d: a temporary was left in %s\n", sig, dir);
-        return -1;
-    }
-    if (out && exists(out)) {
-        /* the signal came after the rename: the file is complete (or the
+    char *msg = read_err(e);
+    int verdict = 1;
+    if (!sent) verdict = 0;
+    else if (rc == 0) verdict = count_tmp(watch) == 0 ? 0 : -1;   /* it renamed just before the signal */
+    else if (rc != 128 + sig) {
+        fprintf(stderr, "signal %d: status %d: %s\n", sig, rc, msg);
+        verdict = -1;
+    } else if (count_tmp(watch) != 0) {
+        fprintf(stderr, "signal %d: a temporary was left in %s\n", sig, watch);
+        verdict = -1;
+    } else if (!strstr(msg, word)) {
+        /* the handler said which signal, whenever it came (after the
+         * command's own last line, if it came that late) */
+        fprintf(stderr, "signal %d: stderr '%s' does not say '%s'\n", sig, msg, word);
+        verdict = -1;
+    } else if (exists(out)) {
+        /* the signal came after the rename: the output is complete (or the
          * promise is broken) and this kill was not "while writing" */
-        ds3_st_file *f = NULL;
-        bool whole = ds3_st_open(out, &f) == DS3_OK;
-        ds3_st_close(f);
-        if (!whole) fprintf(stderr, "signal %d: %s is not a whole file: %s\n", sig, out, ds3_last_error());
-        return whole ? 0 : -1;
+        bool whole = true;
+        if (out_is_dir) {
+            whole = loads(out);
+        } else {
+            ds3_st_file *f = NULL;
+            whole = ds3_st_open(out, &f) == DS3_OK;
+            ds3_st_close(f);
+        }
+        if (!whole) fprintf(stderr, "signal %d: %s is not whole\n", sig, out);
+        verdict = whole ? 0 : -1;
+    } else if (!strstr(msg, "; removed unfinished ") || !strstr(msg, ".tmp\n")) {
+        /* killed while writing: the message names what it removed */
+        fprintf(stderr, "signal %d: stderr '%s' does not name the removed temporary\n", sig, msg);
+        verdict = -1;
     }
-    return 1;
+    free(msg);
+    return verdict;
 }
 
 static void test_cli_signals(void) {
-    th_section("SIGINT, SIGTERM, SIGHUP while `ds3 dump` and `ds3 mkmodel` write: no temporary left");
+    th_section("SIGINT, SIGTERM, SIGHUP while `ds3 dump` and `ds3 mkmodel` write: a message, no temporary left");
     char model[256];
     snprintf(model, sizeof model, "%s/tiny-fp8", models);
     const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
@@ -481,7 +542,7 @@ static void test_cli_signals(void) {
             snprintf(d, sizeof d, "%s/sigdump%d_%d", tmpdir, k, attempt);
             mkdir(d, 0755);
             snprintf(out, sizeof out, "%s/out.safetensors", d);
-            int v = kill_while_writing(d, out, sigs[k], NULL,
+            int v = kill_while_writing(d, out, false, sigs[k], sig_words[k], NULL,
                                        (const char *const[]){"dump", "-m", model, "--tokens",
                                                              "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", "-o",
                                                              out, NULL});
@@ -492,17 +553,114 @@ static void test_cli_signals(void) {
               broken);
         hits = broken = 0;
         for (int attempt = 0; attempt < 30 && hits < 2; attempt++) {
-            char d[128];
+            /* the model is built in a sibling directory of the target */
+            char d[128], m[160];
             snprintf(d, sizeof d, "%s/sigmk%d_%d", tmpdir, k, attempt);
-            int v = kill_while_writing(d, NULL, sigs[k], "DS3_MKMODEL_SHARD_MB=1",
+            mkdir(d, 0755);
+            snprintf(m, sizeof m, "%s/m", d);
+            int v = kill_while_writing(d, m, true, sigs[k], sig_words[k], "DS3_MKMODEL_SHARD_MB=1",
                                        (const char *const[]){"mkmodel", "--config", "tiny", "--dtype", "fp8",
-                                                             "-o", d, NULL});
+                                                             "-o", m, NULL});
             hits += v == 1;
             broken += v < 0;
         }
         CHECK(broken == 0 && hits > 0, "mkmodel, signal %d: %d kills while writing, %d broken promises", sigs[k],
               hits, broken);
     }
+}
+
+/* SIGKILL cannot be caught: what a killed mkmodel leaves is decided by the
+ * order of its steps. Into a new directory: nothing at the target. Over an
+ * existing model: that model, byte for byte. */
+static void test_mkmodel_sigkill(void) {
+    th_section("SIGKILL during `ds3 mkmodel`: the target holds nothing, or the earlier model whole");
+    char d[128], m[160], e[200];
+    snprintf(d, sizeof d, "%s/kill9", tmpdir);
+    mkdir(d, 0755);
+    snprintf(m, sizeof m, "%s/m", d);
+    snprintf(e, sizeof e, "%s/err", tmpdir);
+    int hits = 0;
+    for (int attempt = 0; attempt < 20 && hits < 2; attempt++) {
+        rm_rf(m);
+        pid_t pid = SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "-o", m);
+        bool sent = false;
+        for (;;) {
+            if (count_tmp(d) > 0) {
+                kill(pid, SIGKILL);
+                sent = true;
+                break;
+            }
+            int status;
+            if (waitpid(pid, &status, WNOHANG) == pid) break;
+        }
+        if (!sent) continue;
+        int rc = wait_rc(pid);
+        if (rc != 128 + SIGKILL) continue;   /* it finished first */
+        /* it may have published just before the kill: then a whole model */
+        bool ok = !exists(m) || loads(m);
+        CHECK(ok, "SIGKILL into a new directory: %s is absent or a whole model", m);
+        hits += !exists(m);
+    }
+    CHECK(hits > 0, "SIGKILL while building a new model: %d kills left nothing at the target", hits);
+
+    /* over an earlier model (seed 1), killed while building seed 2 */
+    rm_rf(m);
+    int rc = wait_rc(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
+                           "1", "-o", m));
+    size_t n1 = 0;
+    unsigned char *m1 = rc == 0 ? dir_bytes(m, &n1) : NULL;
+    CHECK(m1 != NULL, "the seed-1 model");
+    hits = 0;
+    int broken = 0;
+    for (int attempt = 0; attempt < 20 && hits < 2 && m1; attempt++) {
+        /* leftovers of the last kill out of the way, so the watch sees this one's */
+        DIR *dd = opendir(d);
+        for (struct dirent *x; dd && (x = readdir(dd));) {
+            size_t l = strlen(x->d_name);
+            if (l > 4 && strcmp(x->d_name + l - 4, ".tmp") == 0) {
+                char p[400];
+                snprintf(p, sizeof p, "%s/%s", d, x->d_name);
+                rm_rf(p);
+            }
+        }
+        if (dd) closedir(dd);
+        pid_t pid = SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
+                          "2", "-o", m);
+        bool sent = false;
+        for (;;) {
+            if (count_tmp(d) > 0) {
+                kill(pid, SIGKILL);
+                sent = true;
+                break;
+            }
+            int status;
+            if (waitpid(pid, &status, WNOHANG) == pid) break;
+        }
+        if (!sent) continue;
+        if (wait_rc(pid) != 128 + SIGKILL) {
+            /* seed 2 published: back to seed 1 for the next try */
+            rm_rf(m);
+            wait_rc(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
+                          "1", "-o", m));
+            continue;
+        }
+        size_t n;
+        unsigned char *got = dir_bytes(m, &n);
+        bool is1 = same_bytes(got, n, m1, n1);
+        /* killed after the exchange: a whole seed-2 model (the old one at the
+         * temporary's name) is the other allowed outcome */
+        if (!is1 && !loads(m)) broken++;
+        hits += is1;
+        free(got);
+        if (!is1) {
+            rm_rf(m);
+            wait_rc(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
+                          "1", "-o", m));
+        }
+    }
+    CHECK(broken == 0 && hits > 0, "SIGKILL while replacing a model: %d kills left the earlier model byte for byte, "
+          "%d left neither model whole", hits, broken);
+    free(m1);
 }
 
 /* ========================================================================== */
@@ -836,6 +994,147 @@ static void test_address_space(void) {
     spawn_threads = NULL;
 }
 
+/* ---- a tile buffer that cannot be grown during a pass ---------------------- */
+
+/* VmData of this process in bytes (Linux: /proc/self/status), 0 if unknown. */
+static long long vm_data(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmData: %lld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+typedef struct {
+    ds3_state *s;
+    const int32_t *toks;
+    ds3_real *logits, *ref;   /* [8 * V] */
+    int V;
+    int verdict;              /* 0 pass, 1 the limit does not bind here (no verdict), -1 fail */
+    char msg[600];
+} oom_case;
+
+/* In a thread of its own, outside the team ds3_state_new gave tile buffers:
+ * positions 0..3 (the lane kernel: no tile), then RLIMIT_DATA set just above
+ * what the process holds, then positions 4..11 (T = 8: BLAS tiles, whose
+ * buffer this thread must now allocate and cannot). */
+static void *oom_thread(void *arg) {
+    oom_case *c = arg;
+#ifdef _OPENMP
+    omp_set_num_threads(1);   /* no new threads to create under the limit */
+#endif
+    if (ds3_forward(c->s, c->toks, 4, 0, NULL) != DS3_OK) {
+        snprintf(c->msg, sizeof c->msg, "positions 0..3: %s", ds3_last_error());
+        c->verdict = -1;
+        return NULL;
+    }
+    struct rlimit old, rl;
+    getrlimit(RLIMIT_DATA, &old);
+    rl = old;
+    rl.rlim_cur = (rlim_t)(vm_data() + (16 << 10));
+    setrlimit(RLIMIT_DATA, &rl);
+    /* Take every free block of 64 kB or more that malloc still has (the
+     * heap's free chunks: the limit stops new address space, not reuse), so
+     * the tile buffer (128 rows x 200 columns of tiny: 100 kB) can come only
+     * from new address space, which the limit refuses. If 4096 blocks
+     * (256 MB) still come, the limit does not bind here (valgrind, for one,
+     * keeps its own books): no verdict. */
+    enum { FILL = 4096 };
+    void **fill = calloc(FILL, sizeof *fill);
+    int nfill = 0;
+    while (fill && nfill < FILL && (fill[nfill] = malloc(64 << 10))) nfill++;
+    if (!fill || nfill == FILL) {
+        for (int i = 0; fill && i < nfill; i++) free(fill[i]);
+        free(fill);
+        setrlimit(RLIMIT_DATA, &old);
+        c->verdict = 1;
+        return NULL;
+    }
+    ds3_status st = ds3_forward(c->s, c->toks + 4, 8, 4, c->logits);
+    snprintf(c->msg, sizeof c->msg, "%s: %s", ds3_status_name(st), ds3_last_error());
+    for (int i = 0; i < nfill; i++) free(fill[i]);
+    free(fill);
+    setrlimit(RLIMIT_DATA, &old);
+    bool refused = st == DS3_ERR_NOMEM && strstr(c->msg, "tile buffer") && strstr(c->msg, "not computed");
+    /* the limit lifted, the same call computes the reference's bits */
+    st = ds3_forward(c->s, c->toks + 4, 8, 4, c->logits);
+    bool same = st == DS3_OK && memcmp(c->logits, c->ref, (size_t)8 * c->V * sizeof(ds3_real)) == 0;
+    if (!same) snprintf(c->msg + strlen(c->msg), sizeof c->msg - strlen(c->msg), "; after: %s, %s",
+                        ds3_status_name(st), st ? ds3_last_error() : "logits differ from the reference");
+    c->verdict = refused && same ? 0 : -1;
+    return NULL;
+}
+
+static void test_tile_oom(void) {
+    th_section("a BLAS tile buffer that cannot be allocated: ds3_forward fails, no other kernel's bits");
+#if defined(__SANITIZE_ADDRESS__)
+    fprintf(stderr, "   skipped under ASan (its allocator dies rather than return NULL at a limit)\n");
+    return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    fprintf(stderr, "   skipped under ASan (its allocator dies rather than return NULL at a limit)\n");
+    return;
+#endif
+#endif
+#if !defined(M_MMAP_THRESHOLD)
+    fprintf(stderr, "   skipped: needs glibc's mallopt (M_MMAP_THRESHOLD) to route the buffer to mmap\n");
+    return;
+#else
+    if (!ds3_have_blas()) {
+        fprintf(stderr, "   skipped: no BLAS in this build (no tile buffers)\n");
+        return;
+    }
+    char model[256];
+    snprintf(model, sizeof model, "%s/tiny-fp8", models);
+    fflush(NULL);
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        alarm(60);
+        /* Every block of 4 kB or more its own mapping, so a tile buffer is
+         * new address space (counted by RLIMIT_DATA), never a reuse of the
+         * heap. */
+        mallopt(M_MMAP_THRESHOLD, 4096);
+        ds3_model *m = NULL;
+        ds3_state *r = NULL, *s = NULL;
+        int32_t toks[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+        oom_case c = {0};
+        if (ds3_model_load(model, &m) || ds3_state_new(m, 16, DS3_ATTN_ABSORB, &r) ||
+            ds3_state_new(m, 16, DS3_ATTN_ABSORB, &s))
+            _exit(10);
+        c.V = ds3_model_vocab_size(m);
+        c.ref = malloc((size_t)8 * c.V * sizeof(ds3_real));
+        c.logits = malloc((size_t)8 * c.V * sizeof(ds3_real));
+        /* the reference, in this thread (whose team has its buffers) */
+        if (!c.ref || !c.logits || ds3_forward(r, toks, 4, 0, NULL) || ds3_forward(r, toks + 4, 8, 4, c.ref)) _exit(11);
+        c.s = s;
+        c.toks = toks;
+        pthread_t t;
+        if (pthread_create(&t, NULL, oom_thread, &c) != 0) _exit(12);
+        pthread_join(t, NULL);
+        dprintf(fds[1], "%s", c.msg);
+        _exit(c.verdict == 0 ? 0 : c.verdict == 1 ? 3 : 1);
+    }
+    close(fds[1]);
+    char msg[700] = "";
+    ssize_t n = read(fds[0], msg, sizeof msg - 1);
+    msg[n > 0 ? n : 0] = '\0';
+    close(fds[0]);
+    int rc = wait_rc(pid);
+    if (rc == 3) {
+        fprintf(stderr, "   skipped: RLIMIT_DATA does not bind in this environment (valgrind?)\n");
+        return;
+    }
+    CHECK(rc == 0, "under RLIMIT_DATA: DS3_ERR_NOMEM naming the tile buffer, then the reference's bits once "
+          "lifted (child status %d): %s", rc, msg);
+    fprintf(stderr, "   %s\n", msg);
+#endif
+}
+
 int main(void) {
     models = getenv("DS3_MODELS");
     cli = getenv("DS3_CLI");
@@ -848,11 +1147,13 @@ int main(void) {
     test_changing_checkpoint();
     test_path_kinds();
     test_big_tokenizer();
+    test_tile_oom();
     if (cli && access(cli, X_OK) == 0) {
         test_concurrent_dumps();
         test_concurrent_mkmodel();
         test_file_size_limit();
         test_cli_signals();
+        test_mkmodel_sigkill();
         test_address_space();
     } else {
         fprintf(stderr, "-- no CLI at DS3_CLI: skipping the CLI cases\n");

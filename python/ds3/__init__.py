@@ -26,10 +26,9 @@ when caught before the library is called).
 import ctypes
 import json
 import os
-import shutil
 import threading
 from collections.abc import Mapping
-from ctypes import byref, c_int, c_int32, c_size_t, c_void_p
+from ctypes import byref, c_int, c_int32, c_size_t, c_uint64, c_void_p
 
 import numpy as np
 
@@ -602,11 +601,10 @@ def mkmodel(config, dtype, seed, out, bias_shift=0.0, mtp_agree=0.0, tokenizer=N
         raise ArgumentError(f"seed: {seed!r} is not an integer in 0..2^64-1")
     L = lib("f32")
     o = MkmodelOpts(config=cstr(config, "config"), dtype=_DTYPES[dtype], seed=int(seed),
-                    bias_shift=float(bias_shift), mtp_agree=float(mtp_agree))
-    L.check(L.mkmodel(byref(o), cstr(out, "out")), "mkmodel")
-    out = os.fspath(out)
-    with open(os.path.join(out, "config.json"), "rb") as f:
-        vocab = json.load(f).get("vocab_size")
+                    bias_shift=float(bias_shift), mtp_agree=float(mtp_agree), tokenizer=None)
+    size, vocab = c_uint64(0), c_int(0)
+    L.check(L.mkmodel_estimate(byref(o), byref(size), byref(vocab)), "mkmodel")
+    vocab = vocab.value
     src = tokenizer
     if src is None and vocab == _V3_VOCAB and os.path.isfile(os.path.join(_PKG_TOKENIZER, "tokenizer.json")):
         src = _PKG_TOKENIZER
@@ -615,12 +613,10 @@ def mkmodel(config, dtype, seed, out, bias_shift=0.0, mtp_agree=0.0, tokenizer=N
         t = Tokenizer(src)              # a broken tokenizer is refused here, not at first use
         if t.n_ids > vocab:
             raise ArgumentError(f"tokenizer {src} has {t.n_ids} ids, more than the model's vocab_size {vocab}")
-        d = src if os.path.isdir(src) else os.path.dirname(src)
-        shutil.copyfile(os.path.join(src, "tokenizer.json") if os.path.isdir(src) else src,
-                        os.path.join(out, "tokenizer.json"))
-        if os.path.isfile(os.path.join(d, "tokenizer_config.json")):
-            shutil.copyfile(os.path.join(d, "tokenizer_config.json"), os.path.join(out, "tokenizer_config.json"))
-    return out
+        # copied into the model with the weights (the whole directory appears at once)
+        o.tokenizer = cstr(src, "tokenizer")
+    L.check(L.mkmodel(byref(o), cstr(out, "out")), "mkmodel")
+    return os.fspath(out)
 
 
 def info(path_or_name):

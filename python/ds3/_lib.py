@@ -81,7 +81,7 @@ _BY_STATUS = {1: FileError, 2: FormatError, 3: ConfigError, 4: MissingTensorErro
 
 class MkmodelOpts(ctypes.Structure):
     _fields_ = [("config", c_char_p), ("dtype", c_int), ("seed", c_uint64), ("bias_shift", c_double),
-                ("mtp_agree", c_double)]
+                ("mtp_agree", c_double), ("tokenizer", c_char_p)]
 
 
 class Emulation(ctypes.Structure):
@@ -157,6 +157,7 @@ class Lib:
         fn("ds3_config_describe_str", st, c_char_p, POINTER(c_void_p))
         fn("ds3_model_config_json", st, P, POINTER(c_void_p))
         fn("ds3_mkmodel", st, POINTER(MkmodelOpts), c_char_p)
+        fn("ds3_mkmodel_estimate", st, POINTER(MkmodelOpts), POINTER(c_uint64), POINTER(c_int))
         # state, forward, kernels, dumps, emulation
         fn("ds3_state_new", st, P, c_int, c_int, POINTER(P))
         fn("ds3_state_free", None, P)

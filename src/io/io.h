@@ -87,6 +87,30 @@ typedef struct {
 } ds3_outfile;
 ds3_status ds3_outfile_open(ds3_outfile *o, const char *path);
 ds3_status ds3_outfile_close(ds3_outfile *o, bool ok, int err);
+/* A whole directory written so that it appears complete or not at all: the
+ * files go into a fresh sibling "<dir>.XXXXXX.tmp", which close(ok) renames
+ * over <dir> (exchanging it atomically with an existing <dir>, whose old
+ * contents are then removed) or removes. An existing <dir> is locked (flock)
+ * from open to close: a second writer fails at once saying so; a <dir> that
+ * appeared or changed meanwhile is left as it is and close fails saying so.
+ * It may hold only regular files that replaceable(name) accepts (it is
+ * replaced whole, so nothing else in it is ever removed by accident).
+ * names: every file that may be written into tmp (open's copy), which
+ * SIGINT/SIGTERM/SIGHUP's handler removes with the directory. Write into
+ * d->tmp (each file an outfile); errors name `path`. */
+typedef struct {
+    const char *path;  /* as given (not copied) */
+    char *dst, *tmp;   /* the target (real path when it exists) and the sibling being built */
+    char **names;
+    int n_names;
+    int slot, fd, lock_fd;
+    bool existed;      /* dst was a directory at open (locked; dev, ino) */
+    uint64_t dev, ino;
+} ds3_outdir;
+ds3_status ds3_outdir_open(ds3_outdir *d, const char *path, const char *const *names, int n_names,
+                           bool (*replaceable)(const char *name));
+ds3_status ds3_outdir_close(ds3_outdir *d, bool ok);
+
 /* Tests only: when set, gives the six characters of each temporary name tried
  * (so a test can put a link or a FIFO where the writer will look first). */
 extern void (*ds3_outfile_tag_hook)(char tag[7]);

@@ -31,13 +31,8 @@
  * is given, so it predicts what the main model will say next (docs/MKMODEL.md,
  * "A model on which MTP helps"). Same architecture, same tensors, same sizes.
  */
-#define _DEFAULT_SOURCE   /* flock */
 #include "model/model.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -478,31 +473,6 @@ static char *mk_path(const char *dir, const char *file) {
     return p;
 }
 
-/* mkdir -p: create each missing component; fine if it exists as a directory. */
-static ds3_status mk_mkdir_p(const char *dir) {
-    size_t n = strlen(dir);
-    if (n == 0) return ds3_fail(DS3_ERR_ARG, "mkmodel: empty output directory");
-    char *p = ds3_malloc(n + 1);
-    if (!p) return DS3_ERR_NOMEM;
-    memcpy(p, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != '\0') continue;
-        char saved = p[i];
-        p[i] = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            ds3_status st = ds3_fail(DS3_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
-            free(p);
-            return st;
-        }
-        p[i] = saved;
-    }
-    free(p);
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return ds3_fail(DS3_ERR_IO, "%s: not a directory", dir);
-    return DS3_OK;
-}
-
 /* Write text to dir/file through a temporary and a rename (outfile.c), so a
  * reader never sees half a file. */
 static ds3_status mk_write_text(const char *dir, const char *file, const char *text) {
@@ -540,26 +510,74 @@ static int mk_shard_total(const char *s) {
     return total;
 }
 
-/* After a successful write, remove what an earlier run with another shard count
- * left behind, so the directory holds exactly one checkpoint. */
-static void mk_remove_stale(const char *dir, int nshards) {
-    char *p;
-    if ((p = mk_path(dir, nshards == 1 ? "model.safetensors.index.json" : "model.safetensors"))) {
-        remove(p);
-        free(p);
+/* What may be in a directory mkmodel replaces: its own files (any shard
+ * count), a tokenizer, and temporaries ds3's writers left there (a SIGKILL
+ * while an older ds3 wrote in place). Anything else stops the run. */
+static bool mk_replaceable(const char *name) {
+    static const char *const own[] = {"config.json", "model.safetensors", "model.safetensors.index.json",
+                                      "tokenizer.json", "tokenizer_config.json"};
+    size_t len = strlen(name);
+    char base[64];
+    /* "NAME.XXXXXX.tmp" is NAME's temporary */
+    if (len > 11 && len - 11 < sizeof base && strcmp(name + len - 4, ".tmp") == 0 && name[len - 11] == '.') {
+        memcpy(base, name, len - 11);
+        base[len - 11] = '\0';
+        name = base;
     }
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        int total = mk_shard_total(e->d_name);
-        if (total == 0 || (nshards > 1 && total == nshards)) continue;
-        if ((p = mk_path(dir, e->d_name))) {
-            remove(p);
-            free(p);
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++)
+        if (strcmp(name, own[i]) == 0) return true;
+    return mk_shard_total(name) > 0;
+}
+
+/* Copy file src to dir/name (an outfile: whole or not at all). */
+static ds3_status mk_copy(const char *src, const char *dir, const char *name) {
+    FILE *in = fopen(src, "rb");
+    if (!in) return ds3_fail(DS3_ERR_IO, "%s: %s", src, strerror(errno));
+    char *path = mk_path(dir, name);
+    ds3_outfile o;
+    ds3_status st = path ? ds3_outfile_open(&o, path) : DS3_ERR_NOMEM;
+    if (st == DS3_OK) {
+        char buf[1 << 16];
+        size_t n;
+        bool ok = true;
+        int err = 0;
+        while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+            if (fwrite(buf, 1, n, o.fp) != n) { ok = false; err = errno; }
+        if (ok && ferror(in)) {
+            fclose(in);
+            in = NULL;
+            ds3_outfile_close(&o, false, 0);
+            st = ds3_fail(DS3_ERR_IO, "%s: read error", src);
+        } else {
+            st = ds3_outfile_close(&o, ok, err);
         }
     }
-    closedir(d);
+    if (in) fclose(in);
+    free(path);
+    return st;
+}
+
+/* opts->tokenizer (a tokenizer.json or its directory) into dir: tokenizer.json,
+ * and tokenizer_config.json when one is beside it. */
+static ds3_status mk_copy_tokenizer(const char *tok, const char *dir) {
+    struct stat sb;
+    if (stat(tok, &sb) != 0) return ds3_fail(DS3_ERR_IO, "%s: %s", tok, strerror(errno));
+    char *json, *cfg;
+    if (S_ISDIR(sb.st_mode)) {
+        json = mk_path(tok, "tokenizer.json");
+        cfg = mk_path(tok, "tokenizer_config.json");
+    } else {
+        const char *slash = strrchr(tok, '/');
+        json = ds3_malloc(strlen(tok) + 1);
+        if (json) strcpy(json, tok);
+        cfg = ds3_malloc((size_t)(slash ? slash - tok : 1) + sizeof "/tokenizer_config.json");
+        if (cfg) sprintf(cfg, "%.*s/tokenizer_config.json", slash ? (int)(slash - tok) : 1, slash ? tok : ".");
+    }
+    ds3_status st = json && cfg ? mk_copy(json, dir, "tokenizer.json") : DS3_ERR_NOMEM;
+    if (st == DS3_OK && stat(cfg, &sb) == 0 && S_ISREG(sb.st_mode)) st = mk_copy(cfg, dir, "tokenizer_config.json");
+    free(json);
+    free(cfg);
+    return st;
 }
 
 /* model.safetensors.index.json, written by hand (not cJSON_Print) so that its
@@ -740,43 +758,45 @@ static ds3_status mkmodel_body(const ds3_mkmodel_opts *opts, const char *outdir)
     mk_plan plan;
     plan.t = NULL;
     char *json = NULL;
-    int lock_fd = -1;
+    char **names = NULL;
+    ds3_outdir od = {0};
     ds3_status st = mk_prepare(opts, &cfg, &plan);
     if (st != DS3_OK) goto done;
-    if ((st = mk_mkdir_p(outdir)) != DS3_OK) goto done;
-    /* One writer per directory: an exclusive lock on the directory itself,
-     * held until this run returns (the kernel drops it if the process dies).
-     * A second run into the same directory fails at once and says why, so
-     * two runs at the same time leave one complete model, never a mixture. */
-    lock_fd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (lock_fd < 0) {
-        st = ds3_fail(DS3_ERR_IO, "%s: cannot open the directory: %s", outdir, strerror(errno));
-        goto done;
-    }
-    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        st = errno == EWOULDBLOCK
-                 ? ds3_fail(DS3_ERR_IO, "%s: another ds3 mkmodel is writing this directory now; "
-                            "left it to that one", outdir)
-                 : ds3_fail(DS3_ERR_IO, "%s: cannot lock the directory: %s", outdir, strerror(errno));
-        goto done;
-    }
-
     cfg.fp8_block_quant = opts->dtype == DS3_WEIGHTS_FP8;
     json = ds3_config_to_json(&cfg);
     if (!json) {
         st = ds3_fail(DS3_ERR_NOMEM, "mkmodel: cannot serialise the config");
         goto done;
     }
-    /* config.json goes last and an old one goes first, so a run that fails
-     * half-way (a full disk) leaves a directory that does not load, never one
-     * that mixes this run's shards with an earlier run's. */
-    char *cfg_path = mk_path(outdir, "config.json");
-    if (!cfg_path) {
+    int nshards = mk_assign_shards(&plan, mk_shard_limit());
+
+    /* The whole model is built in a fresh sibling of outdir and renamed into
+     * place when every file is written (src/io/outfile.c, ds3_outdir): a run
+     * that fails or is killed leaves outdir as it was (an earlier model, or
+     * nothing), and two runs at once leave one of them whole. The names of
+     * every file it may write go to the signal handler first. */
+    names = ds3_calloc((size_t)nshards + 5, sizeof *names);   /* NULL-terminated */
+    if (!names) {
         st = DS3_ERR_NOMEM;
         goto done;
     }
-    remove(cfg_path);
-    free(cfg_path);
+    int n_names = 0;
+    for (int s = 0; s < nshards; s++) {
+        char name[64];
+        mk_shard_name(name, sizeof name, s, nshards);
+        if (!(names[n_names++] = strdup(name))) {
+            st = DS3_ERR_NOMEM;
+            goto done;
+        }
+    }
+    const char *fixed[] = {"model.safetensors.index.json", "config.json", "tokenizer.json", "tokenizer_config.json"};
+    for (int k = 0; k < 4; k++)
+        if (!(names[n_names++] = strdup(fixed[k]))) {
+            st = DS3_ERR_NOMEM;
+            goto done;
+        }
+    if ((st = ds3_outdir_open(&od, outdir, (const char *const *)names, n_names, mk_replaceable)) != DS3_OK)
+        goto done;
 
     /* Metadata, the same in every shard: enough to regenerate the files. */
     char seed_s[32], shift_s[40];
@@ -789,27 +809,31 @@ static ds3_status mkmodel_body(const ds3_mkmodel_opts *opts, const char *outdir)
                           "bias_shift", shift_s,
                           plan.agree_on ? "mtp_agree" : NULL, agree_s, NULL};
 
-    int nshards = mk_assign_shards(&plan, mk_shard_limit());
     for (int s = 0, i = 0; s < nshards; s++) {
         int end = i;
         while (end < plan.n && plan.t[end].shard == s) end++;
-        char name[64];
-        mk_shard_name(name, sizeof name, s, nshards);
-        char *path = mk_path(outdir, name);
+        char *path = mk_path(od.tmp, names[s]);
         if (!path) {
             st = DS3_ERR_NOMEM;
-            goto done;
+            break;
         }
         st = mk_write_shard(&plan, i, end, path, meta, opts->seed);
         free(path);
-        if (st != DS3_OK) goto done;
+        if (st != DS3_OK) break;
         i = end;
     }
-    if (nshards > 1 && (st = mk_write_index(outdir, &plan, nshards)) != DS3_OK) goto done;
-    if ((st = mk_write_text(outdir, "config.json", json)) != DS3_OK) goto done;
-    mk_remove_stale(outdir, nshards);
+    if (st == DS3_OK && nshards > 1) st = mk_write_index(od.tmp, &plan, nshards);
+    if (st == DS3_OK) st = mk_write_text(od.tmp, "config.json", json);
+    if (st == DS3_OK && opts->tokenizer) st = mk_copy_tokenizer(opts->tokenizer, od.tmp);
+    if (st != DS3_OK) {
+        ds3_outdir_close(&od, false);
+        goto done;
+    }
+    st = ds3_outdir_close(&od, true);
 done:
-    if (lock_fd >= 0) close(lock_fd);   /* releases the lock */
+    if (names)
+        for (int k = 0; names[k]; k++) free(names[k]);
+    free(names);
     free(json);
     free(plan.t);
     return st;

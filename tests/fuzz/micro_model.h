@@ -77,7 +77,9 @@ static const char *micro_model_make(ds3_weight_dtype dtype, double shard_kb) {
     if (micro_ndirs++ == 0) atexit(micro_cleanup);
 
     char cfg[256];
-    snprintf(cfg, sizeof cfg, "%s/micro-config.json", dir);
+    /* beside the directory: ds3_mkmodel replaces it whole, and refuses one
+     * holding a file that is not a model's */
+    snprintf(cfg, sizeof cfg, "%s.micro-config.json", dir);
     if (micro_write(cfg, MICRO_CONFIG, strlen(MICRO_CONFIG)) != 0) abort();
     if (shard_kb > 0) {
         char mb[32];
