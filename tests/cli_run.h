@@ -14,7 +14,21 @@
  *   CHECK(r.rc == 0 && has(r.out, "…"), "…: %s", r.err);
  *   done(&r);
  *
- * Used by test_cli.c, test_compare.c and test_text.c.
+ * A run that must go on while the test acts on it (a signal, a file changed
+ * under it, a second writer) starts with run_start, its stdin and stdout
+ * /dev/null and stderr in a file of the test's choosing, and ends with
+ * run_wait:
+ *
+ *   pid_t pid = RUN_START(errfile, "dump", "-m", dir, "--tokens", "1,2", "-o", out);
+ *   ...                                           kill(pid, SIGINT), say
+ *   int rc = run_wait(pid);                       128 + signal if killed
+ *
+ * run_opts says how the next runs start (limits, environment, an alarm): set
+ * what a case needs, reset it after. count_tmp(dir) counts what a writer left
+ * behind ("*.tmp": a file or a directory).
+ *
+ * Used by test_cli.c, test_compare.c, test_text.c, test_chat.c,
+ * test_errors.c and test_robust.c.
  */
 #ifndef DS3_TEST_CLI_RUN_H
 #define DS3_TEST_CLI_RUN_H
@@ -23,7 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -34,6 +51,17 @@ static const char *cli;   /* the ds3 binary */
  * instead of being captured; r.out is then empty. */
 static const char *stdout_to;
 static char tmpdir[64];   /* the test's mkdtemp directory */
+
+/* How the next runs start (RUN, RUN_IN, RUN_START). In every child SIGINT,
+ * SIGTERM and SIGHUP are at their default actions, as in a shell. */
+static struct {
+    long fsize;          /* > 0: RLIMIT_FSIZE in bytes; SIGXFSZ ignored, so a write past it fails (EFBIG)... */
+    bool xfsz_kills;     /* ...unless set: SIGXFSZ at its default (kills), as a shell's `ulimit -f` leaves it */
+    long as;             /* > 0: RLIMIT_AS in bytes, and OPENBLAS_NUM_THREADS=1 (OpenBLAS's own threads
+                            each map a 128 MB buffer when it loads: alone they would exceed a small limit) */
+    const char *env[4];  /* "NAME=VALUE" each, set in the child (NULL entries skipped) */
+    unsigned alarm_s;    /* > 0: SIGALRM after that many seconds, so a hang ends as status 142 */
+} run_opts;
 
 typedef struct {
     int rc;          /* exit status; 128+signal if killed; -1 if it could not run */
@@ -69,6 +97,77 @@ static inline int temp_fd(const char *what) {
     return fd;
 }
 
+/* In the child, before execv: run_opts. */
+static inline void run_child_setup(void) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGXFSZ, run_opts.fsize > 0 && !run_opts.xfsz_kills ? SIG_IGN : SIG_DFL);
+    if (run_opts.fsize > 0) {
+        struct rlimit rl = {(rlim_t)run_opts.fsize, (rlim_t)run_opts.fsize};
+        setrlimit(RLIMIT_FSIZE, &rl);
+    }
+    if (run_opts.as > 0) {
+        struct rlimit rl = {(rlim_t)run_opts.as, (rlim_t)run_opts.as};
+        setrlimit(RLIMIT_AS, &rl);
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        if (!run_opts.env[i]) continue;
+        char name[64];
+        const char *eq = strchr(run_opts.env[i], '=');
+        if (!eq || eq - run_opts.env[i] >= (long)sizeof name) continue;
+        snprintf(name, sizeof name, "%.*s", (int)(eq - run_opts.env[i]), run_opts.env[i]);
+        setenv(name, eq + 1, 1);
+    }
+    if (run_opts.alarm_s) alarm(run_opts.alarm_s);
+}
+
+/* Exit status as a shell shows it: 128 + signal when killed; -1 if pid is not a child. */
+static inline int run_wait(pid_t pid) {
+    int status = 0;
+    if (pid <= 0 || waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Start the CLI with args (NULL-terminated, at most 62) and return at once:
+ * stdin and stdout /dev/null, stderr to errfile (created or truncated). */
+static inline pid_t run_start(const char *errfile, const char *const *args) {
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)cli;
+    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDWR);
+        int fe = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(nul, 0);
+        dup2(nul, 1);
+        dup2(fe >= 0 ? fe : nul, 2);
+        run_child_setup();
+        execv(cli, argv);
+        _exit(127);
+    }
+    return pid;
+}
+#define RUN_START(errfile, ...) run_start(errfile, (const char *const[]){__VA_ARGS__, NULL})
+
+/* Entries of dir whose name ends in ".tmp": what a writer left behind (a
+ * temporary file, or mkmodel's sibling directory). 0 if dir cannot be read. */
+static inline int count_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (l > 4 && strcmp(e->d_name + l - 4, ".tmp") == 0) n++;
+    }
+    closedir(d);
+    return n;
+}
+
 /* Run the CLI with args (NULL-terminated, at most 62) and stdin[0..in_n). */
 static inline result run_in(const char *in, size_t in_n, const char *const *args) {
     result r = {-1, NULL, NULL, 0};
@@ -90,12 +189,11 @@ static inline result run_in(const char *in, size_t in_n, const char *const *args
             dup2(fd, 1);
         } else dup2(fo, 1);
         dup2(fe, 2);
+        run_child_setup();
         execv(cli, argv);
         _exit(127);
     }
-    int status = 0;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid)
-        r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.rc = run_wait(pid);
     r.out = slurp_fd(fo, &r.out_n);
     r.err = slurp_fd(fe, NULL);
     close(fi);

@@ -21,6 +21,7 @@
  * Needs $DS3_MODELS/tiny-f32 and tiny-fp8 (make models) and $DS3_CLI.
  */
 #include "harness.h"
+#include "cli_run.h"
 #include "generate/generate.h"
 #include "fuzz/micro_model.h"
 
@@ -36,35 +37,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char tmpdir[64];
-static const char *models, *cli;
+static const char *models;   /* cli, tmpdir: cli_run.h */
 
 /* ========================================================================== */
 /* Helpers                                                                     */
 /* ========================================================================== */
 
-static bool exists(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
-
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     if (!f || fputs(text, f) < 0) { perror(path); exit(1); }
     fclose(f);
-}
-
-/* Files in dir whose name ends in ".tmp" (a partial write left behind). */
-static int count_tmp(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    if (!d) return 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && strcmp(e->d_name + l - 4, ".tmp") == 0) n++;
-    }
-    closedir(d);
-    return n;
 }
 
 /* <tmp>/<name>, created empty, holding a copy of src's config.json. */
@@ -346,50 +328,17 @@ static void test_runtime(void) {
 /* Output files: full disks, unwritable paths                                  */
 /* ========================================================================== */
 
-typedef struct {
-    int rc;
-    char err[4096];
-} cli_result;
-
-/* Run the CLI with a file-size limit (0: none); stderr captured. */
-static cli_result run_cli(long fsize, const char *const *args) {
-    cli_result r = {-1, ""};
-    char errp[128];
-    snprintf(errp, sizeof errp, "%s/stderr.XXXXXX", tmpdir);
-    int fe = mkstemp(errp);
-    unlink(errp);
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)cli;
-    while (args[n - 1] && n < 31) { argv[n] = (char *)args[n - 1]; n++; }
-    argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int nul = open("/dev/null", O_RDWR);
-        dup2(nul, 0);
-        dup2(nul, 1);
-        dup2(fe, 2);
-        if (fsize > 0) {
-            struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
-            signal(SIGXFSZ, SIG_IGN);   /* a write past the limit then fails with EFBIG */
-            setrlimit(RLIMIT_FSIZE, &rl);
-        }
-        execv(cli, argv);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid)
-        r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    lseek(fe, 0, SEEK_SET);
-    ssize_t got = read(fe, r.err, sizeof r.err - 1);
-    r.err[got > 0 ? got : 0] = '\0';
-    close(fe);
+/* The CLI with a file-size limit (0: none; SIGXFSZ ignored, so a write past
+ * it fails with EFBIG), through cli_run.h; done() the result. */
+static result run_cli(long fsize, const char *const *args) {
+    run_opts.fsize = fsize;
+    result r = run_in(NULL, 0, args);
+    run_opts.fsize = 0;
     return r;
 }
 #define CLI(fsize, ...) run_cli(fsize, (const char *const[]){__VA_ARGS__, NULL})
 
-static void expect_cli_fail(const char *what, cli_result r, const char *needle) {
+static void expect_cli_fail(const char *what, result r, const char *needle) {
     CHECK(r.rc >= 1 && r.rc <= 125, "%s: exit %d, want 1..125: %s", what, r.rc, r.err);
     CHECK(r.rc == 1, "%s: exit %d, want 1 (a runtime error): %s", what, r.rc, r.err);
     CHECK(strncmp(r.err, "ds3: ", 5) == 0 && strstr(r.err, needle), "%s: stderr lacks 'ds3: ... %s': %s", what,
@@ -450,7 +399,7 @@ static void test_output(void) {
         fprintf(stderr, "-- no CLI at DS3_CLI: skipping the CLI cases\n");
         return;
     }
-    cli_result r = CLI(8192, "dump", "-m", model, "--tokens", "1,2,3", "-o", out);
+    result r = CLI(8192, "dump", "-m", model, "--tokens", "1,2,3", "-o", out);
     expect_cli_fail("dump onto a full disk", r, "big.safetensors");
     CHECK(!exists(out) && count_tmp(d) == 0, "dump onto a full disk left a file");
 
@@ -458,9 +407,11 @@ static void test_output(void) {
     snprintf(p, sizeof p, "%s/file", d);
     write_text(p, "x");
     snprintf(out, sizeof out, "%s/file/x.safetensors", d);
+    done(&r);
     r = CLI(0, "dump", "-m", model, "--tokens", "1,2", "-o", out);
     expect_cli_fail("dump below a regular file", r, "/file");
     snprintf(out, sizeof out, "%s/file/m", d);
+    done(&r);
     r = CLI(0, "mkmodel", "--config", "tiny", "-o", out);
     expect_cli_fail("mkmodel below a regular file", r, "/file");
 
@@ -468,11 +419,13 @@ static void test_output(void) {
      * file or directory may remain, and the earlier model is there as it was
      * (the new one is built in a sibling directory, src/io/outfile.c). */
     snprintf(out, sizeof out, "%s/m", d);
+    done(&r);
     r = CLI(0, "mkmodel", "--config", "tiny", "--seed", "1", "-o", out);
     CHECK(r.rc == 0, "mkmodel: %s", r.err);
     size_t n_before = 0, n_after = 0;
     snprintf(p, sizeof p, "%s/model.safetensors", out);
     unsigned char *before = slurp(p, &n_before);
+    done(&r);
     r = CLI(1 << 20, "mkmodel", "--config", "tiny", "--seed", "2", "-o", out);
     expect_cli_fail("mkmodel onto a full disk", r, "model.safetensors");
     CHECK(count_tmp(out) == 0 && count_tmp(d) == 0, "mkmodel onto a full disk left a .tmp file in %s", d);
@@ -485,6 +438,7 @@ static void test_output(void) {
 
     snprintf(out, sizeof out, "%s/sharded", d);
     setenv("DS3_MKMODEL_SHARD_MB", "1", 1);
+    done(&r);
     r = CLI(0, "mkmodel", "--config", "tiny", "--seed", "1", "-o", out);
     CHECK(r.rc == 0, "sharded mkmodel: %s", r.err);
     char shard3[1100] = "", inside[1200];
@@ -503,6 +457,7 @@ static void test_output(void) {
         mkdir(shard3, 0755);
         snprintf(inside, sizeof inside, "%s/keep", shard3);
         write_text(inside, "x");
+        done(&r);
         r = CLI(0, "mkmodel", "--config", "tiny", "--seed", "2", "-o", out);
         expect_cli_fail("a directory at shard 3's name", r, "model-00003-of-");
         CHECK(exists(inside), "the directory at shard 3's name and its file are untouched");
@@ -511,6 +466,7 @@ static void test_output(void) {
         CHECK(count_tmp(out) == 0 && count_tmp(d) == 0, "failed sharded mkmodel left a .tmp file in %s", d);
         expect_unmixed("a directory at shard 3's name", out);
     }
+    done(&r);
     unsetenv("DS3_MKMODEL_SHARD_MB");
 }
 
@@ -667,7 +623,7 @@ static void expect_class(const char *what, const char *dir, const char *tokens, 
     char o[700];
     if (!out) snprintf(o, sizeof o, "%s/out.safetensors", dir);
     else snprintf(o, sizeof o, "%s", out);
-    cli_result r = CLI(0, "dump", "-m", dir, "--tokens", tokens, "-o", o);
+    result r = CLI(0, "dump", "-m", dir, "--tokens", tokens, "-o", o);
     CHECK(r.rc >= 1 && r.rc <= 125 && r.rc == want, "%s: exit %d, want %d: %s", what, r.rc, want, r.err);
     CHECK(strncmp(r.err, "ds3: ", 5) == 0, "%s: stderr does not start 'ds3: ': %s", what, r.err);
     CHECK(!n1 || strstr(r.err, n1), "%s: stderr lacks '%s': %s", what, n1, r.err);
@@ -677,6 +633,7 @@ static void expect_class(const char *what, const char *dir, const char *tokens, 
     CHECK(!exists(o) && !exists(tmp), "%s: left %s or its .tmp", what, o);
     const char *nl = strchr(r.err, '\n');
     fprintf(stderr, "   %-34s exit %d: %.*s\n", what, r.rc, nl ? (int)(nl - r.err) : (int)strlen(r.err), r.err);
+    done(&r);
 }
 
 static void test_classes(void) {
@@ -692,12 +649,14 @@ static void test_classes(void) {
 
     /* The intact copy works: every failure below is the one thing broken. */
     d = micro_copy("c-intact");
-    cli_result r = CLI(0, "dump", "-m", d, "--tokens", "1,2,3", "-o", "/dev/null/x");
+    result r = CLI(0, "dump", "-m", d, "--tokens", "1,2,3", "-o", "/dev/null/x");
     CHECK(r.rc == 1 && strstr(r.err, "/dev/null"), "control: an unwritable path is refused: %s", r.err);
     snprintf(p, sizeof p, "%s/ok.safetensors", d);
+    done(&r);
     r = CLI(0, "dump", "-m", d, "--tokens", "1,2,3", "-o", p);
     CHECK(r.rc == 0 && exists(p), "control: the intact micro model dumps: exit %d: %s", r.rc, r.err);
     unlink(p);
+    done(&r);
 
     /* Container (safetensors) classes. */
     snprintf(p, sizeof p, "%s/model.safetensors", micro);

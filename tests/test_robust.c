@@ -36,6 +36,7 @@
  * cases.
  */
 #include "harness.h"
+#include "cli_run.h"
 #include "io/io.h"
 #include "model/model.h"
 #include "fuzz/micro_model.h"
@@ -59,29 +60,16 @@
 #include <omp.h>
 #endif
 
-static char tmpdir[64];
-static const char *models, *cli;
+static const char *models;   /* cli, tmpdir: cli_run.h */
 
 /* ========================================================================== */
 /* Helpers                                                                     */
 /* ========================================================================== */
 
-static bool exists(const char *path) {
+/* Is there anything at path (a link, even a dangling one, counts)? */
+static bool lexists(const char *path) {
     struct stat sb;
     return lstat(path, &sb) == 0;
-}
-
-/* Files in dir whose name ends in ".tmp" (a temporary left behind). */
-static int count_tmp(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    if (!d) return 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && strcmp(e->d_name + l - 4, ".tmp") == 0) n++;
-    }
-    closedir(d);
-    return n;
 }
 
 /* All of a file (NULL if it cannot be read); *n its length. */
@@ -117,69 +105,23 @@ static void rm_rf(const char *p) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", p);
 }
 
-/* For the next spawn: RLIMIT_AS (0: none) and OMP_NUM_THREADS (NULL: as is). */
-static long spawn_as;
-static const char *spawn_threads;
-
-/* A CLI child: stdout to /dev/null, stderr to errfile; fsize > 0 sets
- * RLIMIT_FSIZE with SIGXFSZ at its default action (which kills), as a shell's
- * `ulimit -f` leaves it. env: "NAME=VALUE" or NULL. */
+/* A CLI child (cli_run.h's run_start: stdout to /dev/null, stderr to
+ * errfile); fsize > 0 sets RLIMIT_FSIZE with SIGXFSZ at its default action
+ * (which kills), as a shell's `ulimit -f` leaves it (main sets xfsz_kills).
+ * env: one "NAME=VALUE" or NULL. Every child also gets an alarm (a hang fails
+ * the case, status 142, instead of the test) and OMP_WAIT_POLICY=passive:
+ * threads that sleep when idle (on a loaded machine libgomp's spinning makes
+ * each run of the micro model take 0.6 s instead of 0.04 s; not a change of
+ * bits: the thread count and schedule are the same). */
 static pid_t spawn(const char *errfile, long fsize, const char *env, const char *const *args) {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)cli;
-    while (args[n - 1] && n < 31) { argv[n] = (char *)args[n - 1]; n++; }
-    argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int nul = open("/dev/null", O_RDWR);
-        int fe = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(nul, 0);
-        dup2(nul, 1);
-        dup2(fe >= 0 ? fe : nul, 2);
-        signal(SIGXFSZ, SIG_DFL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGHUP, SIG_DFL);
-        if (fsize > 0) {
-            struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
-            setrlimit(RLIMIT_FSIZE, &rl);
-        }
-        if (spawn_as > 0) {
-            struct rlimit rl = {(rlim_t)spawn_as, (rlim_t)spawn_as};
-            setrlimit(RLIMIT_AS, &rl);
-            /* OpenBLAS's own server threads (cores - 1, which ds3 never uses)
-             * each map a 128 MB buffer when the library loads, before main:
-             * on a many-core machine they alone exceed the limit, hang in
-             * OpenBLAS's retry loop and hang the exit that joins them. */
-            setenv("OPENBLAS_NUM_THREADS", "1", 1);
-        }
-        if (spawn_threads) setenv("OMP_NUM_THREADS", spawn_threads, 1);
-        alarm(120);   /* a hang fails the case (status 142) instead of the test */
-        /* Threads that sleep when idle: on a loaded machine libgomp's spinning
-         * makes each run of the micro model take 0.6 s instead of 0.04 s.
-         * (Not a change of bits: the thread count and schedule are the same.) */
-        setenv("OMP_WAIT_POLICY", "passive", 0);
-        if (env) {
-            char name[64];
-            const char *eq = strchr(env, '=');
-            snprintf(name, sizeof name, "%.*s", (int)(eq - env), env);
-            setenv(name, eq + 1, 1);
-        }
-        execv(cli, argv);
-        _exit(127);
-    }
+    run_opts.fsize = fsize;
+    run_opts.env[1] = env;
+    pid_t pid = run_start(errfile, args);
+    run_opts.fsize = 0;
+    run_opts.env[1] = NULL;
     return pid;
 }
 #define SPAWN(errfile, fsize, env, ...) spawn(errfile, fsize, env, (const char *const[]){__VA_ARGS__, NULL})
-
-/* Exit status as a shell shows it: 128 + signal when killed. */
-static int wait_rc(pid_t pid) {
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static char *read_err(const char *errfile) {
     size_t n;
@@ -229,7 +171,7 @@ static void test_temporaries(void) {
         ds3_stw_free(w);
         _exit(st == DS3_OK && tag_calls == 4 ? 0 : 1);
     }
-    int rc = wait_rc(pid);
+    int rc = run_wait(pid);
     CHECK(rc == 0, "the writer skipped the three planted names and wrote (exit %d; 142 = blocked)", rc);
     size_t n;
     unsigned char *v = slurp(victim, &n);
@@ -245,7 +187,7 @@ static void test_temporaries(void) {
     CHECK(same_bytes(v, n, (const unsigned char *)"someone else's temporary", 24), "the other file is untouched");
     free(v);
     snprintf(p, sizeof p, "%s.dddddd.tmp", out);
-    CHECK(!exists(p), "the writer's own temporary was renamed away");
+    CHECK(!lexists(p), "the writer's own temporary was renamed away");
     ds3_st_file *f = NULL;
     CHECK(ds3_st_open(out, &f) == DS3_OK && f->n == 1, "the output is complete: %s", ds3_last_error());
     ds3_st_close(f);
@@ -281,9 +223,9 @@ static void test_library_signals(void) {
             raise(sigs[k]);
             _exit(4);   /* not reached: the handler re-raises with the default action */
         }
-        int rc = wait_rc(pid);
+        int rc = run_wait(pid);
         CHECK(rc == 128 + sigs[k], "signal %d: the writer died of it (status %d)", sigs[k], rc);
-        CHECK(count_tmp(d) == 0 && !exists(out), "signal %d: no temporary and no output left", sigs[k]);
+        CHECK(count_tmp(d) == 0 && !lexists(out), "signal %d: no temporary and no output left", sigs[k]);
         /* what the handler said, with write(2) only: the signal and the file */
         char *msg = read_err(errf), want[300];
         snprintf(want, sizeof want, "%s; removed unfinished %s.", sig_words[k], out);
@@ -310,9 +252,9 @@ static void test_concurrent_dumps(void) {
     const char *toks = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,0,1,2,3,4,5,6,7,8";
     /* Each writer's bytes alone (the metadata names the command, -o included). */
     size_t na = 0, nb = 0;
-    int rc = wait_rc(SPAWN(e1, 0, NULL, "dump", "-m", model, "--tokens", toks, "-o", out));
+    int rc = run_wait(SPAWN(e1, 0, NULL, "dump", "-m", model, "--tokens", toks, "-o", out));
     unsigned char *a = rc == 0 ? slurp(out, &na) : NULL;
-    rc = wait_rc(SPAWN(e1, 0, NULL, "dump", "-m", model, "--tokens", toks, "--attn", "naive", "-o", out));
+    rc = run_wait(SPAWN(e1, 0, NULL, "dump", "-m", model, "--tokens", toks, "--attn", "naive", "-o", out));
     unsigned char *b = rc == 0 ? slurp(out, &nb) : NULL;
     CHECK(a && b && !same_bytes(a, na, b, nb), "the two writers' files exist and differ");
     int rounds_ok = 0, failures = 0;
@@ -320,7 +262,7 @@ static void test_concurrent_dumps(void) {
         unlink(out);
         pid_t p1 = SPAWN(e1, 0, NULL, "dump", "-m", model, "--tokens", toks, "-o", out);
         pid_t p2 = SPAWN(e2, 0, NULL, "dump", "-m", model, "--tokens", toks, "--attn", "naive", "-o", out);
-        int r1 = wait_rc(p1), r2 = wait_rc(p2);
+        int r1 = run_wait(p1), r2 = run_wait(p2);
         size_t n;
         unsigned char *got = slurp(out, &n);
         bool is_a = same_bytes(got, n, a, na), is_b = same_bytes(got, n, b, nb);
@@ -389,10 +331,10 @@ static void test_concurrent_mkmodel(void) {
     const char *shards = "DS3_MKMODEL_SHARD_MB=0.001";
     size_t n1 = 0, n2 = 0;
     rm_rf(d);
-    int rc = wait_rc(SPAWN(e1, 0, shards, "mkmodel", "--config", cfg, "--dtype", "fp8", "--seed", "1", "-o", d));
+    int rc = run_wait(SPAWN(e1, 0, shards, "mkmodel", "--config", cfg, "--dtype", "fp8", "--seed", "1", "-o", d));
     unsigned char *m1 = rc == 0 ? dir_bytes(d, &n1) : NULL;
     rm_rf(d);
-    rc = wait_rc(SPAWN(e1, 0, shards, "mkmodel", "--config", cfg, "--dtype", "fp8", "--seed", "2", "-o", d));
+    rc = run_wait(SPAWN(e1, 0, shards, "mkmodel", "--config", cfg, "--dtype", "fp8", "--seed", "2", "-o", d));
     unsigned char *m2 = rc == 0 ? dir_bytes(d, &n2) : NULL;
     CHECK(m1 && m2 && !same_bytes(m1, n1, m2, n2), "seeds 1 and 2 give different models");
     int rounds_ok = 0, lost = 0;
@@ -400,7 +342,7 @@ static void test_concurrent_mkmodel(void) {
         rm_rf(d);
         pid_t p1 = SPAWN(e1, 0, shards, "mkmodel", "--config", cfg, "--dtype", "fp8", "--seed", "1", "-o", d);
         pid_t p2 = SPAWN(e2, 0, shards, "mkmodel", "--config", cfg, "--dtype", "fp8", "--seed", "2", "-o", d);
-        int r1 = wait_rc(p1), r2 = wait_rc(p2);
+        int r1 = run_wait(p1), r2 = run_wait(p2);
         size_t n;
         unsigned char *got = dir_bytes(d, &n);
         bool is1 = same_bytes(got, n, m1, n1), is2 = same_bytes(got, n, m2, n2);
@@ -437,20 +379,20 @@ static void test_file_size_limit(void) {
     snprintf(out, sizeof out, "%s/out.safetensors", d);
     snprintf(e, sizeof e, "%s/err", tmpdir);
     snprintf(model, sizeof model, "%s/tiny-fp8", models);
-    int rc = wait_rc(SPAWN(e, 65536, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8", "-o", out));
+    int rc = run_wait(SPAWN(e, 65536, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8", "-o", out));
     char *msg = read_err(e);
     CHECK(rc == 1 && strncmp(msg, "ds3: ", 5) == 0 && strstr(msg, "File too large"),
           "dump under a 64 kB limit: exit %d (153 = killed by SIGXFSZ): %s", rc, msg);
-    CHECK(!exists(out) && count_tmp(d) == 0, "dump under a 64 kB limit left its output or a temporary");
+    CHECK(!lexists(out) && count_tmp(d) == 0, "dump under a 64 kB limit left its output or a temporary");
     free(msg);
 
     char md[200];
     snprintf(md, sizeof md, "%s/model", d);
-    rc = wait_rc(SPAWN(e, 1 << 20, NULL, "mkmodel", "--config", "tiny", "--dtype", "fp8", "-o", md));
+    rc = run_wait(SPAWN(e, 1 << 20, NULL, "mkmodel", "--config", "tiny", "--dtype", "fp8", "-o", md));
     msg = read_err(e);
     CHECK(rc == 1 && strncmp(msg, "ds3: ", 5) == 0 && strstr(msg, "File too large"),
           "mkmodel under a 1 MB limit: exit %d: %s", rc, msg);
-    CHECK(count_tmp(d) == 0 && !exists(md), "mkmodel under a 1 MB limit left a temporary or a directory");
+    CHECK(count_tmp(d) == 0 && !lexists(md), "mkmodel under a 1 MB limit left a temporary or a directory");
     free(msg);
 }
 
@@ -465,7 +407,7 @@ static bool loads(const char *dir) {
         ds3_model_free(m);
         _exit(st == DS3_OK ? 0 : 1);
     }
-    return wait_rc(pid) == 0;
+    return run_wait(pid) == 0;
 }
 
 /* Start the command, watch `watch` for a temporary (a file or directory whose
@@ -492,7 +434,7 @@ static int kill_while_writing(const char *watch, const char *out, bool out_is_di
             return 0;
         }
     }
-    int rc = wait_rc(pid);
+    int rc = run_wait(pid);
     char *msg = read_err(e);
     int verdict = 1;
     if (!sent) verdict = 0;
@@ -508,7 +450,7 @@ static int kill_while_writing(const char *watch, const char *out, bool out_is_di
          * command's own last line, if it came that late) */
         fprintf(stderr, "signal %d: stderr '%s' does not say '%s'\n", sig, msg, word);
         verdict = -1;
-    } else if (exists(out)) {
+    } else if (lexists(out)) {
         /* the signal came after the rename: the output is complete (or the
          * promise is broken) and this kill was not "while writing" */
         bool whole = true;
@@ -594,18 +536,18 @@ static void test_mkmodel_sigkill(void) {
             if (waitpid(pid, &status, WNOHANG) == pid) break;
         }
         if (!sent) continue;
-        int rc = wait_rc(pid);
+        int rc = run_wait(pid);
         if (rc != 128 + SIGKILL) continue;   /* it finished first */
         /* it may have published just before the kill: then a whole model */
-        bool ok = !exists(m) || loads(m);
+        bool ok = !lexists(m) || loads(m);
         CHECK(ok, "SIGKILL into a new directory: %s is absent or a whole model", m);
-        hits += !exists(m);
+        hits += !lexists(m);
     }
     CHECK(hits > 0, "SIGKILL while building a new model: %d kills left nothing at the target", hits);
 
     /* over an earlier model (seed 1), killed while building seed 2 */
     rm_rf(m);
-    int rc = wait_rc(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
+    int rc = run_wait(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
                            "1", "-o", m));
     size_t n1 = 0;
     unsigned char *m1 = rc == 0 ? dir_bytes(m, &n1) : NULL;
@@ -637,10 +579,10 @@ static void test_mkmodel_sigkill(void) {
             if (waitpid(pid, &status, WNOHANG) == pid) break;
         }
         if (!sent) continue;
-        if (wait_rc(pid) != 128 + SIGKILL) {
+        if (run_wait(pid) != 128 + SIGKILL) {
             /* seed 2 published: back to seed 1 for the next try */
             rm_rf(m);
-            wait_rc(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
+            run_wait(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
                           "1", "-o", m));
             continue;
         }
@@ -654,7 +596,7 @@ static void test_mkmodel_sigkill(void) {
         free(got);
         if (!is1) {
             rm_rf(m);
-            wait_rc(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
+            run_wait(SPAWN(e, 0, "DS3_MKMODEL_SHARD_MB=1", "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed",
                           "1", "-o", m));
         }
     }
@@ -742,12 +684,12 @@ static void library_change(const char *what, const char *dir, const char *other,
         char out[700];
         snprintf(out, sizeof out, "%s/dump.safetensors", dir);
         ok = ok && ds3_dump_begin(s, 8) == DS3_OK && ds3_forward(s, toks, 8, 0, NULL) == DS3_OK &&
-             ds3_dump_write(s, out, NULL) == DS3_ERR_IO && !exists(out);
+             ds3_dump_write(s, out, NULL) == DS3_ERR_IO && !lexists(out);
         ds3_state_free(s);
         ds3_model_free(m);
         _exit(ok ? 0 : 14);
     }
-    int rc = wait_rc(pid);
+    int rc = run_wait(pid);
     CHECK(rc == 0, "%s: the run survived, ds3_model_check and ds3_dump_write refused (child status %d; 135 = "
           "SIGBUS)", what, rc);
 }
@@ -789,11 +731,11 @@ static int cli_change(const char *dir, const char *other, int change, const char
         rewrite_in_place(shard, other);
     }
     kill(pid, SIGCONT);
-    int rc = wait_rc(pid);
+    int rc = run_wait(pid);
     char *msg = read_err(e);
     const char *needle = change == 0 ? "changed size while mapped" : "changed while in use";
     bool ok = stopped && rc == 1 && strstr(msg, "ds3: ") && strstr(msg, shard) && strstr(msg, needle) &&
-              (!out || !exists(out));
+              (!out || !lexists(out));
     if (!ok) fprintf(stderr, "%s: exit %d: %s", args[0], rc, msg);
     free(msg);
     return ok ? 1 : -1;
@@ -827,7 +769,7 @@ static void test_changing_checkpoint(void) {
     snprintf(tiny2, sizeof tiny2, "%s/tiny-fp8-seed2", tmpdir);
     char e[200];
     snprintf(e, sizeof e, "%s/err", tmpdir);
-    int rc = wait_rc(SPAWN(e, 0, NULL, "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed", "2", "-o", tiny2));
+    int rc = run_wait(SPAWN(e, 0, NULL, "mkmodel", "--config", "tiny", "--dtype", "fp8", "--seed", "2", "-o", tiny2));
     CHECK(rc == 0, "tiny-fp8 with seed 2");
     snprintf(tiny2_shard, sizeof tiny2_shard, "%s/model.safetensors", tiny2);
     const char *toks = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24";
@@ -871,7 +813,7 @@ static void expect_load_fails(const char *what, const char *dir, const char *nee
         ds3_model_free(m);
         _exit(ok ? 0 : 1);
     }
-    int rc = wait_rc(pid);
+    int rc = run_wait(pid);
     CHECK(rc == 0, "%s: refused, naming what it is (status %d; 142 = hung)", what, rc);
 }
 
@@ -936,7 +878,7 @@ static void test_big_tokenizer(void) {
         if (!ok) fprintf(stderr, "big tokenizer: %s, peak RSS %ld kB\n", ds3_last_error(), ru.ru_maxrss);
         _exit(ok ? 0 : 1);
     }
-    CHECK(wait_rc(pid) == 0, "refused, naming the limit, with a peak RSS under 200 MB (it read nothing)");
+    CHECK(run_wait(pid) == 0, "refused, naming the limit, with a peak RSS under 200 MB (it read nothing)");
     unlink(p);
 }
 
@@ -962,10 +904,10 @@ static void test_address_space(void) {
     /* 250 MB: the model and the state fit, two OpenBLAS buffers do not.
      * OpenBLAS 0.3.21 then retried its allocation forever (this hung:
      * measured, killed after 20 s). */
-    spawn_as = 250l << 20;
-    spawn_threads = "2";
+    run_opts.as = 250l << 20;
+    run_opts.env[2] = "OMP_NUM_THREADS=2";
     time_t t0 = time(NULL);
-    int rc = wait_rc(SPAWN(e, 0, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8,9,10,11,12", "-o", out));
+    int rc = run_wait(SPAWN(e, 0, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8,9,10,11,12", "-o", out));
     char *msg = read_err(e);
     if (ds3_have_blas())
         CHECK(rc == 1 && strncmp(msg, "ds3: ", 5) == 0 && strstr(msg, "not enough address space for OpenBLAS"),
@@ -974,13 +916,13 @@ static void test_address_space(void) {
         CHECK(rc == 0 || (rc == 1 && strncmp(msg, "ds3: ", 5) == 0), "dump under ulimit -v 250 MB (no BLAS): exit %d: %s",
               rc, msg);
     fprintf(stderr, "   answered in %lld s: %s", (long long)(time(NULL) - t0), msg);
-    CHECK(!exists(out), "no output");
+    CHECK(!lexists(out), "no output");
     free(msg);
     /* 64 threads of 8 MB stacks do not fit in 300 MB: libgomp used to print
      * "libgomp: Thread creation failed" and exit */
-    spawn_as = 300l << 20;
-    spawn_threads = "64";
-    rc = wait_rc(SPAWN(e, 0, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8,9,10,11,12", "-o", out));
+    run_opts.as = 300l << 20;
+    run_opts.env[2] = "OMP_NUM_THREADS=64";
+    rc = run_wait(SPAWN(e, 0, NULL, "dump", "-m", model, "--tokens", "1,2,3,4,5,6,7,8,9,10,11,12", "-o", out));
     msg = read_err(e);
 #ifdef _OPENMP
     CHECK(rc == 1 && strncmp(msg, "ds3: cannot start 64 threads", 28) == 0,
@@ -990,8 +932,8 @@ static void test_address_space(void) {
 #endif
     fprintf(stderr, "   %s", msg);
     free(msg);
-    spawn_as = 0;
-    spawn_threads = NULL;
+    run_opts.as = 0;
+    run_opts.env[2] = NULL;
 }
 
 /* ---- a tile buffer that cannot be grown during a pass ---------------------- */
@@ -1124,7 +1066,7 @@ static void test_tile_oom(void) {
     ssize_t n = read(fds[0], msg, sizeof msg - 1);
     msg[n > 0 ? n : 0] = '\0';
     close(fds[0]);
-    int rc = wait_rc(pid);
+    int rc = run_wait(pid);
     if (rc == 3) {
         fprintf(stderr, "   skipped: RLIMIT_DATA does not bind in this environment (valgrind?)\n");
         return;
@@ -1141,6 +1083,10 @@ int main(void) {
     if (!models) models = "build/models";
     snprintf(tmpdir, sizeof tmpdir, "/tmp/ds3_robust_XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    /* every CLI child: see spawn() */
+    run_opts.xfsz_kills = true;
+    run_opts.alarm_s = 120;
+    run_opts.env[0] = "OMP_WAIT_POLICY=passive";
 
     test_temporaries();
     test_library_signals();
