@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *cli_command = NULL;
@@ -150,4 +151,66 @@ char *cli_join_args(int argc, char **argv) {
         strcat(s, argv[i]);
     }
     return s;
+}
+
+/* ---- progress on a terminal ---------------------------------------------------- */
+
+/* One line on stderr, rewritten in place: what, how far, the time left at the
+ * rate so far. Shown only once a piece of work has run a second (decode steps
+ * never show), at most 4 times a second, and cleared when the work is done. */
+static struct {
+    char what[96];
+    double t0, last;
+    bool on, shown;
+} prog;
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void fmt_left(char *buf, size_t n, double s) {
+    if (s < 60) snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+}
+
+void cli_progress_report(const char *what, double done, double total) {
+    if (!prog.on) return;
+    double now = mono_s();
+    if (strncmp(prog.what, what, sizeof prog.what - 1) != 0 || done <= 0) {
+        if (prog.shown) fprintf(stderr, "\r\033[K");
+        snprintf(prog.what, sizeof prog.what, "%s", what);
+        prog.t0 = now;
+        prog.shown = false;
+        prog.last = 0;
+    }
+    if (done >= total) {
+        if (prog.shown) fprintf(stderr, "\r\033[K");
+        prog.shown = false;
+        prog.what[0] = '\0';
+        return;
+    }
+    if (now - prog.t0 < 1.0 || now - prog.last < 0.25) return;
+    prog.last = now;
+    prog.shown = true;
+    char left[32] = "?";
+    if (done > 0) fmt_left(left, sizeof left, (now - prog.t0) * (total - done) / done);
+    if (strcmp(what, "mkmodel") == 0)
+        fprintf(stderr, "\r%s: %.2f of %.2f GB (%.0f%%), %s left\033[K", what, done / 1e9, total / 1e9,
+                100 * done / total, left);
+    else fprintf(stderr, "\r%s: %.0f%%, %s left\033[K", what, 100 * done / total, left);
+    fflush(stderr);
+}
+
+static void progress_hook(void *user, const char *what, double done, double total) {
+    (void)user;
+    cli_progress_report(what, done, total);
+}
+
+void cli_progress_start(void) {
+    if (ds3_dist_rank() != 0 || !isatty(STDERR_FILENO)) return;
+    prog.on = true;
+    ds3_set_progress(progress_hook, NULL);
 }

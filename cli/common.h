@@ -24,6 +24,13 @@ void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)
  * "ds3: rank R of N: message" and ends the whole job (exit 1 everywhere);
  * a usage error is printed by rank 0 only (every rank sees the same one). */
 void cli_dist_start(void);
+/* When stderr is a terminal (rank 0 only): show the library's progress of long
+ * work (mkmodel's bytes, a forward call's tokens and layers) with the time
+ * left, on one line that is cleared when the work is done. Nothing otherwise. */
+void cli_progress_start(void);
+/* One report to that line (cmd_dump's token-by-token decode uses it too);
+ * nothing unless cli_progress_start found a terminal. */
+void cli_progress_report(const char *what, double done, double total);
 void cli_usage(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /*

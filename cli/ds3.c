@@ -976,8 +976,10 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
     } else {
         int K = (int)decode_from;
         if ((st = ds3_forward(s, tokens, K, 0, NULL)) != DS3_OK) lib_die(st, "forward");
-        for (int p = K; p < T; p++)
+        for (int p = K; p < T; p++) {
             if ((st = ds3_forward(s, tokens + p, 1, p, NULL)) != DS3_OK) lib_die(st, "forward");
+            cli_progress_report("dump: decoding token by token", p + 1 - K, T - K);
+        }
     }
 
     /* The weights must still be the files loaded (ds3_dump_write checks too). */
@@ -1038,6 +1040,7 @@ static const char *help_for(const char *cmd) {
 int main(int argc, char **argv) {
     cli_check_stdout_at_exit();   /* a failed write to stdout is exit 1, for every command */
     cli_dist_start();             /* under mpirun: join the job; ranks > 0 silent */
+    cli_progress_start();         /* long work's progress when stderr is a terminal */
     if (argc < 2) {
         fputs(help_main, stderr);
         cli_usage("missing command");

@@ -173,6 +173,16 @@ void ds3_get_build_info(ds3_build_info *out);
 ds3_status ds3_set_threads(int n);
 int ds3_threads(void);
 
+/* ---- progress of long work --------------------------------------------------- */
+
+/* fn(user, what, done, total) is called on the calling thread as long work
+ * advances: ds3_mkmodel ("mkmodel": bytes done of the total) and every forward
+ * call ("forward: N tokens x L layers": token-layers done of N·L). NULL
+ * (the default): no calls. One hook per process; the ds3 CLI sets it when
+ * stderr is a terminal. */
+typedef void (*ds3_progress_fn)(void *user, const char *what, double done, double total);
+void ds3_set_progress(ds3_progress_fn fn, void *user);
+
 /* ---- expert parallelism across processes (MPI) ------------------------------ */
 
 /* Join the MPI job this process was started in (mpirun -np N), in a build made

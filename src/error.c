@@ -86,3 +86,17 @@ void *ds3_calloc(size_t n, size_t size) {
     if (!p) ds3_fail(DS3_ERR_NOMEM, "out of memory allocating %zu x %zu bytes", n, size);
     return p;
 }
+
+/* ---- progress (ds3_set_progress) ---- */
+
+static ds3_progress_fn progress_fn;
+static void *progress_user;
+
+void ds3_set_progress(ds3_progress_fn fn, void *user) {
+    progress_fn = fn;
+    progress_user = user;
+}
+
+void ds3_progress(const char *what, double done, double total) {
+    if (progress_fn) progress_fn(progress_user, what, done, total);
+}

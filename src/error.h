@@ -77,6 +77,9 @@ __attribute__((constructor, used)) static void ds3_contract_probe(void) {
 }
 #endif
 
+/* Report progress to the hook of ds3_set_progress (nothing when none is set). */
+void ds3_progress(const char *what, double done, double total);
+
 /* Record a formatted message for ds3_last_error() and return the status, so
  * that call sites read `return ds3_fail(DS3_ERR_SHAPE, "%s: shape …", name);` */
 ds3_status ds3_fail(ds3_status st, const char *fmt, ...)

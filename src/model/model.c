@@ -21,11 +21,13 @@
  */
 #include "model/model.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* T <= max_T tokens; logits [T - from][V] for rows from..T-1 (none when from
  * >= T), or NULL. */
-static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start, ds3_real *logits, int from) {
+static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start, ds3_real *logits, int from,
+                          int done, int n, const char *what) {
     const ds3_model *m = s->m;
     const ds3_config *c = &m->cfg;
     const int D = c->hidden_size;
@@ -38,6 +40,9 @@ static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start,
     for (int i = 0; i < c->num_hidden_layers; i++) {
         snprintf(prefix, sizeof prefix, "layers.%d", i);
         ds3_layer_forward(s, &m->layers[i], &s->cache[i], T, start, prefix);
+        /* progress: the call's earlier chunks, then this chunk's layers */
+        const double L = c->num_hidden_layers;
+        ds3_progress(what, (double)done * L + (double)T * (i + 1), (double)n * L);
     }
 
     /* RMSNorm_final(h) stays in the state: the MTP rows read it (docs/MODEL.md §6). */
@@ -81,12 +86,14 @@ static ds3_status forward(ds3_state *s, const char *fn, const int32_t *tokens, i
         if (!s->dump_logits) return DS3_ERR_NOMEM;
     }
     const unsigned failures = ds3_linear_failures();
+    char what[64];   /* progress (ds3_set_progress): token-layers of this call */
+    snprintf(what, sizeof what, "forward: %d tokens x %d layers", n, c->num_hidden_layers);
     for (int off = 0; off < n; off += s->max_T) {
         const int T = n - off < s->max_T ? n - off : s->max_T;
         /* rows of this chunk that get logits: from - off.. (clamped) */
         const int lo = from - off < 0 ? 0 : from - off;
         ds3_real *out = logits && lo < T ? logits + (size_t)(off + lo - from) * c->vocab_size : NULL;
-        forward_chunk(s, tokens + off, T, start + off, out, lo);
+        forward_chunk(s, tokens + off, T, start + off, out, lo, off, n, what);
     }
     /* A product that could not get its tile buffer was not computed. (The
      * count is per process: another state failing at the same moment fails

@@ -627,8 +627,21 @@ static uint64_t mk_shard_limit(void) {
 }
 
 /* One shard: generate its tensors, hand them to the writer, write, free. */
+/* Progress (ds3_set_progress): a tensor's bytes count half when generated and
+ * half when its shard is written, so the total is each byte once. */
+typedef struct {
+    double done, total;
+} mk_progress;
+
+static double mk_tensor_bytes(const mk_plan *p, const mk_tensor *t) {
+    ds3_dtype dt = mk_dtype(p, t->cls);
+    double b = (double)t->rows * (double)t->cols * (double)ds3_dtype_size(dt);
+    if (dt == DS3_DT_F8_E4M3) b += 4.0 * (double)mk_ceil_div(t->rows, DS3_FP8_BLOCK) * (double)mk_ceil_div(t->cols, DS3_FP8_BLOCK);
+    return b;
+}
+
 static ds3_status mk_write_shard(const mk_plan *p, int first, int end, const char *path,
-                                 const char *const *meta, uint64_t seed) {
+                                 const char *const *meta, uint64_t seed, mk_progress *pr) {
     ds3_status st = DS3_OK;
     ds3_st_writer *w = ds3_stw_new();
     int nb = 0;
@@ -670,10 +683,16 @@ static ds3_status mk_write_shard(const mk_plan *p, int first, int end, const cha
             mk_fill_plain(data, t, dt, state0);
             if ((st = ds3_stw_add(w, t->name, dt, t->ndim, shp, data))) goto done;
         }
+        pr->done += 0.5 * mk_tensor_bytes(p, t);
+        ds3_progress("mkmodel", pr->done, pr->total);
     }
     for (int k = 0; meta[k]; k += 2)
         if ((st = ds3_stw_meta(w, meta[k], meta[k + 1]))) goto done;
     st = ds3_stw_write(w, path);
+    if (st == DS3_OK) {
+        for (int i = first; i < end; i++) pr->done += 0.5 * mk_tensor_bytes(p, &p->t[i]);
+        ds3_progress("mkmodel", pr->done, pr->total);
+    }
 done:
     ds3_stw_free(w);   /* the writer references the buffers: free it first */
     if (bufs)
@@ -809,6 +828,8 @@ static ds3_status mkmodel_body(const ds3_mkmodel_opts *opts, const char *outdir)
                           "bias_shift", shift_s,
                           plan.agree_on ? "mtp_agree" : NULL, agree_s, NULL};
 
+    mk_progress pr = {0, 0};
+    for (int i = 0; i < plan.n; i++) pr.total += mk_tensor_bytes(&plan, &plan.t[i]);
     for (int s = 0, i = 0; s < nshards; s++) {
         int end = i;
         while (end < plan.n && plan.t[end].shard == s) end++;
@@ -817,7 +838,7 @@ static ds3_status mkmodel_body(const ds3_mkmodel_opts *opts, const char *outdir)
             st = DS3_ERR_NOMEM;
             break;
         }
-        st = mk_write_shard(&plan, i, end, path, meta, opts->seed);
+        st = mk_write_shard(&plan, i, end, path, meta, opts->seed, &pr);
         free(path);
         if (st != DS3_OK) break;
         i = end;
