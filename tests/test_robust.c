@@ -5,7 +5,8 @@
  * input:
  *
  *   temporaries   a symbolic link, a FIFO and a file already at the names the
- *                 writer tries first: none is followed, blocked on or reused
+ *                 writer tries first (a file's temporary, mkmodel's sibling
+ *                 directory): none is followed, blocked on or reused
  *   signals       SIGINT, SIGTERM, SIGHUP while a file is being written (in
  *                 the library, and `ds3 dump` / `ds3 mkmodel` killed while a
  *                 temporary file or directory exists): the process dies of
@@ -191,6 +192,66 @@ static void test_temporaries(void) {
     ds3_st_file *f = NULL;
     CHECK(ds3_st_open(out, &f) == DS3_OK && f->n == 1, "the output is complete: %s", ds3_last_error());
     ds3_st_close(f);
+}
+
+/* mkmodel's sibling directory is made by mkdir, which fails on any name that
+ * exists: a link (to a directory an attacker would like filled), a FIFO, a
+ * file at the names tried first are skipped, for a new target and for one
+ * that holds a model. */
+static void test_dir_temporaries(void) {
+    th_section("what sits at mkmodel's sibling directory names is never followed or reused");
+    char d[128], m[200], victim[200], p[260], cfg[200];
+    snprintf(d, sizeof d, "%s/dirtemps", tmpdir);
+    mkdir(d, 0755);
+    snprintf(m, sizeof m, "%s/m", d);
+    snprintf(victim, sizeof victim, "%s/victim", d);
+    mkdir(victim, 0755);
+    snprintf(cfg, sizeof cfg, "%s/micro-dirtemps.json", tmpdir);
+    write_file(cfg, MICRO_CONFIG);
+    for (int round = 0; round < 2; round++) {   /* 0: a new target; 1: over the model of round 0 */
+        snprintf(p, sizeof p, "%s.aaaaaa.tmp", m);
+        unlink(p);
+        CHECK(symlink(victim, p) == 0, "symlink %s", p);
+        snprintf(p, sizeof p, "%s.bbbbbb.tmp", m);
+        unlink(p);
+        CHECK(mkfifo(p, 0644) == 0, "mkfifo %s", p);
+        snprintf(p, sizeof p, "%s.cccccc.tmp", m);
+        write_file(p, "someone else's");
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            alarm(60);
+            tag_calls = 0;
+            ds3_outfile_tag_hook = planted_tag;
+            ds3_mkmodel_opts o = {.config = cfg, .dtype = DS3_WEIGHTS_FP8, .seed = (uint64_t)round + 1};
+            ds3_status st = ds3_mkmodel(&o, m);
+            if (st) fprintf(stderr, "mkmodel: %s\n", ds3_last_error());
+            _exit(st == DS3_OK ? 0 : 1);
+        }
+        int rc = run_wait(pid);
+        CHECK(rc == 0, "round %d: mkmodel skipped the three planted names (exit %d)", round, rc);
+        DIR *vd = opendir(victim);
+        int inside = 0;
+        for (struct dirent *e; vd && (e = readdir(vd));) inside += e->d_name[0] != '.';
+        if (vd) closedir(vd);
+        CHECK(inside == 0, "round %d: the linked directory is still empty (%d entries)", round, inside);
+        struct stat sb;
+        snprintf(p, sizeof p, "%s.aaaaaa.tmp", m);
+        CHECK(lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode), "round %d: the link is still a link", round);
+        snprintf(p, sizeof p, "%s.bbbbbb.tmp", m);
+        CHECK(lstat(p, &sb) == 0 && S_ISFIFO(sb.st_mode), "round %d: the FIFO is still a FIFO", round);
+        snprintf(p, sizeof p, "%s.cccccc.tmp", m);
+        size_t n;
+        unsigned char *v = slurp(p, &n);
+        CHECK(same_bytes(v, n, (const unsigned char *)"someone else's", 14), "round %d: the file is untouched",
+              round);
+        free(v);
+        snprintf(p, sizeof p, "%s.dddddd.tmp", m);
+        CHECK(!lexists(p), "round %d: the sibling mkmodel made is gone (renamed, or the old model removed)", round);
+        ds3_model *mm = NULL;
+        CHECK(ds3_model_load(m, &mm) == DS3_OK, "round %d: the model loads: %s", round, ds3_last_error());
+        ds3_model_free(mm);
+    }
 }
 
 /* The library's handler: a signal while a temporary exists removes it, and the
@@ -1089,6 +1150,7 @@ int main(void) {
     run_opts.env[0] = "OMP_WAIT_POLICY=passive";
 
     test_temporaries();
+    test_dir_temporaries();
     test_library_signals();
     test_changing_checkpoint();
     test_path_kinds();
