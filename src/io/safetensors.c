@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -521,7 +522,17 @@ ds3_status ds3_st_open(const char *path, ds3_st_file **out) {
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
     close(fd); /* the mapping keeps the file alive */
-    if (map == MAP_FAILED) return ds3_fail(DS3_ERR_IO, "%s: cannot mmap %zu bytes: %s", path, size, strerror(err));
+    if (map == MAP_FAILED) {
+        /* Mapping needs address space, not memory: a limit on it (ulimit -v,
+         * RLIMIT_AS) smaller than the checkpoint is the usual cause. */
+        struct rlimit rl;
+        if (err == ENOMEM && getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+            return ds3_fail(DS3_ERR_IO, "%s: cannot mmap %zu bytes: %s (the address-space limit, ulimit -v, is "
+                            "%.1f GB; ds3 maps every shard whole: raise the limit, or use a memory limit instead, "
+                            "under which the pages are read as needed)", path, size, strerror(err),
+                            (double)rl.rlim_cur / 1e9);
+        return ds3_fail(DS3_ERR_IO, "%s: cannot mmap %zu bytes: %s", path, size, strerror(err));
+    }
 
     ds3_st_file *f = ds3_calloc(1, sizeof *f);
     if (!f) { munmap(map, size); return DS3_ERR_NOMEM; }
