@@ -5,6 +5,7 @@
 #include "common.h"
 
 #include "ds3.h"
+#include "io/io.h"   /* ds3_outfile_signals */
 
 #include <errno.h>
 #include <math.h>
@@ -214,3 +215,5 @@ void cli_progress_start(void) {
     prog.on = true;
     ds3_set_progress(progress_hook, NULL);
 }
+
+void cli_signals_start(void) { ds3_outfile_signals(); }

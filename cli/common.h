@@ -32,6 +32,10 @@ void cli_progress_start(void);
  * nothing unless cli_progress_start found a terminal. */
 void cli_progress_report(const char *what, double done, double total);
 void cli_usage(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* For a command that writes files (dump, mkmodel): from now on SIGINT, SIGTERM
+ * and SIGHUP say so on stderr, remove its temporaries and kill it as they would
+ * have (src/io/outfile.c), while it computes as well as while it writes. */
+void cli_signals_start(void);
 
 /*
  * Does argv[*i] name this option: `shrt` ("-m", or NULL) or `lng` ("--model",

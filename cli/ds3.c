@@ -340,6 +340,7 @@ static int cmd_mkmodel(int argc, char **argv) {
     }
     if (!o.config) cli_usage("missing --config NAME|PATH");
     if (!out) cli_usage("missing -o DIR");
+    cli_signals_start();   /* SIGINT/TERM/HUP: a message, no temporary left */
     /* What can fail is checked before the first byte is written: the config,
      * the space it needs, the tokenizer. */
     uint64_t need = 0;
@@ -940,6 +941,7 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
     if (!model) cli_usage("missing -m DIR");
     if (!tokstr) cli_usage("missing --tokens IDS");
     if (!out) cli_usage("missing -o OUT.safetensors");
+    cli_signals_start();   /* SIGINT/TERM/HUP: a message, no temporary left */
     int T;
     int32_t *tokens = parse_tokens(tokstr, &T);
     if (decode_from > T) cli_usage("--decode-from: %ld is more than the %d tokens", decode_from, T);

@@ -802,6 +802,53 @@ static int cli_change(const char *dir, const char *other, int change, const char
     return ok ? 1 : -1;
 }
 
+/* A signal while `ds3 dump` computes (its shard mapped, nothing written
+ * yet): it says so, dies of the signal, and leaves no file. */
+static void test_signal_computing(void) {
+    th_section("SIGINT, SIGTERM, SIGHUP while `ds3 dump` computes: a message, exit 128 + signal, no file");
+    char model[256], e[200];
+    snprintf(model, sizeof model, "%s/tiny-fp8", models);
+    snprintf(e, sizeof e, "%s/err", tmpdir);
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    const char *toks = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32";
+    for (int k = 0; k < 3; k++) {
+        char d[128], out[200], shard[400];
+        snprintf(d, sizeof d, "%s/sigcomp%d", tmpdir, k);
+        mkdir(d, 0755);
+        snprintf(out, sizeof out, "%s/out.safetensors", d);
+        snprintf(shard, sizeof shard, "%s/model.safetensors", model);
+        int verdict = 0, tries = 0;
+        for (; tries < 5 && verdict == 0; tries++) {
+            unlink(out);
+            pid_t pid = SPAWN(e, 0, NULL, "dump", "-m", model, "--tokens", toks, "--decode-from", "8", "-o", out);
+            bool sent = false;
+            for (;;) {
+                /* once it maps the shard (after the handlers went in) */
+                if (mapped_by(pid, shard)) {
+                    kill(pid, sigs[k]);
+                    sent = true;
+                    break;
+                }
+                int status;
+                if (waitpid(pid, &status, WNOHANG) == pid) break;
+            }
+            if (!sent) continue;   /* finished before it could be caught mapping: no verdict */
+            int rc = run_wait(pid);
+            char *msg = read_err(e);
+            bool ok = rc == 128 + sigs[k] && strstr(msg, sig_words[k]) && count_tmp(d) == 0;
+            /* the signal may come after the rename: then the file is whole */
+            ds3_st_file *f = NULL;
+            if (ok && lexists(out)) ok = ds3_st_open(out, &f) == DS3_OK;
+            ds3_st_close(f);
+            if (!ok) fprintf(stderr, "signal %d: exit %d: %s", sigs[k], rc, msg);
+            verdict = ok ? 1 : -1;
+            free(msg);
+        }
+        CHECK(verdict == 1, "dump computing, signal %d: exit 128+%d, '%s', no temporary (%d tries)", sigs[k], sigs[k],
+              sig_words[k], tries);
+    }
+}
+
 static void test_changing_checkpoint(void) {
     th_section("a shard truncated, rewritten in place or replaced while a model runs on it");
     char d1[200], d2[200], other[300], dir[200];
@@ -1161,6 +1208,7 @@ int main(void) {
         test_concurrent_mkmodel();
         test_file_size_limit();
         test_cli_signals();
+        test_signal_computing();
         test_mkmodel_sigkill();
         test_address_space();
     } else {

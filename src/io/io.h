@@ -87,6 +87,10 @@ typedef struct {
 } ds3_outfile;
 ds3_status ds3_outfile_open(ds3_outfile *o, const char *path);
 ds3_status ds3_outfile_close(ds3_outfile *o, bool ok, int err);
+/* Install the signal handlers now (where the actions are the defaults), not
+ * at the first open: a command that will write calls it first, so a signal
+ * while it computes says so too ("ds3: interrupted by SIGINT"). */
+void ds3_outfile_signals(void);
 /* A whole directory written so that it appears complete or not at all: the
  * files go into a fresh sibling "<dir>.XXXXXX.tmp", which close(ok) renames
  * over <dir> (exchanging it atomically with an existing <dir>, whose old

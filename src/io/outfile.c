@@ -187,6 +187,8 @@ static void install_handlers(void) {
         signal(SIGXFSZ, SIG_IGN);
 }
 
+void ds3_outfile_signals(void) { install_handlers(); }
+
 /* Claim a slot for `name`; -1 when every slot is taken or the name is too long. */
 static int slot_claim(const char *name) {
     size_t len = strlen(name);
