@@ -83,7 +83,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP := $(if $(MPI),build-mpi/.deps-ok,build/.deps-ok)
 
-.PHONY: all help run test test-quick deps clean bench models
+.PHONY: all help run test test-quick deps clean bench bench-peer models
 
 # Build the library (static and shared) and the CLI.
 all: $(BUILD)/libds3.a $(BUILD)/libds3.so $(BUILD)/ds3
@@ -93,6 +93,7 @@ help:
 	@echo "make            build $(BUILD)/libds3.a, $(BUILD)/libds3.so and the CLI $(BUILD)/ds3"
 	@echo "make run        install missing deps, build, make the tiny model, generate a few tokens"
 	@echo "make bench      measure the machine and ds3 on small (fp8, bf16): bench/results/ (docs/BENCHMARKS.md)"
+	@echo "make bench-peer ds3 against llama.cpp on small, same run (builds llama.cpp in build-peer/)"
 	@echo "make test       unit + end-to-end tests (fp32 and f64 builds, the Python package) against ref_data/"
 	@echo "make test-quick the fp32 build's tests only"
 	@echo "make test SAN=1 the same tests built with ASan + UBSan (build-san/, build-f64-san/)"
@@ -168,6 +169,11 @@ $(BUILD)/bench/%: bench/%.c bench/bench.h $(BUILD)/libds3.a | $(DEPS_STAMP)
 # has it: bench/results/*.csv, .txt, .png. A few minutes; BENCH_QUICK=1 for less.
 bench: all $(BENCH_BIN)
 	@sh bench/run.sh $(BUILD)
+
+# ds3 and llama.cpp side by side on small (bench/peer.sh): downloads and builds
+# llama.cpp into build-peer/ (pinned llama-cpp-python sdist from PyPI). Never in CI.
+bench-peer: all $(BENCH_BIN)
+	@sh bench/peer.sh $(BUILD)
 
 -include $(BENCH_BIN:=.d)
 

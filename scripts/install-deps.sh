@@ -21,6 +21,8 @@
 #   BLAS=none   OpenBLAS is not needed
 #   NO_OMP=1    OpenMP is not needed
 #   GNUPLOT=1   gnuplot too (gnuplot-nox): optional, only for `make bench`'s plot
+#   PEER=1      cmake and a C++ compiler too (cmake, g++): only for `make bench-peer`,
+#               which builds llama.cpp (bench/peer.sh)
 #   FUZZ=1      libFuzzer too (libclang-rt-dev): only for `make fuzz`, with CC=clang
 #   PYTHON=1    python3 with venv and ensurepip too (python3, python3-venv): for the
 #               Python package's tests in `make test` (python/tests/run.sh)
@@ -40,7 +42,7 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -48,6 +50,7 @@ CC=${CC:-cc}
 BLAS=${BLAS:-openblas}
 NO_OMP=${NO_OMP:-}
 GNUPLOT=${GNUPLOT:-}
+PEER=${PEER:-}
 FUZZ=${FUZZ:-}
 PYTHON=${PYTHON:-}
 MPFR=${MPFR:-}
@@ -88,6 +91,12 @@ check_all() {
     command -v pkg-config > /dev/null 2>&1 || { missing="$missing pkg-config"; what="$what pkg-config"; }
     if [ -n "$PYTHON" ] && ! python3 -c 'import venv, ensurepip' > /dev/null 2>&1; then
         missing="$missing python3 python3-venv"; what="$what python3-venv"
+    fi
+    if [ -n "$PEER" ] && ! command -v cmake > /dev/null 2>&1; then
+        missing="$missing cmake"; what="$what cmake"
+    fi
+    if [ -n "$PEER" ] && ! command -v c++ > /dev/null 2>&1; then
+        missing="$missing g++"; what="$what C++-compiler"
     fi
     if [ -n "$GNUPLOT" ] && ! command -v gnuplot > /dev/null 2>&1; then
         missing="$missing gnuplot-nox"; what="$what gnuplot"
