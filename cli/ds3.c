@@ -945,19 +945,12 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
     int T;
     int32_t *tokens = parse_tokens(tokstr, &T);
     if (decode_from > T) cli_usage("--decode-from: %ld is more than the %d tokens", decode_from, T);
-    /* -o -: written to a temporary file, then copied to stdout. */
-    char tmp_out[64] = "";
+    /* -o -: the dump is made in memory, then written to stdout (no temporary
+     * file, which a signal could leave behind). */
+    const bool to_stdout = strcmp(out, "-") == 0;
     /* Under mpirun, rank 0 alone writes (the others compute their experts). */
     const bool writer = ds3_dist_rank() == 0;
-    if (!writer) {
-    } else if (strcmp(out, "-") == 0) {
-        const char *td = getenv("TMPDIR");
-        snprintf(tmp_out, sizeof tmp_out, "%s/ds3-dump-XXXXXX", td && td[0] && strlen(td) < 40 ? td : "/tmp");
-        int fd = mkstemp(tmp_out);
-        if (fd < 0) cli_die("-o -: cannot make a temporary file: %s", strerror(errno));
-        close(fd);
-        out = tmp_out;
-    } else check_output_path(out);
+    if (writer && !to_stdout) check_output_path(out);
 
     ds3_model *m = NULL;
     ds3_status st = ds3_model_load(model, &m);
@@ -1000,21 +993,19 @@ static int cmd_dump(int argc, char **argv, int full_argc, char **full_argv) {
         "kernels", (const char *[]){"fast", "deterministic", "ref"}[ds3_state_kernels(s)],
         NULL,
     };
-    if (writer && (st = ds3_dump_write(s, out, meta)) != DS3_OK) {
-        if (tmp_out[0]) remove(tmp_out);
-        lib_die(st, "dump");
-    }
     if (!writer) {
-    } else if (tmp_out[0]) {
+    } else if (to_stdout) {
+        void *bytes = NULL;
         size_t n = 0;
-        char *bytes = cli_read_file(tmp_out, &n);
-        remove(tmp_out);
-        if (!bytes) cli_die("-o -: cannot read back the dump: %s", strerror(errno));
+        if ((st = ds3_dump_write_mem(s, meta, &bytes, &n)) != DS3_OK) lib_die(st, "dump");
         fwrite(bytes, 1, n, stdout);
-        free(bytes);
+        ds3_free(bytes);
         cli_flush_stdout();
         fprintf(stderr, "dump: wrote %zu bytes to stdout (%d positions)\n", n, T);
-    } else fprintf(stderr, "dump: wrote %s (%d positions)\n", out, T);
+    } else {
+        if ((st = ds3_dump_write(s, out, meta)) != DS3_OK) lib_die(st, "dump");
+        fprintf(stderr, "dump: wrote %s (%d positions)\n", out, T);
+    }
 
     free(cmdline);
     free(canon);
