@@ -100,7 +100,7 @@ help:
 	@echo "make fuzz       run each libFuzzer target FUZZ_SECONDS (60) with ASan + UBSan (build-fuzz/)"
 	@echo "make valgrind   every test under valgrind memcheck (NO_OMP=1 build in build-vg/)"
 	@echo "make deps       install missing build dependencies (scripts/install-deps.sh)"
-	@echo "make check-math ds3's exp/log/pow/sin/cos against MPFR (libmpfr-dev; minutes)"
+	@echo "make check-math ds3's exp/log/pow/sin/cos against MPFR: every RoPE input + 10^7 random per set (libmpfr-dev; slow)"
 	@echo "make install    PREFIX=/usr/local (DESTDIR too): CLI, libraries, ds3.h, ds3.pc, data"
 	@echo "make uninstall  remove what make install put under PREFIX"
 	@echo "make clean      remove every build directory"
@@ -258,10 +258,11 @@ valgrind:
 
 # ---- ds3's own libm against MPFR (tests/mpfr/, docs/PORTABILITY.md) ----
 CHECK_MATH_N ?= 10000000
+CHECK_MATH_PARTS ?= all
 .PHONY: check-math
-# Check exp/log/pow/sin/cos against MPFR: the RoPE tables' inputs + CHECK_MATH_N random each (minutes).
+# Check exp/log/pow/sin/cos against MPFR: every RoPE input of the built-in and ref_data configs + CHECK_MATH_N random per set.
 check-math: $(BUILD)/check_math
-	$(BUILD)/check_math $(CHECK_MATH_N)
+	$(BUILD)/check_math -n $(CHECK_MATH_N) --part $(CHECK_MATH_PARTS) $(wildcard ref_data/configs/*.json)
 
 $(BUILD)/check_math: tests/mpfr/check_math.c $(BUILD)/libds3.a | $(DEPS_STAMP)
 	@MPFR=1 sh scripts/install-deps.sh

@@ -7,7 +7,8 @@
 # synthetic model × the deterministic and ref kernel modes × a prefill and a
 # prefill-then-decode run. It also makes the tiny fp8 checkpoint under qemu and
 # compares its bytes with the host's, and checks that the aarch64 build runs
-# in IEEE defaults with FZ set by its caller (tests/test_fpenv under qemu).
+# in IEEE defaults with FZ set by its caller (tests/test_fpenv under qemu) and
+# that ds3's own exp/log/pow/sin/cos give the x86-64 bits (tests/test_dmath).
 # Missing packages are installed by `CROSS=aarch64 sh scripts/install-deps.sh`.
 # Ends with "N passed, N failed"; exit 1 on any failure.
 #
@@ -33,7 +34,7 @@ sh scripts/make-models.sh build/ds3 build/models > /dev/null || exit 1
 
 for prec in f32 f64; do
     xb=build/aarch64-$prec
-    PKG_CONFIG_LIBDIR=$XPKG make -s -j"$jobs" CC=$XCC PRECISION=$prec BUILD=$xb all $xb/tests/test_fpenv > /dev/null ||
+    PKG_CONFIG_LIBDIR=$XPKG make -s -j"$jobs" CC=$XCC PRECISION=$prec BUILD=$xb all $xb/tests/test_fpenv $xb/tests/test_dmath > /dev/null ||
         { bad "aarch64 $prec build"; continue; }
     file $xb/ds3 2>/dev/null | grep -q aarch64 || { [ -x "$(command -v file)" ] && bad "$xb/ds3 is not aarch64"; }
     host=build/ds3; [ $prec = f64 ] && host=build-f64/ds3
@@ -66,6 +67,12 @@ for prec in f32 f64; do
         ok; echo "ok   $prec test_fpenv on aarch64 ($(tail -n 1 $out/fpenv.log))"
     else
         bad "$prec test_fpenv on aarch64:"; tail -n 5 $out/fpenv.log
+    fi
+    # ds3's own exp/log/pow/sin/cos: the same bits as on x86-64 (the hash in tests/test_dmath.c).
+    if qemu-aarch64 $xb/tests/test_dmath > $out/dmath.log 2>&1; then
+        ok; echo "ok   $prec test_dmath on aarch64 ($(tail -n 1 $out/dmath.log))"
+    else
+        bad "$prec test_dmath on aarch64:"; tail -n 5 $out/dmath.log
     fi
 done
 

@@ -20,6 +20,19 @@
 #ifndef DS3_ERROR_H
 #define DS3_ERROR_H
 
+/*
+ * Evaluation method: every float and double operation rounds to its own type.
+ * x87 arithmetic (32-bit x86 without SSE2 math: FLT_EVAL_METHOD 2) keeps
+ * intermediates in 80 bits and rounds twice, which changes the dumps' bits.
+ * 16 (gcc's gnu modes with AVX512-FP16, e.g. -march=sapphirerapids) says only
+ * _Float16 is evaluated differently (TS 18661-3): float and double keep their
+ * own. Checked first, before any other header can fail on such a target.
+ */
+#include <float.h>
+#if !defined(FLT_EVAL_METHOD) || (FLT_EVAL_METHOD != 0 && FLT_EVAL_METHOD != 16)
+#error "ds3 needs float and double evaluated in their own precision (FLT_EVAL_METHOD 0: SSE2 math on x86, e.g. -msse2 -mfpmath=sse); docs/PORTABILITY.md"
+#endif
+
 #include "ds3.h"
 
 #include <fenv.h>

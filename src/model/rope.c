@@ -87,14 +87,18 @@ double ds3_attn_softmax_scale(const ds3_config *c) {
 /*
  * Rotate x[Dr] in place: for each pair (x0, x1) = (x[2j], x[2j+1]),
  *   y0 = x0·cos θ − x1·sin θ,  y1 = x0·sin θ + x1·cos θ,  θ = pos·f'_j.
+ * y0 is computed as x0·cos θ + (−x1)·sin θ, the same bits: with a subtraction
+ * in one lane and an addition in the other, gcc 12's SLP vectorizer (f64,
+ * -march with AVX-512, -O2 or -O3) forms one vfmaddsub instruction, fused in
+ * spite of -ffp-contract=off (docs/PORTABILITY.md, the bit matrix).
  */
 void ds3_rope(ds3_real *x, const double *freqs, double attn_factor, int Dr, int pos) {
     for (int j = 0; j < Dr / 2; j++) {
         double theta = (double)pos * freqs[j];
         ds3_real cs = (ds3_real)(ds3_cos(theta) * attn_factor);
         ds3_real sn = (ds3_real)(ds3_sin(theta) * attn_factor);
-        ds3_real x0 = x[2 * j], x1 = x[2 * j + 1];
-        x[2 * j] = x0 * cs - x1 * sn;
+        ds3_real x0 = x[2 * j], x1 = x[2 * j + 1], nx1 = -x1;
+        x[2 * j] = x0 * cs + nx1 * sn;
         x[2 * j + 1] = x0 * sn + x1 * cs;
     }
 }
