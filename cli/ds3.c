@@ -1079,6 +1079,11 @@ int main(int argc, char **argv) {
     }
     if (!help_for(cmd)) cli_usage("unknown command '%s'", cmd);
     cli_command = cmd;
+    /* Under mpirun: chat reads its turns from a terminal rank 0 alone has, and
+     * N copies of mkmodel would write one directory: both are one-process work. */
+    if (ds3_dist_size() > 1 && (strcmp(cmd, "chat") == 0 || strcmp(cmd, "mkmodel") == 0))
+        cli_usage("%s runs in one process, not under mpirun (%d processes): run it without mpirun", cmd,
+                  ds3_dist_size());
     if (strcmp(cmd, "mkmodel") == 0) return cmd_mkmodel(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);

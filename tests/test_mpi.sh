@@ -198,5 +198,13 @@ rc=$?
 [ "$rc" = 2 ] && ok || bad "usage error: exit $rc, not 2"
 [ "$(grep -c 'missing -o' "$tmp/err")" = 1 ] && ok || { bad "usage error: not one message"; cat "$tmp/err"; }
 
+# chat and mkmodel are one-process work: refused under mpirun (exit 2, one message).
+for c in "chat -m $models/tiny-fp8" "mkmodel --config tiny -o $tmp/mk"; do
+    mpi 2 "$many" $c < /dev/null > /dev/null 2> "$tmp/err"
+    rc=$?
+    [ "$rc" = 2 ] && [ "$(grep -c 'not under mpirun' "$tmp/err")" = 1 ] && [ ! -e "$tmp/mk" ] && ok ||
+        { bad "$c under mpirun: exit $rc"; cat "$tmp/err"; }
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
