@@ -91,7 +91,7 @@ all: $(BUILD)/libds3.a $(BUILD)/libds3.so $(BUILD)/ds3
 # List the targets.
 help:
 	@echo "make            build $(BUILD)/libds3.a, $(BUILD)/libds3.so and the CLI $(BUILD)/ds3"
-	@echo "make run        install missing deps, build, make the tiny model, generate a few tokens"
+	@echo "make run        install missing deps, build, continue a sentence with the trained model (ref_data/models/austen-tiny)"
 	@echo "make bench      measure the machine and ds3 on small (fp8, bf16): bench/results/ (docs/BENCHMARKS.md)"
 	@echo "make bench-peer ds3 against llama.cpp on small, same run (builds llama.cpp in build-peer/)"
 	@echo "make test       unit + end-to-end tests (fp32 and f64 builds, the Python package) against ref_data/"
@@ -148,14 +148,16 @@ $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libds3.a | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libds3.a $(LDFLAGS) $(LDLIBS)
 
-# Synthetic reference models used by `make run` and the tests (deterministic, cached).
+# Synthetic reference models used by the tests (deterministic, cached).
 models: $(BUILD)/ds3
 	@sh scripts/make-models.sh $(BUILD)/ds3 build/models
 
-# Build, make the tiny reference model and generate a few tokens with it.
+# Build, then continue a sentence with the trained model shipped in ref_data/models/austen-tiny
+# (docs/TRAINED.md: DeepSeek-V3's architecture at 3.3 M parameters, trained on Jane Austen).
+RUN_MODEL ?= ref_data/models/austen-tiny
+RUN_PROMPT ?= It is a truth universally acknowledged
 run: all
-	@sh scripts/make-models.sh $(BUILD)/ds3 build/models tiny-f32
-	$(BUILD)/ds3 run -m build/models/tiny-f32 --tokens 1,2,3,4,5 -n 16
+	$(BUILD)/ds3 run -m $(RUN_MODEL) -p "$(RUN_PROMPT)" -n 48 --repeat-penalty 1.3
 
 # ---- benchmarks: bench/bench_*.c against the library (docs/BENCHMARKS.md) ----
 BENCH_SRC := $(wildcard bench/bench_*.c)

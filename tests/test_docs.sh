@@ -2,8 +2,9 @@
 # tests/test_docs.sh BUILD — the examples of the docs cannot rot:
 #
 #   1. every command in a ```sh block of README.md and docs/MKMODEL.md runs,
-#      in order, in a fresh temporary directory (with `build` and `data`
-#      linked to BUILD and the source tree's data/), and exits 0. Lines
+#      in order, in a fresh temporary directory (with `build`, `data` and
+#      `ref_data` linked to BUILD and the source tree's data/ and ref_data/:
+#      the tour runs the trained model ref_data/models/austen-tiny), and exits 0. Lines
 #      starting with `make` are the exception, counted and named: they are
 #      what runs this test (`make test`) or build what it uses (`make run`);
 #      a block meant not to run (a download) is fenced as ```text;
@@ -23,6 +24,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/ds3-docs.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
 ln -s "$build" "$tmp/build"
 ln -s "$src/data" "$tmp/data"
+ln -s "$src/ref_data" "$tmp/ref_data"
 
 # ---- 1. the fenced commands ----------------------------------------------------
 for doc in README.md docs/MKMODEL.md; do

@@ -93,6 +93,17 @@ CASES = [
               "predicts t[i+3]"),
 ]
 
+# Trained models shipped in the repository (ref_data/models/NAME, tools/train_tiny.py): no mkmodel;
+# the tokens are BOS + the prompt encoded by Hugging Face `tokenizers` with the model's tokenizer.json.
+# The golden's metadata `model_dir` (relative to ref_data/) tells tests/test_ref.c where the model is.
+TRAINED_CASES = [
+    dict(case="austen-tiny", model_dir="models/austen-tiny",
+         prompt="Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own "
+                "amusement, never took up any book but the Baronetage;",
+         desc="the trained model (tools/train_tiny.py, docs/TRAINED.md): BF16 weights, no YaRN, the first "
+              "sentence of Persuasion (held out from training) after BOS"),
+]
+
 # The mkmodel arguments of each model. scripts/make-models.sh is the one place the project
 # writes them down (`make-models.sh --args NAME`); this table is the fallback when the
 # script is absent, and --all checks that the two agree.
@@ -1099,6 +1110,16 @@ def model_args(name):
     return MODEL_ARGS[name].split()
 
 
+def prompt_tokens(model_dir, text):
+    """BOS + the text's ids from Hugging Face tokenizers (the BOS id from tokenizer_config.json)."""
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    with open(os.path.join(model_dir, "tokenizer_config.json")) as f:
+        bos = json.load(f)["bos_token"]
+    bos_id = tok.token_to_id(bos["content"] if isinstance(bos, dict) else bos)
+    return [bos_id] + tok.encode(text, add_special_tokens=False).ids
+
+
 def arg_value(argv, flag, default=""):
     return argv[argv.index(flag) + 1] if flag in argv else default
 
@@ -1127,6 +1148,17 @@ def run_all(args):
                          description=c["desc"])
             out = os.path.join(args.outdir, c["case"] + ".safetensors")
             written[c["case"]], _ = run_case(made[c["model"]], out, c["case"], c["tokens"], extra)
+    for c in TRAINED_CASES:
+        if only and c["case"] not in only:
+            continue
+        mdir = os.path.join(args.outdir, c["model_dir"])
+        if not os.path.exists(os.path.join(mdir, "config.json")):
+            sys.exit(f"{mdir}: no model (tools/train_tiny.py writes it)")
+        tokens = prompt_tokens(mdir, c["prompt"])
+        extra = dict(model_dir=c["model_dir"], prompt=c["prompt"], description=c["desc"],
+                     tokenizer="BOS + tokenizers.Tokenizer.from_file(tokenizer.json).encode(prompt).ids")
+        out = os.path.join(args.outdir, c["case"] + ".safetensors")
+        written[c["case"]], _ = run_case(mdir, out, c["case"], ",".join(map(str, tokens)), extra)
     # causal attention: the first 12 rows of tiny-long are those of tiny-f32 (to rounding)
     if "tiny-long" in written and "tiny-f32" in written:
         a, b = written["tiny-f32"], written["tiny-long"]
@@ -1153,6 +1185,8 @@ def main():
     ap.add_argument("--bias-shift", default="0", help="mkmodel --bias-shift; non-zero adds topk_idx_zero_fill")
     ap.add_argument("--mkmodel", default="", help="the command that created --model, for the metadata")
     ap.add_argument("--description", default="", help="case description, for the metadata")
+    ap.add_argument("--model-dir-meta", default="", help="a shipped model's folder relative to ref_data/, "
+                    "for the metadata (tests/test_ref.c loads it from there)")
     ap.add_argument("--zero-fill", action="store_true", help="also store layers.N.moe.topk_idx_zero_fill")
     ap.add_argument("--all", action="store_true", help="run `ds3 mkmodel` and write every case of CASES")
     ap.add_argument("--cases", default="", help="with --all: comma-separated subset of case names")
@@ -1189,6 +1223,8 @@ def main():
         ap.error("--out and --case are required")
     extra = dict(config_name=args.config_name, checkpoint_dtype=args.dtype, seed=args.seed,
                  bias_shift=args.bias_shift, mkmodel=args.mkmodel, description=args.description)
+    if args.model_dir_meta:
+        extra = dict(model_dir=args.model_dir_meta, description=args.description)
     zf = True if args.zero_fill else None
     run_case(args.model, args.out, args.case, args.tokens, extra, zero_fill=zf)
 

@@ -69,7 +69,8 @@ def main():
     ap.add_argument("--models", default="build/models")
     ap.add_argument("--work", required=True, help="directory for the dumps (cached)")
     ap.add_argument("--cases", default="tiny-f32,tiny-bf16,tiny-fp8,tiny-v2,tiny-negbias")
-    ap.add_argument("--prompts", default="lcg:1:12,lcg:2:32,lcg:3:64")
+    ap.add_argument("--prompts", default="lcg:1:12,lcg:2:32,lcg:3:64",
+                    help="comma-separated prompts: lcg:SEED:N, or ids as 1|2|3")
     ap.add_argument("--emulated-cases", default="",
                     help="checkpoints measured against ds3 --emulate bf16 / fp8 instead of transformers")
     ap.add_argument("--python", default=sys.executable, help="Python with torch and transformers")
@@ -96,7 +97,7 @@ def main():
             for kind in kinds:
                 out = os.path.join(d, kind + ".safetensors")
                 if not os.path.exists(out):
-                    cmd = [args.python, os.path.join(HERE, "dump_torch.py"), "--model", mdir, "--tokens", prompt,
+                    cmd = [args.python, os.path.join(HERE, "dump_torch.py"), "--model", mdir, "--tokens", prompt.replace("|", ","),
                            "-o", out] + KINDS[kind]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
