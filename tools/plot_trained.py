@@ -36,7 +36,7 @@ def main():
     ax.axhline(corpus["unigram_heldout_ce"], color="gray", ls="--", label="unigram baseline (held-out)")
     ax.set_xlabel("step (16 x 128 tokens)")
     ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("austen-tiny: DeepSeek-V3 architecture, 3.3 M parameters, trained on 2 cores")
+    ax.set_title("austen-tiny: DeepSeek-V3 architecture, 3.3 M parameters, 1 CPU thread")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
