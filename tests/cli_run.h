@@ -130,14 +130,19 @@ static inline int run_wait(pid_t pid) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* Start the CLI with args (NULL-terminated, at most 62) and return at once:
- * stdin and stdout /dev/null, stderr to errfile (created or truncated). */
-static inline pid_t run_start(const char *errfile, const char *const *args) {
-    char *argv[64];
+/* argv[64] for execv: the CLI, then args (NULL-terminated, at most 62). */
+static inline void cli_argv(char *argv[64], const char *const *args) {
     int n = 0;
     argv[n++] = (char *)cli;
     for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
     argv[n] = NULL;
+}
+
+/* Start the CLI with args (NULL-terminated, at most 62) and return at once:
+ * stdin and stdout /dev/null, stderr to errfile (created or truncated). */
+static inline pid_t run_start(const char *errfile, const char *const *args) {
+    char *argv[64];
+    cli_argv(argv, args);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -175,10 +180,7 @@ static inline result run_in(const char *in, size_t in_n, const char *const *args
     if (in_n && write(fi, in, in_n) != (ssize_t)in_n) abort();
     lseek(fi, 0, SEEK_SET);
     char *argv[64];
-    int n = 0;
-    argv[n++] = (char *)cli;
-    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
+    cli_argv(argv, args);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {

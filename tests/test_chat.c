@@ -67,11 +67,8 @@ static bool start(session *ss, const char *const *args) {
     snprintf(ss->errpath, sizeof ss->errpath, "%s/chat-stderr.XXXXXX", tmpdir);
     int fe = mkstemp(ss->errpath);
     if (fe < 0) return false;
-    char *argv[40];
-    int n = 0;
-    argv[n++] = (char *)cli;
-    for (; args[n - 1] && n < 39; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
+    char *argv[64];
+    cli_argv(argv, args);
     fflush(NULL);
     ss->pid = fork();
     if (ss->pid == 0) {
