@@ -376,10 +376,17 @@ static void test_rows_avx2(void) {
     ds3_tensor w8 = {"t.fp8", DS3_DT_F8_E4M3, R, C, q, scales};
     ds3_tensor w8u = {"t.fp8u", DS3_DT_F8_E4M3, R, C, q, NULL};
     ds3_tensor wb = {"t.bf16", DS3_DT_BF16, R, C, h + 1, NULL}; /* unaligned */
-    const ds3_tensor *ws[] = {&w8, &w8u, &wb};
+    /* no NaN codes (every block may take the half decoder), and a scale of
+     * 2^121, whose product with 2^8 overflows: that block must not */
+    unsigned char *qf = malloc(R * C);
+    float scales_f[RB * CB];
+    for (int k = 0; k < R * C; k++) qf[k] = (q[k] & 0x7f) == 0x7f ? 0x3a : q[k];
+    for (int k = 0; k < RB * CB; k++) scales_f[k] = k == 4 ? 0x1p121f : scales[k];
+    ds3_tensor w8f = {"t.fp8-finite", DS3_DT_F8_E4M3, R, C, qf, scales_f};
+    const ds3_tensor *ws[] = {&w8, &w8u, &wb, &w8f};
     ds3_real *a = malloc(sizeof(ds3_real) * R * C), *b = malloc(sizeof(ds3_real) * R * C);
     int64_t ranges[][2] = {{0, R}, {127, 3}, {255, 5}, {1, 1}};
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
             int64_t r0 = ranges[r][0], n = ranges[r][1];
             ds3_rows_select_avx2(true);
@@ -393,7 +400,7 @@ static void test_rows_avx2(void) {
                   (long long)n, bad);
         }
     ds3_rows_select_avx2(true);
-    free(q); free(h); free(a); free(b);
+    free(q); free(qf); free(h); free(a); free(b);
 }
 
 int main(void) {

@@ -133,6 +133,76 @@ int main(void) {
         ds3_lanes_select_avx2(true);
     }
 
+#ifndef DS3_F64
+    th_section("decode's kernels (T = 1: four rows at a time; FP8 through IEEE half) against the lane rule");
+    {
+        /* 261 rows (not a multiple of 4), 392 columns (whole groups of eight, the
+         * last scale block 8 wide); FP8 codes of every kind, NaN codes in some
+         * blocks only; scales that are ordinary, subnormal, negative, infinite,
+         * and so large that scale · 2^8 overflows. Every output must be the lane
+         * rule's value, computed here one product at a time: lane k sums
+         * x[j] · (value · scale rounded) for j ≡ k (mod 8) in order, and the
+         * lanes combine as ((0+4)+(2+6))+((1+5)+(3+7)). */
+        enum { R2 = 261, C2 = 392, SR = 3, SC = 4 };
+        static uint8_t q[R2 * C2];
+        static uint16_t hb[R2 * C2];
+        static float s2[SR * SC], xs[5 * C2], want[5 * R2], got[5 * R2];
+        /* scale blocks [3][4]: ordinary, subnormal, negative; the last row block
+         * (rows 256..260) has 2^121 over codes below 2^-3 (finite products, but
+         * scale · 2^8 overflows: the exact decoder must run there) */
+        const float scales[SR * SC] = {0.5f, 0x1p-140f, -3.0f, 0.001f, 0.25f, 0.002f, -0.7f, 1.5f,
+                                       0x1p121f, 0.5f, 0.25f, 1.0f};
+        memcpy(s2, scales, sizeof s2);
+        for (int i = 0; i < R2 * C2; i++) {
+            uint8_t c = (uint8_t)(urand() * 128 + 128);
+            if (c == 0x7f || c == 0xff) c = 0x11;   /* NaN codes only where placed below */
+            if (i % 97 == 5) c &= 0x87;             /* subnormal codes (exponent 0) */
+            if (i / C2 >= 256 && i % C2 < 128) c &= 0x9f;  /* below 2^-3 */
+            q[i] = c;
+            hb[i] = ds3_f32_to_bf16((float)urand());
+        }
+        q[3 * C2 + 130] = 0x7f, q[200 * C2 + 5] = 0xff;  /* two blocks with a NaN code */
+        for (int i = 0; i < 5 * C2; i++) xs[i] = (float)urand();
+        ds3_tensor tq = {"w.fp8-kinds", DS3_DT_F8_E4M3, R2, C2, q, s2};
+        ds3_tensor th = {"w.bf16-wide", DS3_DT_BF16, R2, C2, hb, NULL};
+        const ds3_tensor *tt[2] = {&tq, &th};
+        int ncopies = ds3_lanes_select_avx2(true) ? 2 : 1;
+        for (int k = 0; k < 2; k++) {
+            for (int t = 0; t < 5; t++)
+                for (int r = 0; r < R2; r++) {
+                    float lane[8] = {0};
+                    for (int j = 0; j < C2; j++) {
+                        float v = k ? ds3_bf16_to_f32(hb[r * C2 + j])
+                                    : ds3_e4m3_table[q[r * C2 + j]] * s2[(r / 128) * SC + j / 128];
+                        lane[j % 8] += xs[t * C2 + j] * v;
+                    }
+                    want[t * R2 + r] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
+                                       ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+                }
+            for (int c = 0; c < ncopies; c++) {
+                ds3_lanes_select_avx2(c == 1);
+                for (int T1 = 1; T1 <= 5; T1 += 4) {  /* one token (decode), and five at once */
+                    if (T1 == 1)
+                        for (int t = 0; t < 5; t++) ds3_linear(DS3_KERNELS_FAST, got + t * R2, xs + t * C2, tt[k], 1);
+                    else
+                        ds3_linear(DS3_KERNELS_DETERMINISTIC, got, xs, tt[k], 5);
+                    int bad = 0, finite = 0;
+                    for (int i = 0; i < 5 * R2; i++) {
+                        finite += isfinite(want[i]) != 0;
+                        bool same = isnan(want[i]) ? isnan(got[i]) : memcmp(&got[i], &want[i], 4) == 0;
+                        if (!same && bad++ < 3)
+                            fprintf(stderr, "   %s copy %d T=%d out[%d]: got %a want %a\n", tt[k]->name, c, T1, i,
+                                    (double)got[i], (double)want[i]);
+                    }
+                    CHECK(bad == 0 && finite > 5 * (R2 - 8), "%s, copy %d, T=%d: every output is the lane rule's "
+                          "bits (%d differ; %d finite)", tt[k]->name, c, T1, bad, finite);
+                }
+            }
+        }
+        ds3_lanes_select_avx2(true);
+    }
+#endif
+
     th_section("thread-count invariance");
     static ds3_real r1[T * ROWS], r2[T * ROWS], p1[T * ROWS], p2[T * ROWS];
 #ifdef _OPENMP

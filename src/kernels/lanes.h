@@ -10,12 +10,17 @@
  *
  * Before including, the file defines LANES_FN and, for float builds,
  * `static inline void LANES_FN(fp8x8)(vreal *out, const unsigned char *q)`: the
- * exact e4m3 values of 8 codes (a table lookup, or AVX2 bit arithmetic).
+ * exact e4m3 values of 8 codes (a table lookup, or AVX2 bit arithmetic);
+ * `LANES_FN(bf16x8)` likewise for 8 bf16 values (simd.h's VBF16X8, or one AVX2
+ * widening: gcc spells the portable one as four shuffles); and the faster FP8
+ * pair below (fp8_finite, fp8x8_half; a copy without one says "never").
  *
  * The rule every kernel here follows, whatever T or the thread count:
  *   out[t][i] = Σ_k lane_k,  lane_k = Σ_{j ≡ k mod LANES, in order} x[t][j]·w[i][j]
  * combined by a fixed tree (lanes_sum), with a ragged end zero-padded.
  */
+#include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -43,6 +48,29 @@ static inline ds3_real LANES_FN(lanes_sum)(const vreal *v) {
 #endif
 }
 
+
+#ifndef DS3_F64
+/*
+ * The scale an FP8 block is multiplied by, and which decoder it uses. The exact
+ * decoder (fp8x8) gives each code's value v; then v·s is rounded once. A copy
+ * may also have fp8x8_half, which gives v·2⁻⁸ (exact: IEEE half holds every
+ * e4m3 value that way, linear_avx2.c) in fewer instructions but knows no NaN
+ * codes. Where the block has none (fp8_finite) it is used with the scale s·2⁸:
+ * (v·2⁻⁸)·(s·2⁸) is the same real number as v·s, rounded once, so the same
+ * bits — unless s·2⁸ overflows where s did not, which keeps the exact path.
+ */
+static inline float LANES_FN(fp8_block_scale)(const unsigned char *q, int64_t n, float sc, bool *half) {
+    const float s8 = sc * 256.0f;
+    *half = LANES_FN(fp8_finite)(q, n) && !(isinf(s8) && !isinf(sc));
+    return *half ? s8 : sc;
+}
+/* Eight codes decoded by the decoder fp8_block_scale chose. */
+#define FP8X8(half, v, q)                                  \
+    do {                                                   \
+        if (half) LANES_FN(fp8x8_half)(v, q);              \
+        else LANES_FN(fp8x8)(v, q);                        \
+    } while (0)
+#endif
 
 /* Weight rows [i0, i1) for all T tokens. */
 static void LANES_FN(lanes_block)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1) {
@@ -101,7 +129,7 @@ static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float
     case DS3_DT_BF16: {
         const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
         for (int64_t j = 0; j < nfull; j += 8) {
-            VBF16X8(wv, p + 2 * j);  /* bf16 → f32: the 16 bits become the top half of the word */
+            LANES_FN(bf16x8)(&wv, p + 2 * j);  /* bf16 → f32: the 16 bits become the top half of the word */
             VLOAD(xv, x + j);
             VMULADD(a, xv, wv);
         }
@@ -113,11 +141,13 @@ static float LANES_FN(dot_row_fused)(const ds3_tensor *w, int64_t i, const float
         const unsigned char *srow = (const unsigned char *)w->scale_inv + 4 * (size_t)((i / DS3_FP8_BLOCK) * scols);
         for (int64_t j0 = 0; j0 < nfull; j0 += DS3_FP8_BLOCK) {
             float sc = 1.0f;
+            bool half;
             if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
             int64_t j1 = j0 + DS3_FP8_BLOCK < nfull ? j0 + DS3_FP8_BLOCK : nfull;
+            sc = LANES_FN(fp8_block_scale)(p + j0, j1 - j0, sc, &half);
             for (int64_t j = j0; j < j1; j += 8) {
-                LANES_FN(fp8x8)(&wv, p + j);  /* exact e4m3 values, the includer's decoder */
-                VSCALE(wv, sc);               /* value · scale, rounded once, as in ds3_tensor_block */
+                FP8X8(half, &wv, p + j);  /* the e4m3 values (· 2⁻⁸ when half) */
+                VSCALE(wv, sc);           /* value · scale, rounded once, as in ds3_tensor_block */
                 VLOAD(xv, x + j);
                 VMULADD(a, xv, wv);
             }
@@ -178,7 +208,7 @@ static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_
     case DS3_DT_BF16: {
         const unsigned char *p = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
         for (int64_t j = 0; j < nfull; j += 8) {
-            VBF16X8(wv, p + 2 * j);
+            LANES_FN(bf16x8)(&wv, p + 2 * j);
             LANES_TOKENS(j);
         }
         break;
@@ -189,10 +219,12 @@ static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_
         const unsigned char *srow = (const unsigned char *)w->scale_inv + 4 * (size_t)((i / DS3_FP8_BLOCK) * scols);
         for (int64_t j0 = 0; j0 < nfull; j0 += DS3_FP8_BLOCK) {
             float sc = 1.0f;
+            bool half;
             if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
             int64_t j1 = j0 + DS3_FP8_BLOCK < nfull ? j0 + DS3_FP8_BLOCK : nfull;
+            sc = LANES_FN(fp8_block_scale)(p + j0, j1 - j0, sc, &half);
             for (int64_t j = j0; j < j1; j += 8) {
-                LANES_FN(fp8x8)(&wv, p + j);
+                FP8X8(half, &wv, p + j);
                 VSCALE(wv, sc);
                 LANES_TOKENS(j);
             }
@@ -226,12 +258,80 @@ static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_
 }
 #endif
 
+#ifndef DS3_F64
+/*
+ * One token, four weight rows at once: decode's T = 1 on BF16 and FP8 weights.
+ * Each row's operations are dot_row_fused's, in its order (lane k sums the
+ * products j ≡ k mod 8 in column order), so each output has its bits. What
+ * changes is the schedule: one row alone is a single chain of vector adds, each
+ * waiting for the one before, so the core idles between them; four rows are
+ * four independent chains the core overlaps, and each group of eight inputs is
+ * loaded once for the four. Whole groups of eight only (cols % 8 == 0); the
+ * caller sends anything else to dot_row_fused.
+ */
+static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_t i, const float *x) {
+    const int64_t cols = w->cols;
+    vreal a0, a1, a2, a3, xv, w0, w1, w2, w3;
+    VZERO(a0); VZERO(a1); VZERO(a2); VZERO(a3);
+    if (w->dtype == DS3_DT_BF16) {
+        const unsigned char *p0 = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
+        const unsigned char *p1 = p0 + 2 * cols, *p2 = p1 + 2 * cols, *p3 = p2 + 2 * cols;
+        for (int64_t j = 0; j < cols; j += 8) {
+            VLOAD(xv, x + j);
+            LANES_FN(bf16x8)(&w0, p0 + 2 * j); LANES_FN(bf16x8)(&w1, p1 + 2 * j);
+            LANES_FN(bf16x8)(&w2, p2 + 2 * j); LANES_FN(bf16x8)(&w3, p3 + 2 * j);
+            VMULADD(a0, xv, w0); VMULADD(a1, xv, w1); VMULADD(a2, xv, w2); VMULADD(a3, xv, w3);
+        }
+    } else {  /* DS3_DT_F8_E4M3 */
+        const unsigned char *p0 = (const unsigned char *)w->data + (size_t)(i * cols);
+        const unsigned char *p1 = p0 + cols, *p2 = p1 + cols, *p3 = p2 + cols;
+        const int64_t scols = (cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
+        /* each row's block scales (F32, maybe unaligned: read with memcpy) */
+        const unsigned char *s0 = NULL, *s1 = NULL, *s2 = NULL, *s3 = NULL;
+        if (w->scale_inv) {
+            const unsigned char *sc = (const unsigned char *)w->scale_inv;
+            s0 = sc + 4 * (size_t)((i / DS3_FP8_BLOCK) * scols);
+            s1 = sc + 4 * (size_t)(((i + 1) / DS3_FP8_BLOCK) * scols);
+            s2 = sc + 4 * (size_t)(((i + 2) / DS3_FP8_BLOCK) * scols);
+            s3 = sc + 4 * (size_t)(((i + 3) / DS3_FP8_BLOCK) * scols);
+        }
+        for (int64_t j0 = 0; j0 < cols; j0 += DS3_FP8_BLOCK) {
+            float c0 = 1.0f, c1 = 1.0f, c2 = 1.0f, c3 = 1.0f;
+            if (s0) {
+                const int64_t b = 4 * (j0 / DS3_FP8_BLOCK);
+                memcpy(&c0, s0 + b, 4); memcpy(&c1, s1 + b, 4); memcpy(&c2, s2 + b, 4); memcpy(&c3, s3 + b, 4);
+            }
+            const int64_t j1 = j0 + DS3_FP8_BLOCK < cols ? j0 + DS3_FP8_BLOCK : cols;
+            bool h0, h1, h2, h3;  /* one decoder for the four rows: the half one if all allow it */
+            const float e0 = LANES_FN(fp8_block_scale)(p0 + j0, j1 - j0, c0, &h0);
+            const float e1 = LANES_FN(fp8_block_scale)(p1 + j0, j1 - j0, c1, &h1);
+            const float e2 = LANES_FN(fp8_block_scale)(p2 + j0, j1 - j0, c2, &h2);
+            const float e3 = LANES_FN(fp8_block_scale)(p3 + j0, j1 - j0, c3, &h3);
+            const bool half = h0 && h1 && h2 && h3;
+            if (half) c0 = e0, c1 = e1, c2 = e2, c3 = e3;
+            for (int64_t j = j0; j < j1; j += 8) {
+                VLOAD(xv, x + j);
+                FP8X8(half, &w0, p0 + j); FP8X8(half, &w1, p1 + j);
+                FP8X8(half, &w2, p2 + j); FP8X8(half, &w3, p3 + j);
+                VSCALE(w0, c0); VSCALE(w1, c1); VSCALE(w2, c2); VSCALE(w3, c3);
+                VMULADD(a0, xv, w0); VMULADD(a1, xv, w1); VMULADD(a2, xv, w2); VMULADD(a3, xv, w3);
+            }
+        }
+    }
+    out[i] = LANES_FN(lanes_sum)(&a0); out[i + 1] = LANES_FN(lanes_sum)(&a1);
+    out[i + 2] = LANES_FN(lanes_sum)(&a2); out[i + 3] = LANES_FN(lanes_sum)(&a3);
+}
+#endif
+
 /* Weight rows [i0, i1) for all T tokens: the fused loops in float builds. */
 static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0,
                                  int64_t i1) {
 #ifndef DS3_F64
     if (T == 1) {
-        for (int64_t i = i0; i < i1; i++) out[i] = LANES_FN(dot_row_fused)(w, i, in);
+        int64_t i = i0;
+        if ((w->dtype == DS3_DT_BF16 || w->dtype == DS3_DT_F8_E4M3) && w->cols % 8 == 0)
+            for (; i + 4 <= i1; i += 4) LANES_FN(dot_4rows_fused)(out, w, i, in);
+        for (; i < i1; i++) out[i] = LANES_FN(dot_row_fused)(w, i, in);
         return;
     }
     for (int64_t i = i0; i < i1; i++)

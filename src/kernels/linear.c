@@ -153,6 +153,12 @@ static inline void fp8x8_portable(vreal *out, const unsigned char *q) {
     for (int k = 0; k < 8; k++) v[k] = ds3_e4m3_table[q[k]];
     memcpy(out, v, sizeof v);
 }
+/* No faster FP8 decoder here (lanes.h's fp8_block_scale): the table is exact
+ * for every code. */
+static inline bool fp8_finite_portable(const unsigned char *q, int64_t n) { (void)q, (void)n; return false; }
+static inline void fp8x8_half_portable(vreal *out, const unsigned char *q) { fp8x8_portable(out, q); }
+/* Eight bf16 values, exactly (simd.h). */
+static inline void bf16x8_portable(vreal *out, const unsigned char *p) { VBF16X8(*out, p); }
 #endif
 #include "lanes.h"
 #undef LANES_FN

@@ -8,6 +8,7 @@
 
 #if DS3_AVX2_COPY
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define LANES_FN(name) name##_avx2
@@ -52,6 +53,39 @@ static inline void fp8x8_avx2(__m256 *out, const unsigned char *q) {
     __m128i u = _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(raw)), 7);
     u = _mm_add_epi16(u, _mm_and_si128(u, _mm_set1_epi16(0x4000)));  /* sign: bit 14 -> 15 */
     *out = _mm256_mul_ps(_mm256_cvtph_ps(u), _mm256_set1_ps(256.0f));
+}
+
+/*
+ * The faster pair lanes.h uses on blocks without NaN codes. fp8x8_half: the
+ * byte sign-extended to 16 bits and shifted left by 7 puts s|eeee|mmm at bits
+ * 14..7 and a copy of s at bit 15; clearing bit 14 leaves the half
+ * s|0eeee|mmm0000000, which is the e4m3 value times 2^-8 (above), widened
+ * exactly by vcvtph2ps. The 2^8 goes into the block's scale (lanes.h).
+ * fp8_finite: no code of the n has its low seven bits all set.
+ */
+static inline void fp8x8_half_avx2(__m256 *out, const unsigned char *q) {
+    __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)q));
+    *out = _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16((short)0xbfff)));
+}
+
+static inline bool fp8_finite_avx2(const unsigned char *q, int64_t n) {
+    const __m256i low7 = _mm256_set1_epi8(0x7f);
+    __m256i nan = _mm256_setzero_si256();
+    int64_t k = 0;
+    for (; k + 32 <= n; k += 32) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + k)), low7);
+        nan = _mm256_or_si256(nan, _mm256_cmpeq_epi8(v, low7));
+    }
+    bool ok = _mm256_testz_si256(nan, nan);
+    for (; k < n; k++) ok = ok && (q[k] & 0x7f) != 0x7f;
+    return ok;
+}
+
+/* Eight bf16 values to f32, exactly: each 16-bit value widened into the top
+ * half of its 32-bit lane (one vpmovzxwd, one shift). */
+static inline void bf16x8_avx2(__m256 *out, const unsigned char *p) {
+    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    *out = _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
 }
 #endif
 
@@ -98,9 +132,20 @@ bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n
         for (int64_t j0 = 0; j0 < cols; j0 += DS3_FP8_BLOCK) {
             float sc = 1.0f;  /* unscaled e4m3 (tests, tools) */
             if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
-            const __m256 sv = _mm256_set1_ps(sc);
             const int64_t j1 = j0 + DS3_FP8_BLOCK < cols ? j0 + DS3_FP8_BLOCK : cols;
             int64_t j = j0;
+            /* as lanes.h's fp8_block_scale: the half decoder with scale · 2^8
+             * where the block allows it, the same bits */
+            const float s8 = sc * 256.0f;
+            if (fp8_finite_avx2(q + j0, j1 - j0) && !(isinf(s8) && !isinf(sc))) {
+                const __m256 sv8 = _mm256_set1_ps(s8);
+                for (; j + 8 <= j1; j += 8) {
+                    __m256 v;
+                    fp8x8_half_avx2(&v, q + j);
+                    _mm256_storeu_ps(o + j, _mm256_mul_ps(v, sv8));
+                }
+            }
+            const __m256 sv = _mm256_set1_ps(sc);
             for (; j + 8 <= j1; j += 8) {
                 __m256 v;
                 fp8x8_avx2(&v, q + j);
