@@ -11,7 +11,8 @@
 #      rank 0 alone prints;
 #   2. faults end the whole job, non-zero, within seconds, with no output file:
 #      a rank whose shard is truncated (its message, naming its rank, on
-#      stderr), a rank killed mid-run, a token past the vocabulary.
+#      stderr), a rank killed mid-run, a rank out of memory (a real `ulimit -v`
+#      on that rank alone), a token past the vocabulary.
 #
 # BUILD_MPI defaults to build-mpi (make MPI=1). Skipped, with the reason, when
 # mpirun or BUILD_MPI/ds3 is absent. DS3_MPI_FULL=1: every model and kernel
@@ -32,7 +33,8 @@ done
 
 one="$build/ds3"; many="$mbuild/ds3"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ds3-mpi.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' INT TERM   # the EXIT trap removes $tmp
 # CI runs as root; Open MPI refuses that unless told. One thread per rank: the
 # ranks share the machine's cores (the bits do not depend on the count).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
@@ -184,6 +186,32 @@ took=$(( $(date +%s) - start ))
 [ ! -e "$tmp/out.st" ] && ok || bad "rank 1 killed: an output file"
 [ -z "$(ls "$tmp" | grep '^out\.st.')" ] && ok || bad "rank 1 killed: a temporary file left: $(ls "$tmp")"
 [ "$took" -le 15 ] && ok || bad "rank 1 killed: the job took ${took} s to end"
+
+# A rank out of memory: one rank runs under a real address-space limit
+# (`ulimit -v`, 1.5 GB: room for Open MPI, the model and OpenBLAS, ~0.6 GB
+# here) that its state, a KV cache of 2,000,000 positions (2.8 GB), does not
+# fit in; the other ranks have no limit and go on to the first exchange. The
+# job ends non-zero within seconds with that rank's message, nothing on stdout.
+mkdir -p "$tmp/huge"
+sed 's/"max_position_embeddings": *[0-9]*/"max_position_embeddings": 2000000/' "$models/tiny-f32/config.json" \
+    > "$tmp/huge/config.json"
+ln -s "$(cd "$models/tiny-f32" && pwd)/model.safetensors" "$tmp/huge/model.safetensors"
+to=; command -v timeout > /dev/null 2>&1 && to="timeout 60"
+for rn in 1/3 0/2; do
+    r=${rn%/*}; np=${rn#*/}
+    start=$(date +%s)
+    # (timeout: were the limit not to bind, the job would decode 2,000,000 tokens)
+    $to mpirun --oversubscribe -np "$np" \
+        sh -c 'r=$1; shift; [ "${OMPI_COMM_WORLD_RANK:-0}" = "$r" ] && ulimit -v 1500000; exec "$@"' sh "$r" \
+        "$many" run -m "$tmp/huge" --tokens 1,2,3 -n 1999990 > "$tmp/stdout" 2> "$tmp/err"
+    rc=$?
+    took=$(( $(date +%s) - start ))
+    [ "$rc" != 0 ] && ok || bad "rank $r of $np out of memory: exit 0"
+    grep -q "^ds3: rank $r of $np: creating state: out of memory" "$tmp/err" && ok ||
+        { bad "rank $r of $np out of memory: not its message"; sed 's/^/    /' "$tmp/err" | head -n 5; }
+    [ ! -s "$tmp/stdout" ] && ok || bad "rank $r of $np out of memory: output on stdout: $(head -c 100 "$tmp/stdout")"
+    [ "$took" -le 20 ] && ok || bad "rank $r of $np out of memory: the job took ${took} s to end"
+done
 
 # A token past the vocabulary: every rank refuses it, exit 1.
 mpi 2 "$many" dump -m "$models/tiny-fp8" --tokens 1,9999 -o "$tmp/out.st" > /dev/null 2> "$tmp/err"
