@@ -85,6 +85,25 @@ int main(void) {
         for (int i = 0; i < n; i++) yb[i] += (ds3_real)0.7071 * x[i];
         CHECK(memcmp(ya, yb, sizeof ya) == 0, "axpy copy %d n=%d: the plain loop's bits, nothing past n", copy, n);
     }
+
+    th_section("axpy_rows: the bits of m axpy calls in turn");
+    {
+        enum { M = 11, LD = 53 };  /* rows 0..10 of a [11][53] block: 2 groups of 4, then 3 alone */
+        static ds3_real xr[M * LD], ar[M], yr[LD], ys[LD];
+        for (int i = 0; i < M * LD; i++) xr[i] = (ds3_real)sin(i * 0.37) * (ds3_real)(1 + i % 7);
+        for (int d = 0; d < M; d++) ar[d] = (ds3_real)cos(d * 1.3) * (ds3_real)1e-3 * (ds3_real)(d + 1);
+        for (int copy = 0; copy < ncopies; copy++)
+            for (int m = 0; m <= M; m++)
+                for (int n = 0; n <= LD; n += 13) {
+                    ds3_rows_select_avx2(copy == 1);
+                    for (int i = 0; i < LD; i++) yr[i] = ys[i] = (ds3_real)(i % 5) - (ds3_real)1.5;
+                    ds3_axpy_rows(yr, ar, xr, m, LD, n);
+                    for (int d = 0; d < m; d++)
+                        for (int i = 0; i < n; i++) ys[i] += ar[d] * xr[d * LD + i];
+                    CHECK(memcmp(yr, ys, sizeof yr) == 0, "axpy_rows copy %d m=%d n=%d: the plain loops' bits",
+                          copy, m, n);
+                }
+    }
     ds3_rows_select_avx2(true);
     return th_finish();
 }

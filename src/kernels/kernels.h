@@ -178,5 +178,8 @@ ds3_real ds3_dot(ds3_kernels k, const ds3_real *a, const ds3_real *b, int n);
 ds3_real ds3_dot_ref(const ds3_real *a, const ds3_real *b, int n);
 /* y[i] += a·x[i], vectorised (elementwise: the bits of the plain loop). */
 void ds3_axpy(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
+/* y[i] += a[d]·x[d·ldx + i] for d = 0..m-1 in turn: the bits of m ds3_axpy
+ * calls, with y loaded and stored once per four rows. */
+void ds3_axpy_rows(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx, int n);
 
 #endif /* DS3_KERNELS_H */

@@ -166,6 +166,12 @@ ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n);
 ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n) { return dot_avx2(a, b, n); }
 void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
 void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n) { axpy_avx2(y, a, x, n); }
+void ds3_axpy_rows_avx2(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx,
+                        int n);
+void ds3_axpy_rows_avx2(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx,
+                        int n) {
+    axpy_rows_avx2(y, a, x, m, ldx, n);
+}
 #endif
 
 #else

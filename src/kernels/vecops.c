@@ -22,10 +22,13 @@
 /* linear_avx2.c: the same kernels built with -mavx2 */
 ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n);
 void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
+void ds3_axpy_rows_avx2(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx,
+                        int n);
 #define AVX2_OK() ds3_rows_avx2_ok()
 #else
 #define ds3_dot_avx2 dot_portable
 #define ds3_axpy_avx2 axpy_portable
+#define ds3_axpy_rows_avx2 axpy_rows_portable
 #define AVX2_OK() false
 #endif
 
@@ -43,4 +46,9 @@ ds3_real ds3_dot(ds3_kernels k, const ds3_real *a, const ds3_real *b, int n) {
 void ds3_axpy(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n) {
     if (AVX2_OK()) ds3_axpy_avx2(y, a, x, n);
     else axpy_portable(y, a, x, n);
+}
+
+void ds3_axpy_rows(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx, int n) {
+    if (AVX2_OK()) ds3_axpy_rows_avx2(y, a, x, m, ldx, n);
+    else axpy_rows_portable(y, a, x, m, ldx, n);
 }

@@ -78,3 +78,42 @@ static void VEC_FN(axpy)(ds3_real *restrict y, ds3_real a, const ds3_real *restr
     }
     for (; i < n; i++) y[i] += a * x[i];
 }
+
+/*
+ * y[i] += a[0]·x_0[i], then += a[1]·x_1[i], … for the m rows x_d = x + d·ldx:
+ * each element gets the operations of m axpy calls in turn, in the same order
+ * (the same bits), but each vector of y is loaded and stored once per four
+ * rows instead of once per row: what a weighted sum over many rows (attention's
+ * Σ_t P_t v_t, the absorbed query's Σ_d q_d W^UK_d) is bound by.
+ */
+static void VEC_FN(axpy_rows)(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m,
+                              size_t ldx, int n) {
+    int d = 0;
+    for (; d + 4 <= m; d += 4) {
+        const ds3_real *x0 = x + (size_t)d * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        dotvec a0, a1, a2, a3;
+        VSET1(a0, a[d]), VSET1(a1, a[d + 1]), VSET1(a2, a[d + 2]), VSET1(a3, a[d + 3]);
+        int i = 0;
+        for (; i + DOT_W <= n; i += DOT_W) {
+            dotvec yv, xv;
+            memcpy(&yv, y + i, sizeof yv);
+            memcpy(&xv, x0 + i, sizeof xv);
+            VMULADD(yv, a0, xv);
+            memcpy(&xv, x1 + i, sizeof xv);
+            VMULADD(yv, a1, xv);
+            memcpy(&xv, x2 + i, sizeof xv);
+            VMULADD(yv, a2, xv);
+            memcpy(&xv, x3 + i, sizeof xv);
+            VMULADD(yv, a3, xv);
+            memcpy(y + i, &yv, sizeof yv);
+        }
+        for (; i < n; i++) {
+            y[i] += a[d] * x0[i];
+            y[i] += a[d + 1] * x1[i];
+            y[i] += a[d + 2] * x2[i];
+            y[i] += a[d + 3] * x3[i];
+        }
+    }
+    for (; d < m; d++) VEC_FN(axpy)(y, a[d], x + (size_t)d * ldx, n);
+}
+

@@ -170,7 +170,7 @@ static void mla_attend_naive(const ds3_state *s, const ds3_layer *l, const mla_b
         mla_softmax(s, sc, pos + 1);
         ds3_real *oh = b->o + (size_t)th * Dv;
         for (int e = 0; e < Dv; e++) oh[e] = 0;
-        for (int u = 0; u <= pos; u++) ds3_axpy(oh, sc[u], kv->v + ((size_t)u * H + h) * Dv, Dv);
+        ds3_axpy_rows(oh, sc, kv->v + (size_t)h * Dv, pos + 1, (size_t)H * Dv, Dv);  /* Σ_u P_u v_u, in u order */
         ds3_round(s, oh, (size_t)Dv, DS3_EMUL_ATTN);
     }
 }
@@ -201,13 +201,21 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
     /*
      * Each (token, head) pair is independent and writes only its own rows.
      * A work item is one token and a group of G heads: all heads of a
-     * token read the same cached latents, so in prefill (G = H) each
-     * cache row is loaded once for the H heads instead of H times; a
-     * decode step (T = 1, G = 1) keeps the heads as its parallel items.
-     * Every head does the same operations in the same order either way,
-     * so G changes no bit.
+     * token read the same cached latents, so each cache row is loaded once
+     * for the G heads instead of G times. Prefill has tokens enough to keep
+     * every thread busy with G = H; a decode step (T = 1) splits the heads
+     * into as many groups as there are threads (the largest divisor of H
+     * not above it), each of which reads the cache once. Every head does
+     * the same operations in the same order either way, so G changes no bit.
      */
-    const int G = T > 1 ? H : 1, groups = H / G;
+    int groups = 1;
+    if (T == 1)
+        for (int n = ds3_threads() < H ? ds3_threads() : H; n >= 1; n--)
+            if (H % n == 0) {
+                groups = n;
+                break;
+            }
+    const int G = H / groups;
 #pragma omp parallel for schedule(static)
     for (int tg = 0; tg < T * groups; tg++) {
         const int t = tg / groups, h0 = (tg % groups) * G, pos = start + t;
@@ -219,7 +227,7 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
             const ds3_real *wuk = wkvb + (size_t)(h0 + g) * (Dn + Dv) * C;  /* [Dn][C] */
             ds3_real *qch = qc + (th0 + g) * C;
             for (int k = 0; k < C; k++) qch[k] = 0;
-            for (int d = 0; d < Dn; d++) ds3_axpy(qch, qh[d], wuk + (size_t)d * C, C);
+            ds3_axpy_rows(qch, qh, wuk, Dn, (size_t)C, C);  /* Σ_d q^C_d W^UK_d, in d order */
             ds3_round(s, qch, (size_t)C, DS3_EMUL_ATTN);
         }
 
@@ -238,9 +246,12 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
         /* Attend in latent space, then expand with W^UV. */
         for (int g = 0; g < G; g++)
             for (int k = 0; k < C; k++) oc[(th0 + g) * C + k] = 0;
-        for (int u = 0; u <= pos; u++) {
-            const ds3_real *cu = kv->c + (size_t)u * C;
-            for (int g = 0; g < G; g++) ds3_axpy(oc + (th0 + g) * C, scores[(th0 + g) * S + u], cu, C);
+        /* Σ_u P_u c^KV_u in u order, a block of cached rows at a time for all
+         * the item's heads (the block stays in cache for them). */
+        for (int u0 = 0; u0 <= pos; u0 += 64) {
+            const int nu = pos + 1 - u0 < 64 ? pos + 1 - u0 : 64;
+            for (int g = 0; g < G; g++)
+                ds3_axpy_rows(oc + (th0 + g) * C, scores + (th0 + g) * S + u0, kv->c + (size_t)u0 * C, nu, (size_t)C, C);
         }
         for (int g = 0; g < G; g++) {
             const ds3_real *wuv = wkvb + ((size_t)(h0 + g) * (Dn + Dv) + Dn) * C;  /* [Dv][C] */
