@@ -151,5 +151,35 @@ int main(void) {
     CHECK(fnv == expected, "dmath hash %016llx, expected %016llx: ds3's exp/log/pow/sin/cos give other bits "
           "than on the machines measured (docs/PORTABILITY.md)", (unsigned long long)fnv, (unsigned long long)expected);
     fprintf(stderr, "   hash %016llx\n", (unsigned long long)fnv);
+    th_section("ds3_exp_n: every lane the bits of ds3_exp");
+    {
+        enum { N = 1 << 16 };
+        static double xs[N], ys[N];
+        const double edge[] = {0.0, -0.0, 0x1p-29, -0x1p-29, 0x1p-28, -0x1p-28, 0.34657359027997264,
+                               -0.34657359027997264, 0.3465735902799727, -0.3465735902799726, -708.0, -708.0000001,
+                               -707.9999999, 709.0, 709.0000001, 709.78, -745.2, -745.0, 1e300, -1e300, INFINITY,
+                               -INFINITY, NAN, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 0x1p-1074, -0x1p-1074};
+        const int ne = (int)(sizeof edge / sizeof edge[0]);
+        for (int i = 0; i < N; i++) {
+            switch (i % 4) {
+            case 0: xs[i] = uniform(-750, 712); break;
+            case 1: xs[i] = (double)(float)uniform(-104, 0); break;   /* softmax's float differences */
+            case 2: xs[i] = uniform(-1, 1) * ldexp(1.0, (int)(next() % 40) - 36); break;  /* near 0 */
+            default: xs[i] = edge[next() % (uint64_t)ne]; break;
+            }
+        }
+        long bad = 0;
+        for (int off = 0; off < 4; off++) {  /* every alignment of the groups of four */
+            ds3_exp_n(ys, xs + off, N - off);
+            for (int i = 0; i < N - off; i++) {
+                double want = ds3_exp(xs[off + i]);
+                if (isnan(want) ? !isnan(ys[i]) : memcmp(&want, &ys[i], sizeof want) != 0) {
+                    if (bad++ < 3) fprintf(stderr, "   x=%a: got %a want %a\n", xs[off + i], ys[i], want);
+                }
+            }
+        }
+        ds3_exp_n(xs, xs, N);  /* in place */
+        CHECK(bad == 0, "%d values x 4 alignments: %ld differ from ds3_exp", N, bad);
+    }
     return th_finish();
 }

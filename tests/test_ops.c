@@ -33,6 +33,18 @@ int main(void) {
     double a[] = {-20, -1, 0, 0.5, 3, 30};
     for (int i = 0; i < 6; i++) { got[i] = ds3_silu((ds3_real)a[i]); ref[i] = a[i] / (1 + exp(-a[i])); }
     th_check_close("silu", got, ref, 6, 1e-12, 1e-6);
+    {
+        enum { NS = 1000 };  /* ds3_silu_n: ds3_silu's bits for every value, 64 exps at a time */
+        static ds3_real v[NS];
+        int bad = 0;
+        for (int i = 0; i < NS; i++) v[i] = (ds3_real)(sin(i * 0.7) * (i % 3 ? 12.0 : 900.0));
+        ds3_silu_n(v, NS);
+        for (int i = 0; i < NS; i++) {
+            ds3_real want = ds3_silu((ds3_real)(sin(i * 0.7) * (i % 3 ? 12.0 : 900.0)));
+            bad += memcmp(&want, &v[i], sizeof want) != 0;
+        }
+        CHECK(bad == 0, "silu_n: the bits of silu on %d values (%d differ)", NS, bad);
+    }
 
     th_section("softmax");
     ds3_real s[5] = {1000, 1001, 999, -INFINITY, 1000};

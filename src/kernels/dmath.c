@@ -57,11 +57,13 @@ static const double inv_ln2 = 1.44269504088896338700e+00;
  * Remez rational form c(r) = r − r²·P(r²), exp(r) = 1 + 2r/(2 − c) evaluated
  * as 1 − ((lo − r·c/(2 − c)) − hi) to keep r's two parts apart; then × 2^k.
  */
+static const double P1 = 1.66666666666666019037e-01, P2 = -2.77777777770155933842e-03,
+                    P3 = 6.61375632143793436117e-05, P4 = -1.65339022054652515390e-06,
+                    P5 = 4.13813679705723846039e-08;
+static const double half_ln2 = 0.5 * 6.93147180559945286227e-01;
+
 /* exp(x + xl), xl a tail below half an ulp of x (0 for a plain exp). */
 static double exp_tail(double x, double xl) {
-    static const double P1 = 1.66666666666666019037e-01, P2 = -2.77777777770155933842e-03,
-                        P3 = 6.61375632143793436117e-05, P4 = -1.65339022054652515390e-06,
-                        P5 = 4.13813679705723846039e-08;
     if (x != x) return x;                         /* NaN */
     if (x > 709.782712893383973096) return HUGE_VAL;
     if (x < -745.13321910194110842) return 0.0;
@@ -69,7 +71,7 @@ static double exp_tail(double x, double xl) {
     if (ax < 0x1p-28) return 1.0 + (x + xl);      /* exp(x) = 1 + x to within half an ulp */
     double hi, lo;
     int k;
-    if (ax < 0.5 * 6.93147180559945286227e-01) {
+    if (ax < half_ln2) {
         k = 0, hi = x, lo = -xl;
     } else {
         double kd = x * inv_ln2;
@@ -86,6 +88,63 @@ static double exp_tail(double x, double xl) {
 }
 
 double ds3_exp(double x) { return exp_tail(x, 0.0); }
+
+/*
+ * ds3_exp of n values, four at a time with GCC/clang vectors where it can: the
+ * same IEEE operations as exp_tail(x, 0) lane by lane, hence the same bits
+ * (tests/test_dmath.c compares every lane with ds3_exp). exp_tail's branches
+ * become selects: the tiny case (1 + x) is computed beside the general one and
+ * chosen per lane; |x| < ln2/2 is the general formula with k = 0 (lo is then
+ * +0 where the branch has −0, which no later operation can tell apart: r = x,
+ * and lo − t has t ≠ 0 for |x| >= 2^-28); the scale 2^k is one exact product
+ * (k = 0: × 1).
+ * A group with a NaN or an x whose result overflows or is not normal
+ * (x > 709.78 or x < −708) goes through exp_tail instead.
+ */
+#ifndef DS3_PLAIN_C
+typedef double v4d __attribute__((vector_size(32)));
+typedef int64_t v4l __attribute__((vector_size(32)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+/* a where m is all ones, b where it is zero (a macro: 32-byte vectors by
+ * value would depend on whether AVX is enabled) */
+#define SEL4(m, a, b) ((v4d)(((v4l)(a) & (m)) | ((v4l)(b) & ~(m))))
+
+static bool exp4(double *y, const double *x) {
+    for (int i = 0; i < 4; i++)
+        if (!(x[i] >= -708.0 && x[i] <= 709.0)) return false;  /* NaN too */
+    v4d v, kd;
+    memcpy(&v, x, sizeof v);
+    const v4d zero = {0, 0, 0, 0};
+    const v4l neg = v < zero;
+    const v4d ax = SEL4(neg, -v, v);
+    kd = v * inv_ln2;
+    kd = SEL4(kd < zero, kd - 0.5, kd + 0.5);
+    const v4i k = __builtin_convertvector(kd, v4i);  /* truncation, as (int)kd */
+    const v4d kf = __builtin_convertvector(k, v4d);
+    const v4d hi = v - kf * ln2_hi;
+    const v4d lo = kf * ln2_lo - 0.0;  /* k = 0: +0 where exp_tail's branch has -0, the same in every use below */  /* exp_tail's k = 0 branch: lo = -xl */
+    const v4d r = hi - lo, z = r * r;
+    const v4d c = r - z * (P1 + z * (P2 + z * (P3 + z * (P4 + z * P5))));
+    const v4d g = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    /* 2^k (a normal number here): k + 1023 lands in the low mantissa bits of
+     * 2^52 + k + 1023 (exact), and a shift moves it into the exponent field */
+    const v4d p2 = (v4d)((v4l)(kf + (0x1p52 + 1023.0)) << 52);
+    const v4d out = SEL4(ax < 0x1p-28, 1.0 + (v + 0.0), g * p2);
+    memcpy(y, &out, sizeof out);
+    return true;
+}
+#endif
+
+void ds3_exp_n(double *y, const double *x, int n) {
+    int i = 0;
+#ifndef DS3_PLAIN_C
+    for (; i + 4 <= n; i += 4)
+        if (!exp4(y + i, x + i))
+            for (int j = i; j < i + 4; j++) y[j] = exp_tail(x[j], 0.0);
+#endif
+    for (; i < n; i++) y[i] = exp_tail(x[i], 0.0);
+}
 
 /*
  * log(x): x = 2^k·(1 + f), sqrt(2)/2 <= 1 + f < sqrt(2); with s = f/(2 + f),

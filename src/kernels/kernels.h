@@ -47,6 +47,8 @@ double ds3_log(double x);
 double ds3_pow(double x, double y);
 double ds3_sin(double x);
 double ds3_cos(double x);
+/* y[i] = ds3_exp(x[i]), the same bits, several at a time (y may be x). */
+void ds3_exp_n(double *y, const double *x, int n);
 
 /* ========================================================================== */
 /* fpenv.c — the floating-point environment of a computing entry              */

@@ -34,7 +34,7 @@ void ds3_mlp(const ds3_state *s, ds3_real *out, const ds3_real *x, const ds3_ffn
     const size_t n = (size_t)T * W;
     ds3_proj(s, b.g, x, &f->gate_proj, T);
     ds3_proj(s, b.u, x, &f->up_proj, T);
-    for (size_t i = 0; i < n; i++) b.g[i] = ds3_silu(b.g[i]);
+    ds3_silu_n(b.g, n);
     ds3_round(s, b.g, n, DS3_EMUL_ACT);
     for (size_t i = 0; i < n; i++) b.g[i] *= b.u[i];
     ds3_round(s, b.g, n, DS3_EMUL_ACT);

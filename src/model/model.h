@@ -291,6 +291,8 @@ static inline ds3_arena ds3_scratch(const ds3_state *s) {
 /* RMSNorm(x) = w ⊙ x / sqrt(mean(x²) + eps); out may alias x. */
 void ds3_rmsnorm(ds3_real *out, const ds3_real *x, const ds3_real *w, int n, double eps);
 ds3_real ds3_silu(ds3_real a);
+/* ds3_silu of n values in place (the same bits, the exps several at a time). */
+void ds3_silu_n(ds3_real *x, size_t n);
 void ds3_softmax(ds3_real *x, int n);                  /* in place, max-subtracted */
 
 /* The forward pass calls these: each is the plain operation with the state's

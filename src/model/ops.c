@@ -29,6 +29,20 @@ ds3_real ds3_silu(ds3_real a) {
     return a / ((ds3_real)1 + (ds3_real)ds3_exp(-(double)a));
 }
 
+/* Values the exps below take at once (ds3_exp_n: the bits of ds3_exp). */
+#define EXP_CHUNK 64
+
+/* x[i] = silu(x[i]) for n values: ds3_silu's operations, the exps a chunk at a time. */
+void ds3_silu_n(ds3_real *x, size_t n) {
+    double e[EXP_CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += EXP_CHUNK) {
+        const int m = n - i0 < EXP_CHUNK ? (int)(n - i0) : EXP_CHUNK;
+        for (int k = 0; k < m; k++) e[k] = -(double)x[i0 + k];
+        ds3_exp_n(e, e, m);
+        for (int k = 0; k < m; k++) x[i0 + k] = x[i0 + k] / ((ds3_real)1 + (ds3_real)e[k]);
+    }
+}
+
 /*
  * In-place softmax of x[n]. Subtracting the maximum keeps exp() in range; a row
  * of all -inf (impossible under the causal mask, which always admits the
@@ -37,10 +51,15 @@ ds3_real ds3_silu(ds3_real a) {
 void ds3_softmax(ds3_real *x, int n) {
     ds3_real mx = x[0];
     for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        x[i] = (ds3_real)ds3_exp((double)(x[i] - mx));
-        sum += x[i];
+    double sum = 0.0, e[EXP_CHUNK];
+    for (int i0 = 0; i0 < n; i0 += EXP_CHUNK) {  /* x[i] = exp(x[i] - mx), a chunk of exps at a time */
+        const int m = n - i0 < EXP_CHUNK ? n - i0 : EXP_CHUNK;
+        for (int k = 0; k < m; k++) e[k] = (double)(x[i0 + k] - mx);
+        ds3_exp_n(e, e, m);
+        for (int k = 0; k < m; k++) {
+            x[i0 + k] = (ds3_real)e[k];
+            sum += x[i0 + k];
+        }
     }
     ds3_real inv = (ds3_real)(1.0 / sum);
     for (int i = 0; i < n; i++) x[i] *= inv;
