@@ -395,6 +395,219 @@ static void test_blocks(void) {
     ds3_st_close(fb);
 }
 
+/* The k largest of v[n] (finite or +Inf) by k successive argmaxes, ties to
+ * the lowest index; -1 where there is none: what compare's top-5 means. */
+static void plain_top(long *top, int k, const double *v, long n) {
+    for (int j = 0; j < k; j++) {
+        top[j] = -1;
+        for (long i = 0; i < n; i++) {
+            bool taken = false;
+            for (int a = 0; a < j; a++) taken |= top[a] == i;
+            if (taken || isnan(v[i]) || (isinf(v[i]) && v[i] < 0)) continue;
+            if (top[j] < 0 || v[i] > v[top[j]]) top[j] = i;
+        }
+    }
+}
+
+/* A dump of one tensor per shape, as `dt`, written to memory and opened from
+ * `shift` bytes into a buffer (1: every tensor's data misaligned). */
+static ds3_st_file *mem_dump(const char *const *names, const long (*shape)[2], int nt, double *const *v,
+                             ds3_dtype dt, int shift, void **keep) {
+    ds3_st_writer *w = ds3_stw_new();
+    void *data[4];
+    for (int k = 0; k < nt; k++) {
+        const long n = shape[k][0] * shape[k][1];
+        data[k] = malloc((size_t)n * 8);
+        for (long i = 0; i < n; i++) {
+            if (dt == DS3_DT_F32) ((float *)data[k])[i] = (float)v[k][i];
+            else ((double *)data[k])[i] = v[k][i];
+        }
+        const int64_t sh[2] = {shape[k][0], shape[k][1]};
+        ds3_stw_add(w, names[k], dt, 2, sh, data[k]);
+    }
+    void *buf = NULL;
+    size_t len = 0;
+    ds3_st_file *f = NULL;
+    if (ds3_stw_write_mem(w, &buf, &len) == DS3_OK) {
+        *keep = malloc(len + (size_t)shift);
+        memcpy((char *)*keep + shift, buf, len);
+        if (ds3_st_open_mem((char *)*keep + shift, len, "mem", &f) != DS3_OK) f = NULL;
+    }
+    free(buf);
+    ds3_stw_free(w);
+    for (int k = 0; k < nt; k++) free(data[k]);
+    return f;
+}
+
+/*
+ * Float tensors are compared from floats, a chunk at a time behind a vector
+ * test (src/check/compare.c, acc_add_as), doubles one element at a time: the
+ * same statistics bit for bit, and those of the plain loops (th_compare for
+ * the elementwise rule; the sums in index order for cosine and NMSE; k
+ * successive argmaxes for the logits' top-5). Values made of floats, stored
+ * as F32 (in place), F32 misaligned (converted a block at a time) and F64;
+ * every kind of element the shortcuts must not get wrong: equal errors
+ * (ties), errors at powers of two, subnormal, tiny and huge floats, a float
+ * difference that overflows, errors at a zero reference, NaN and Inf pairs,
+ * and long exact or near-exact runs where whole chunks go to the sums alone.
+ */
+static void test_float_path(void) {
+    th_section("float tensors from floats, doubles and the plain loops: the same statistics");
+    const char *const names[3] = {"layers.0.out", "layers.1.out", "logits"};
+    const long shape[3][2] = {{37, 300}, {2, 40000}, {4, 20011}};
+    double *v[2][3];
+    for (int k = 0; k < 3; k++)
+        for (int s = 0; s < 2; s++) v[s][k] = malloc(sizeof(double) * (size_t)(shape[k][0] * shape[k][1]));
+    int bad = 0, cases = 0;
+    for (int trial = 0; trial < 24; trial++) {
+        for (int k = 0; k < 3; k++) {
+            const long n = shape[k][0] * shape[k][1];
+            double *r = v[0][k], *g = v[1][k];
+            for (long i = 0; i < n; i++) {
+                /* quiet trials: long runs of exact and near-exact elements */
+                const int kind = trial % 3 == 0 && urand() < 0.97 ? (urand() < 0.5 ? 5 : 6) : (int)(urand() * 10);
+                float rf = (float)((urand() - 0.5) * 8), gf;
+                switch (kind) {
+                case 0: gf = rf + 0.25f; break;                                          /* ties */
+                case 1: gf = rf + ldexpf(1, -(int)(urand() * 40)); break;                /* powers of two */
+                case 2: rf = ldexpf((float)urand(), -149 + (int)(urand() * 20)); gf = 2 * rf; break; /* subnormal */
+                case 3: rf = ldexpf((float)urand() + 0.5f, -120); gf = rf * (1 + (float)urand()); break;
+                case 4: rf = ldexpf((float)urand() + 0.5f, 120); gf = rf * (1 + 1e-3f * (float)urand()); break;
+                case 5: gf = rf; break;
+                case 6: gf = rf * (1 + 1e-6f * (float)(urand() - 0.5)); break;
+                case 7: rf = 0; gf = (float)(urand() * 1e-3); break;                    /* zero reference */
+                case 8: rf = 3e38f * (urand() < 0.5 ? 1 : -1); gf = -rf; break;         /* float g - e overflows */
+                default: gf = rf + (float)((urand() - 0.5) * 1e-3 * (trial % 7)); break;
+                }
+                r[i] = rf;
+                g[i] = gf;
+            }
+            if (trial % 4 == 1) { r[n / 3] = NAN; g[n / 3] = NAN; }
+            if (trial % 4 == 2) g[n / 2] = INFINITY;
+            if (trial % 4 == 3) { r[n - 1] = -INFINITY; g[n - 1] = -INFINITY; r[7] = INFINITY; g[7] = 1; }
+        }
+        void *keep[3][2];
+        const ds3_dtype dts[3] = {DS3_DT_F32, DS3_DT_F32, DS3_DT_F64};
+        const int shifts[3] = {0, 1, 0};
+        ds3_st_file *f[3][2];
+        for (int e = 0; e < 3; e++)
+            for (int s = 0; s < 2; s++) f[e][s] = mem_dump(names, shape, 3, v[s], dts[e], shifts[e], &keep[e][s]);
+        for (int mode = 0; mode < 4; mode++) {
+            ds3_cmp_opts o = {.profile = ds3_cmp_profile_find(mode == 1 ? "bf16" : "fp32"), .all_rows = true};
+            if (mode >= 2) {
+                o.elementwise = true;
+                o.atol = mode == 2 ? 1e-4 : 1e-5;
+                o.rtol = mode == 2 ? 0 : 1e-3;
+            }
+            ds3_cmp_report rep[3];
+            for (int e = 0; e < 3; e++) {
+                memset(&rep[e], 0, sizeof rep[e]);
+                CHECK(f[e][0] && f[e][1] && ds3_cmp_files(f[e][0], f[e][1], &o, &rep[e]) == DS3_OK && rep[e].n == 3,
+                      "trial %d mode %d encoding %d: ds3_cmp_files", trial, mode, e);
+            }
+            for (int k = 0; k < 3 && rep[0].n == 3 && rep[1].n == 3 && rep[2].n == 3; k++) {
+                const long rows = shape[k][0], cols = shape[k][1], n = rows * cols;
+                const double *r = v[0][k], *g = v[1][k];
+                double mx = 0, dot = 0, gg = 0, rr = 0, dd = 0;
+                for (long i = 0; i < n; i++)
+                    if (isfinite(r[i]) && fabs(r[i]) > mx) mx = fabs(r[i]);
+                for (long i = 0; i < n; i++)
+                    if (isfinite(g[i]) && isfinite(r[i])) {
+                        dot += g[i] * r[i];
+                        gg += g[i] * g[i];
+                        rr += r[i] * r[i];
+                        dd += (g[i] - r[i]) * (g[i] - r[i]);
+                    }
+                const double atol = mode >= 2 ? o.atol : o.profile->max_scaled * mx, rtol = mode >= 2 ? o.rtol : 0;
+                th_cmp h = th_compare(g, r, n, atol, rtol);
+                const double cos = gg == 0 && rr == 0 ? 1 : gg == 0 || rr == 0 ? 0 : dot / (sqrt(gg) * sqrt(rr)),
+                             nmse = rr > 0 ? dd / rr : (dd > 0 ? INFINITY : 0);
+                long am = 0, near = 0;
+                double overlap = 0;
+                if (k == 2)
+                    for (long t = 0; t < rows; t++) {
+                        long tg[5], te[5];
+                        plain_top(tg, 5, g + t * cols, cols);
+                        plain_top(te, 5, r + t * cols, cols);
+                        if (tg[0] == te[0]) am++;
+                        else if (tg[0] >= 0 && te[0] >= 0 && r[t * cols + te[0]] - r[t * cols + tg[0]] <= 2 * atol) near++;
+                        int common = 0;
+                        for (int a = 0; a < 5; a++)
+                            for (int b = 0; b < 5; b++) common += tg[a] == te[b] && tg[a] >= 0;
+                        overlap += (double)common / 5;
+                    }
+                for (int e = 0; e < 3; e++) {
+                    const ds3_cmp_result *c = &rep[e].r[k];
+                    cases++;
+                    bool same = c->n_bad == h.n_bad && c->worst == h.worst && c->max_abs == h.max_abs &&
+                                c->max_rel == h.max_rel && c->max_ref == h.max_ref && c->cos == cos &&
+                                c->nmse == nmse && (h.worst < 0 || (c->worst_got == g[h.worst] &&
+                                                                    c->worst_ref == r[h.worst]));
+                    if (k == 2) same = same && c->argmax_same == am && c->argmax_near_tie == near &&
+                                       c->top5 == overlap / (double)rows;
+                    if (e) same = same && c->ok == rep[0].r[k].ok && !strcmp(c->why, rep[0].r[k].why);
+                    if (!same && bad++ < 5)
+                        fprintf(stderr, "trial %d mode %d %s encoding %d: bad %ld/%ld worst %ld/%ld abs %.17g/%.17g "
+                                "rel %.17g/%.17g cos %.17g/%.17g nmse %.17g/%.17g argmax %ld/%ld top5 %.17g\n",
+                                trial, mode, names[k], e, c->n_bad, h.n_bad, c->worst, h.worst, c->max_abs, h.max_abs,
+                                c->max_rel, h.max_rel, c->cos, cos, c->nmse, nmse, c->argmax_same, am, c->top5);
+                }
+            }
+            for (int e = 0; e < 3; e++) ds3_cmp_report_free(&rep[e]);
+        }
+        for (int e = 0; e < 3; e++)
+            for (int s = 0; s < 2; s++) {
+                ds3_st_close(f[e][s]);
+                free(keep[e][s]);
+            }
+    }
+    CHECK(bad == 0, "%d of %d tensor comparisons differ from the plain loops or between encodings", bad, cases);
+    for (int k = 0; k < 3; k++)
+        for (int s = 0; s < 2; s++) free(v[s][k]);
+
+    /* The edges of the test that sends elements to the sums alone, where
+     * random values hardly go (one bound for all: atol 1e30, rtol 0).
+     * Doubles: max_abs = 1 (element 0) and max_rel = 0.5721.../304677.5
+     * (element 1) make max_abs/max_rel round down to q = element 2's |e|,
+     * whose d = 1 = max_abs gives d/|e| = 1/q, one ulp above max_rel: the
+     * test must not pass it on |e| >= q alone. */
+    const double e3[3] = {1e12, 0x1.2989600000000p+18, 0x1.0406c75dd9af4p+19},
+                 g3[3] = {1e12 + 1, 0x1.2989849dbcd63p+18, 0x1.0406e75dd9af4p+19};
+    th_cmp h = th_compare(g3, e3, 3, 1e30, 0);
+    ds3_cmp_result c;
+    ds3_cmp_floats(&c, g3, e3, 3, 1e30, 0);
+    CHECK(c.max_rel == h.max_rel && c.max_rel == 0x1.f8125d8c8a85dp-20,
+          "max_rel one ulp above the one before: %a, plain loop %a", c.max_rel, h.max_rel);
+    /* Floats: after max_abs = 2^24 - 1.75 (element 2), element 84's error
+     * 2^24 - 1.625 is a new max_abs, yet rounds in float to 2^24 - 2, the
+     * largest float below max_abs: the chunk test must not pass it (its chunk
+     * holds nothing else, for chunks of up to 64). */
+    double er[128], eg[128];
+    for (int i = 0; i < 128; i++) er[i] = eg[i] = 100;
+    er[0] = eg[0] = 0x1p26;                 /* max_ref */
+    er[1] = 0x1p-20, eg[1] = 1 + 0x1p-20;   /* max_rel 2^20: a_rel about 16 */
+    er[2] = 0x1p24, eg[2] = 1.75;
+    er[84] = 0x1p24, eg[84] = 1.625;
+    const char *ename[1] = {"layers.0.out"};
+    const long eshape[1][2] = {{1, 128}};
+    double *ev[2][1] = {{er}, {eg}};
+    void *ekeep[2];
+    ds3_st_file *ea = mem_dump(ename, eshape, 1, ev[0], DS3_DT_F32, 0, &ekeep[0]),
+                *eb = mem_dump(ename, eshape, 1, ev[1], DS3_DT_F32, 0, &ekeep[1]);
+    ds3_cmp_opts o = {.profile = ds3_cmp_profile_find("fp32"), .elementwise = true, .atol = 1e30, .all_rows = true};
+    ds3_cmp_report rep = {0};
+    h = th_compare(eg, er, 128, 1e30, 0);
+    CHECK(ea && eb && ds3_cmp_files(ea, eb, &o, &rep) == DS3_OK && rep.n == 1 &&
+          rep.r[0].max_abs == h.max_abs && h.max_abs == 0x1p24 - 1.625 && rep.r[0].worst == 84,
+          "a new max_abs that rounds in float to below the old: %a (worst %ld), plain loop %a",
+          rep.n ? rep.r[0].max_abs : 0, rep.n ? rep.r[0].worst : -1, h.max_abs);
+    ds3_cmp_report_free(&rep);
+    ds3_st_close(ea);
+    ds3_st_close(eb);
+    free(ekeep[0]);
+    free(ekeep[1]);
+}
+
 static void test_stats(void) {
     th_section("cosine, NMSE, scaled error");
     double r[4] = {1, -2, 3, 0.5}, g[4];
@@ -753,6 +966,7 @@ int main(void) {
     test_stats();
     test_names();
     test_profiles();
+    test_float_path();
     cli = getenv("DS3_CLI");
     const char *models = getenv("DS3_MODELS"), *refdir = getenv("DS3_REF");
     if (!cli) {

@@ -26,6 +26,7 @@
 #include "check/check.h"
 
 #include <fnmatch.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,35 @@ static void read_into(double *v, const ds3_st_entry *e, long off, long cnt) {
     }
 }
 
+/* The dtypes a float holds exactly: a tensor pair of these is compared from
+ * floats (compare_rows), F32 read in place. */
+static bool in_float(ds3_dtype dt) {
+    return dt == DS3_DT_F32 || dt == DS3_DT_BF16 || dt == DS3_DT_F16 || dt == DS3_DT_F8_E4M3;
+}
+
+/* Values [off, off + cnt) of an entry of such a dtype as floats into v. */
+static void read_floats(float *v, const ds3_st_entry *e, long off, long cnt) {
+    const unsigned char *p = (const unsigned char *)e->data + (size_t)off * ds3_dtype_size(e->dtype);
+    switch (e->dtype) {
+    case DS3_DT_F32: memcpy(v, p, sizeof(float) * (size_t)cnt); break;
+    case DS3_DT_BF16: for (long i = 0; i < cnt; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); v[i] = ds3_bf16_to_f32(h); } break;
+    case DS3_DT_F16: for (long i = 0; i < cnt; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); v[i] = ds3_f16_to_f32(h); } break;
+    case DS3_DT_F8_E4M3: for (long i = 0; i < cnt; i++) v[i] = ds3_e4m3_to_f32(p[i]); break;
+    default: DS3_ASSERT(in_float(e->dtype)); break;
+    }
+}
+
+/* Values [off, off + cnt) of an entry as floats (f32) or doubles: in place
+ * when the entry holds that type already (aligned), else converted into buf. */
+static const void *block_of(void *buf, const ds3_st_entry *e, bool f32, long off, long cnt) {
+    const unsigned char *p = (const unsigned char *)e->data + (size_t)off * ds3_dtype_size(e->dtype);
+    if (e->dtype == (f32 ? DS3_DT_F32 : DS3_DT_F64) && (uintptr_t)p % (f32 ? _Alignof(float) : _Alignof(double)) == 0)
+        return p;
+    if (f32) read_floats(buf, e, off, cnt);
+    else read_into(buf, e, off, cnt);
+    return buf;
+}
+
 double *ds3_cmp_read(const ds3_st_entry *e, long *n) {
     long cnt = 1;
     for (int i = 0; i < e->ndim; i++) cnt *= (long)e->shape[i];
@@ -197,13 +227,53 @@ static void acc_begin(ds3_cmp_result *r, cmp_acc *a) {
 }
 
 /*
- * (The running values live in locals: through r they would be stored and
- * reloaded every element, as r might alias got or ref.)
+ * The hot loops below are written once for both element types: `f32` says
+ * whether a block holds floats (the dtypes a float holds exactly: F32 in
+ * place, BF16, F16, E4M3 converted) or doubles (F64, integers). SPECIALISED
+ * inlines a loop into each caller, where f32 is a constant, so each caller
+ * gets a loop of its own type and the running values stay in registers.
+ * Every computation is on doubles either way (a float converts exactly), so
+ * the results do not depend on the path.
+ */
+#define SPECIALISED static inline __attribute__((always_inline))
+
+SPECIALISED double at(const void *v, long i, bool f32) {
+    return f32 ? (double)((const float *)v)[i] : ((const double *)v)[i];
+}
+
+/* Is any of v[i, i + CHUNK) above x (never a NaN), or with `absolute` any
+ * finite |v[j]| above x? For the loops that look for the rare element above
+ * a running maximum: a loop of known length over one type, which gcc and
+ * clang turn into vector compares at -O2. x is a value of v (or 0), so a
+ * float when v holds floats, and the float compare is the double one. */
+enum { CHUNK = 32 };
+SPECIALISED bool any_above(const void *v, long i, bool f32, bool absolute, double x) {
+    int any = 0;
+    if (f32) {
+        const float *p = (const float *)v + i, xf = (float)x;
+        for (int j = 0; j < CHUNK; j++) {
+            const float y = absolute ? fabsf(p[j]) : p[j];
+            any |= (y > xf) & (!absolute || y <= FLT_MAX);
+        }
+    } else {
+        const double *p = (const double *)v + i;
+        for (int j = 0; j < CHUNK; j++) {
+            const double y = absolute ? fabs(p[j]) : p[j];
+            any |= (y > x) & (!absolute || y <= DBL_MAX);
+        }
+    }
+    return any;
+}
+
+/*
+ * The loop over the elements. Most elements of a large comparison change
+ * nothing but the four sums (dot, gg, rr, dd), and the loop is built so that
+ * those cost little more than the sums: a test lets an element through to
+ * the sums alone only where none of the full steps could change a result,
+ * so the results are those of the full steps on every element
+ * (tests/test_compare.c checks them against tests/harness.h's plain loop).
  *
- * Two divisions per element, d/|e| for max_rel and d/bound for the verdict,
- * were most of the time of a large comparison; both are skipped where their
- * result cannot change anything, with the same results as dividing always
- * (tests/test_compare.c checks against tests/harness.h's plain loop):
+ * The full steps skip their two divisions in the same way:
  *   - d/|e| > max_rel needs d > max_rel·|e| in exact arithmetic; the product
  *     rounded, shrunk by 2^-50, is below that exact value while it is a
  *     normal number (relative error < 2^-52 twice), so the division is
@@ -214,19 +284,159 @@ static void acc_begin(ds3_cmp_result *r, cmp_acc *a) {
  *     division only if d > bound (it may be outside) or d exceeds the d of
  *     the worst element so far (it may be the new worst). Equal d gives an
  *     equal ratio, which never replaces the earlier element.
+ *
+ * With one bound for all, an element goes to the sums alone where
+ *   d <= lim = min(max_abs, atol, d_worst): no new max_abs, within the bound,
+ *     no new worst; lim is also at most DBL_MAX, so g and e are finite;
+ *   |e| <= max_ref: no new max_ref;
+ *   |e| >= a_rel, the least |e| at which max_rel·|e| > max_abs >= d in exact
+ *     arithmetic (a_rel = max_abs/max_rel rounded up by 2^-48: the quotient
+ *     and the product are each within 2^-53 of exact; at least 2^-1000, so
+ *     a quotient that is not a normal number still errs upwards): d/|e| <
+ *     max_rel, so no new max_rel. With max_rel = 0: a_rel = 0 while max_abs
+ *     = 0 (d <= lim <= max_abs keeps d = 0), else +Inf (no element passes:
+ *     an error at e = 0, or a quotient below the least double, leaves
+ *     max_rel at 0 but not max_abs).
+ * With rtol > 0, lim = -1: every element takes the full steps.
+ *
+ * Floats are tested a chunk at a time first, in float arithmetic (a vector
+ * compare): |g - e| rounded to float <= lim_f, the float below the largest
+ * float <= lim, gives |g - e| < that largest float, so d <= lim (at lim_f = 0,
+ * |g - e| rounds to 0 only when g = e: a difference of floats that small is
+ * exact); |e| <= max_ref_f, the largest float <= max_ref, and |e| >= a_rel_f,
+ * the least float >= a_rel. So a chunk passes only if each of its elements
+ * would (in IEEE defaults: ds3_cmp_files sets them).
  */
-static void acc_add(ds3_cmp_result *r, cmp_acc *a, const double *got, const double *ref, long n, long base,
-                    double atol, double rtol) {
+typedef struct {
+    double lim, max_ref, a_rel;
+    float lim_f, max_ref_f, a_rel_f;
+    double from[4];  /* the max_abs, max_ref, max_rel and d_worst it was made from */
+} acc_screen;
+
+static float float_down(double x) {  /* the largest float <= x (x not NaN) */
+    float f = (float)x;
+    return (double)f > x ? nextafterf(f, -INFINITY) : f;
+}
+
+static float float_up(double x) {  /* the least float >= x (x not NaN) */
+    float f = (float)x;
+    return (double)f < x ? nextafterf(f, INFINITY) : f;
+}
+
+/* The screen from the running values (no NaN among them). */
+static void screen_make(acc_screen *c, bool flat, double atol, double max_abs, double max_ref, double max_rel,
+                        double d_worst) {
+#define MIN(x, y) ((y) < (x) ? (y) : (x))
+    c->lim = flat ? MIN(MIN(max_abs, atol), MIN(d_worst, DBL_MAX)) : -1;
+    c->max_ref = max_ref;
+    c->a_rel = max_rel > 0 ? -MIN(-max_abs / max_rel * (1 + 0x1p-48), -0x1p-1000) : max_abs > 0 ? INFINITY : 0;
+#undef MIN
+    const float top = float_down(c->lim);
+    c->lim_f = top > 0 ? nextafterf(top, 0) : top;
+    c->max_ref_f = float_down(max_ref);
+    c->a_rel_f = float_up(c->a_rel);
+    c->from[0] = max_abs;
+    c->from[1] = max_ref;
+    c->from[2] = max_rel;
+    c->from[3] = d_worst;
+}
+
+/* ... made again only when they changed (an element outside the bound
+ * usually changes none of them). */
+SPECIALISED void screen_update(acc_screen *c, bool flat, double atol, double max_abs, double max_ref,
+                               double max_rel, double d_worst) {
+    if (max_abs != c->from[0] || max_ref != c->from[1] || max_rel != c->from[2] || d_worst != c->from[3])
+        screen_make(c, flat, atol, max_abs, max_ref, max_rel, d_worst);
+}
+
+/* Does every element of the chunk of floats at i pass the screen? */
+SPECIALISED bool chunk_quiet(const float *got, const float *ref, long i, const acc_screen *c) {
+    int out = 0;
+    for (int j = 0; j < CHUNK; j++) {
+        const float d = fabsf(got[i + j] - ref[i + j]), ae = fabsf(ref[i + j]);
+        out |= !(d <= c->lim_f) | !(ae <= c->max_ref_f) | !(ae >= c->a_rel_f);
+    }
+    return !out;
+}
+
+/* The four products of a chunk of floats, in doubles (vector multiplies; the
+ * same products as one at a time): g·e, g², e², (g - e)². */
+SPECIALISED void chunk_products(double (*restrict p)[CHUNK], const float *got, const float *ref) {
+    for (int j = 0; j < CHUNK; j++) {
+        const double g = got[j], e = ref[j];
+        p[0][j] = g * e;
+        p[1][j] = g * g;
+        p[2][j] = e * e;
+        p[3][j] = (g - e) * (g - e);
+    }
+}
+
+/* From element i on, the elements that go to the sums alone, added to
+ * sum[4] (dot, gg, rr, dd); returns the first that does not (n if none).
+ * (The sums run in locals: in the larger loop around this the compiler kept
+ * them in memory, a store and a load on each sum's chain.) */
+SPECIALISED long sums_run(double *sum, const void *got, const void *ref, bool f32, long i, long n,
+                          const acc_screen *c) {
+    double dot = sum[0], gg = sum[1], rr = sum[2], dd = sum[3];
+    while (i < n) {
+        if (f32 && i % CHUNK == 0 && i + CHUNK <= n && chunk_quiet(got, ref, i, c)) {
+            double p[4][CHUNK];
+            chunk_products(p, (const float *)got + i, (const float *)ref + i);
+            for (int j = 0; j < CHUNK; j++) {
+                dot += p[0][j];
+                gg += p[1][j];
+                rr += p[2][j];
+                dd += p[3][j];
+            }
+            i += CHUNK;
+            continue;
+        }
+        /* element by element, to the end of the chunk (doubles: to the end) */
+        const long stop = f32 && i - i % CHUNK + CHUNK < n ? i - i % CHUNK + CHUNK : n;
+        for (; i < stop; i++) {
+            const double g = at(got, i, f32), e = at(ref, i, f32);
+            const double d = fabs(g - e), ae = fabs(e);
+            if (!(d <= c->lim && ae <= c->max_ref && ae >= c->a_rel)) break;
+            dot += g * e;
+            gg += g * g;
+            rr += e * e;
+            dd += (g - e) * (g - e);
+        }
+        if (i < stop) break;
+    }
+    sum[0] = dot;
+    sum[1] = gg;
+    sum[2] = rr;
+    sum[3] = dd;
+    return i;
+}
+
+/* (The running values live in locals: through r they would be stored and
+ * reloaded every element, as r might alias got or ref.) */
+SPECIALISED void acc_add_as(ds3_cmp_result *r, cmp_acc *a, const void *got, const void *ref, bool f32, long n,
+                            long base, double atol, double rtol) {
     double max_abs = r->max_abs, max_ref = r->max_ref, max_rel = r->max_rel, worst_ratio = a->worst_ratio;
-    double dot = a->dot, gg = a->gg, rr = a->rr, dd = a->dd;
+    double sum[4] = {a->dot, a->gg, a->rr, a->dd};
     long n_bad = r->n_bad, n_nonfinite = r->n_nonfinite, worst = -1;
-    const bool flat = rtol == 0 && atol > 0;  /* one bound for all: the skip above applies */
+    const bool flat = rtol == 0 && atol > 0;  /* one bound for all: the skips above apply */
     /* flat: ratios of finite elements with d <= d_worst cannot beat worst_ratio
      * (-1 before any element; the d of a finite worst; 0 after a matching
      * non-finite pair, whose ratio is 0; +Inf after a mismatching one) */
     double d_worst = a->d_worst;
+    acc_screen c;
+    screen_make(&c, flat, atol, max_abs, max_ref, max_rel, d_worst);
     for (long i = 0; i < n; i++) {
-        double g = got[i], e = ref[i], ratio;
+        double g = at(got, i, f32), e = at(ref, i, f32);
+        /* it and the elements after it that go to the sums alone (a run of
+         * elements that do not is not sent there one at a time) */
+        if (fabs(g - e) <= c.lim && fabs(e) <= c.max_ref && fabs(e) >= c.a_rel) {
+            i = sums_run(sum, got, ref, f32, i, n, &c);
+            if (i == n) break;
+            g = at(got, i, f32);
+            e = at(ref, i, f32);
+        }
+        /* element i: the full steps */
+        double ratio;
         if (!isfinite(g) || !isfinite(e)) {
             bool same = (isnan(g) && isnan(e)) || (isinf(g) && isinf(e) && (g > 0) == (e > 0));
             ratio = same ? 0 : INFINITY;
@@ -236,6 +446,7 @@ static void acc_add(ds3_cmp_result *r, cmp_acc *a, const double *got, const doub
                 worst_ratio = ratio;
                 worst = i;
                 d_worst = ratio;  /* 0 or +Inf, as the comment above says */
+                screen_update(&c, flat, atol, max_abs, max_ref, max_rel, d_worst);
             }
             continue;
         }
@@ -247,12 +458,15 @@ static void acc_add(ds3_cmp_result *r, cmp_acc *a, const double *got, const doub
             if (d > t * (1 - 0x1p-50) || t < 0x1p-960)
                 if (d / ae > max_rel) max_rel = d / ae;
         }
-        dot += g * e;
-        gg += g * g;
-        rr += e * e;
-        dd += (g - e) * (g - e);
+        sum[0] += g * e;
+        sum[1] += g * g;
+        sum[2] += e * e;
+        sum[3] += (g - e) * (g - e);
         if (flat) {
-            if (!(d > atol || d > d_worst)) continue;
+            if (!(d > atol || d > d_worst)) {
+                screen_update(&c, flat, atol, max_abs, max_ref, max_rel, d_worst);
+                continue;
+            }
             ratio = d / atol;
         } else {
             const double bound = atol + rtol * ae;
@@ -264,18 +478,30 @@ static void acc_add(ds3_cmp_result *r, cmp_acc *a, const double *got, const doub
             worst = i;
             d_worst = d;
         }
+        if (flat) screen_update(&c, flat, atol, max_abs, max_ref, max_rel, d_worst);
     }
     if (worst >= 0) {
         r->worst = base + worst;
-        r->worst_got = got[worst];
-        r->worst_ref = ref[worst];
+        r->worst_got = at(got, worst, f32);
+        r->worst_ref = at(ref, worst, f32);
     }
     r->max_abs = max_abs;
     r->max_ref = max_ref;
     r->max_rel = max_rel;
     r->n_bad = n_bad;
     r->n_nonfinite = n_nonfinite;
-    *a = (cmp_acc){worst_ratio, d_worst, dot, gg, rr, dd};
+    *a = (cmp_acc){worst_ratio, d_worst, sum[0], sum[1], sum[2], sum[3]};
+}
+
+/* The loop above for each element type, each a function of its own: inlined
+ * into a larger function it lost registers to the code around it. */
+__attribute__((noinline)) static void acc_add_f32(ds3_cmp_result *r, cmp_acc *a, const float *got,
+                                                  const float *ref, long n, long base, double atol, double rtol) {
+    acc_add_as(r, a, got, ref, true, n, base, atol, rtol);
+}
+__attribute__((noinline)) static void acc_add_f64(ds3_cmp_result *r, cmp_acc *a, const double *got,
+                                                  const double *ref, long n, long base, double atol, double rtol) {
+    acc_add_as(r, a, got, ref, false, n, base, atol, rtol);
 }
 
 static void acc_end(ds3_cmp_result *r, const cmp_acc *a, long n) {
@@ -292,7 +518,7 @@ void ds3_cmp_floats(ds3_cmp_result *r, const double *got, const double *ref, lon
                     double rtol) {
     cmp_acc a;
     acc_begin(r, &a);
-    acc_add(r, &a, got, ref, n, 0, atol, rtol);
+    acc_add_f64(r, &a, got, ref, n, 0, atol, rtol);
     acc_end(r, &a, n);
 }
 
@@ -328,20 +554,24 @@ static long row_common(const double *a, const double *b, long K) {
 /* The k largest values of v[n] that are finite or +Inf, their indices in
  * top[k] in descending order, ties to the lowest index (what k successive
  * argmaxes give), in one pass; slots without a value get -1. */
-static void top_k(long *top, int k, const double *v, long n) {
+SPECIALISED void top_k(long *top, int k, const void *v, bool f32, long n) {
     int have = 0;
     double low = 0;  /* v[top[k - 1]] once the k slots are full */
     for (long i = 0; i < n; i++) {
-        const double x = v[i];
+        /* full: whole chunks with nothing above the lowest held are passed over */
+        if (have == k && i % CHUNK == 0)
+            while (i + CHUNK <= n && !any_above(v, i, f32, false, low)) i += CHUNK;
+        if (i == n) break;
+        const double x = at(v, i, f32);
         /* full: one test leaves out what is not above the lowest held, NaN
          * and -Inf included (no comparison with them is true) */
         if (have == k && !(x > low)) continue;
         if (!isfinite(x) && !(isinf(x) && x > 0)) continue;
         int j = have < k ? have++ : k - 1;
         /* strict >: an equal value already held has the lower index and stays ahead */
-        for (; j > 0 && x > v[top[j - 1]]; j--) top[j] = top[j - 1];
+        for (; j > 0 && x > at(v, top[j - 1], f32); j--) top[j] = top[j - 1];
         top[j] = i;
-        if (have == k) low = v[top[k - 1]];
+        if (have == k) low = at(v, top[k - 1], f32);
     }
     for (int j = have; j < k; j++) top[j] = -1;
 }
@@ -350,13 +580,15 @@ static void top_k(long *top, int k, const double *v, long n) {
  * and *overlap (r->top5 is their mean over the rows); `bound` is the
  * per-element error the check allows, used to tell a near-tie from a real
  * flip. */
-static void logits_row(ds3_cmp_result *r, double *overlap, const double *g, const double *e, long V, double bound) {
+SPECIALISED void logits_row(ds3_cmp_result *r, double *overlap, const void *g, const void *e, bool f32, long V,
+                            double bound) {
     const int k5 = V < 5 ? (int)V : 5;
     long tg[5], te[5];
-    top_k(tg, k5, g, V);
-    top_k(te, k5, e, V);
+    top_k(tg, k5, g, f32, V);
+    top_k(te, k5, e, f32, V);
     if (k5 > 0 && tg[0] == te[0]) r->argmax_same++;
-    else if (k5 > 0 && tg[0] >= 0 && te[0] >= 0 && e[te[0]] - e[tg[0]] <= 2 * bound) r->argmax_near_tie++;
+    else if (k5 > 0 && tg[0] >= 0 && te[0] >= 0 && at(e, te[0], f32) - at(e, tg[0], f32) <= 2 * bound)
+        r->argmax_near_tie++;
     int common = 0;
     for (int a = 0; a < k5; a++)
         for (int b = 0; b < k5; b++) common += tg[a] == te[b] && tg[a] >= 0;
@@ -489,26 +721,82 @@ static long keep_rows(double *v, long rows, long cols, const unsigned char *excl
 
 /* Positions of a row left out where the dumps differ by a non-finite value:
  * a NaN is never excused, not even in a row whose routing diverged. */
-static long nonfinite_differs(const double *e, const double *g, long cols) {
+SPECIALISED long nonfinite_differs(const void *ev, const void *gv, bool f32, long cols) {
     long n = 0;
     for (long j = 0; j < cols; j++) {
-        if (isfinite(e[j]) && isfinite(g[j])) continue;
-        n += !((isnan(g[j]) && isnan(e[j])) || (isinf(g[j]) && isinf(e[j]) && (g[j] > 0) == (e[j] > 0)));
+        const double e = at(ev, j, f32), g = at(gv, j, f32);
+        if (isfinite(e) && isfinite(g)) continue;
+        n += !((isnan(g) && isnan(e)) || (isinf(g) && isinf(e) && (g > 0) == (e > 0)));
     }
     return n;
 }
 
 /*
- * A float tensor [rows][cols] compared a block of rows at a time, read from
- * the dumps into two small buffers: a logits tensor is millions of values, and
- * holding both dumps' as doubles cost more than the comparison (the fresh
- * pages of two large arrays per tensor). Two passes: the largest |r| of the
- * rows kept (the profile's bound is a share of it), then the statistics, the
- * non-finite check of the rows left out, and for logits each row's argmax and
- * top-5. The result equals the whole-tensor computation's (sums in index
- * order); r->worst is the element's index in the tensor, rows left out
- * counted.
+ * A float tensor [rows][cols] compared a block of rows at a time: a logits
+ * tensor is millions of values, and holding both dumps' as doubles cost more
+ * than the comparison (the fresh pages of two large arrays per tensor). A
+ * pair of float tensors (F32, BF16, F16, E4M3; the common case) is read as
+ * floats, F32 in place, anything else as doubles into two small buffers. Two
+ * passes: the largest |r| of the rows kept (the profile's bound is a share of
+ * it), then the statistics, the non-finite check of the rows left out, and
+ * for logits each row's argmax and top-5. The result equals the whole-tensor
+ * computation's (sums in index order); r->worst is the element's index in
+ * the tensor, rows left out counted.
  */
+typedef struct {
+    long kept, nf_out;  /* rows compared; non-finite mismatches in rows left out */
+    double overlap;     /* logits: the sum of the rows' top-5 overlaps */
+} rows_tally;
+
+SPECIALISED rows_tally rows_as(ds3_cmp_result *r, const ds3_st_entry *re, const ds3_st_entry *te, bool f32,
+                               long rows, long cols, long block, void *be, void *bg, const unsigned char *excl,
+                               const ds3_cmp_opts *o) {
+    const bool logits = (strcmp(re->name, "logits") == 0 || ends_with(re->name, ".logits")) && re->ndim == 2;
+    double mx = 0;  /* max |r| over the finite values of the rows kept */
+    for (long t0 = 0; t0 < rows; t0 += block) {
+        const long nb = rows - t0 < block ? rows - t0 : block;
+        const void *e = block_of(be, re, f32, t0 * cols, nb * cols);
+        for (long t = 0; t < nb; t++) {
+            if (excl && excl[t0 + t]) continue;
+            for (long j = t * cols; j < (t + 1) * cols; j++) {
+                /* whole chunks with no finite |r| above mx are passed over */
+                if ((j - t * cols) % CHUNK == 0)
+                    while (j + CHUNK <= (t + 1) * cols && !any_above(e, j, f32, true, mx)) j += CHUNK;
+                if (j == (t + 1) * cols) break;
+                const double x = fabs(at(e, j, f32));
+                if (x > mx && x <= DBL_MAX) mx = x;
+            }
+        }
+    }
+    const double atol = o->elementwise ? o->atol : o->profile->max_scaled * mx,
+                 rtol = o->elementwise ? o->rtol : 0;
+    cmp_acc acc;
+    acc_begin(r, &acc);
+    rows_tally n = {0, 0, 0};
+    /* logits: the per-element error the check allows (max_ref = mx once every row is seen) */
+    const double bound = o->elementwise ? o->atol + o->rtol * mx : o->profile->max_scaled * mx;
+    r->argmax_same = r->argmax_near_tie = 0;
+    const size_t size = f32 ? sizeof(float) : sizeof(double);
+    for (long t0 = 0; t0 < rows; t0 += block) {
+        const long nb = rows - t0 < block ? rows - t0 : block;
+        const unsigned char *e = block_of(be, re, f32, t0 * cols, nb * cols),
+                            *g = block_of(bg, te, f32, t0 * cols, nb * cols);
+        for (long t = 0; t < nb; t++) {
+            const void *et = e + (size_t)(t * cols) * size, *gt = g + (size_t)(t * cols) * size;
+            if (excl && excl[t0 + t]) {
+                n.nf_out += nonfinite_differs(et, gt, f32, cols);
+                continue;
+            }
+            if (f32) acc_add_f32(r, &acc, gt, et, cols, (t0 + t) * cols, atol, rtol);
+            else acc_add_f64(r, &acc, gt, et, cols, (t0 + t) * cols, atol, rtol);
+            if (logits) logits_row(r, &n.overlap, gt, et, f32, cols, bound);
+            n.kept++;
+        }
+    }
+    acc_end(r, &acc, n.kept * cols);
+    return n;
+}
+
 static ds3_status compare_rows(ds3_cmp_result *r, const ds3_st_entry *re, const ds3_st_entry *te, long rows,
                                long cols, const unsigned char *excl, const ds3_cmp_opts *o) {
     const long block = cols >= 16384 ? 1 : 16384 / (cols ? cols : 1);  /* rows per block: ~128 KB */
@@ -519,56 +807,23 @@ static ds3_status compare_rows(ds3_cmp_result *r, const ds3_st_entry *re, const 
         free(g);
         return DS3_ERR_NOMEM;
     }
-    const bool logits = (strcmp(re->name, "logits") == 0 || ends_with(re->name, ".logits")) && re->ndim == 2;
-    double mx = 0;  /* max |r| over the finite values of the rows kept */
-    for (long t0 = 0; t0 < rows; t0 += block) {
-        const long nb = rows - t0 < block ? rows - t0 : block;
-        read_into(e, re, t0 * cols, nb * cols);
-        for (long t = 0; t < nb; t++) {
-            if (excl && excl[t0 + t]) continue;
-            for (long j = t * cols; j < (t + 1) * cols; j++)
-                if (isfinite(e[j]) && fabs(e[j]) > mx) mx = fabs(e[j]);
-        }
-    }
-    const double atol = o->elementwise ? o->atol : o->profile->max_scaled * mx,
-                 rtol = o->elementwise ? o->rtol : 0;
-    cmp_acc acc;
-    acc_begin(r, &acc);
-    long kept = 0, nf_out = 0;
-    double overlap = 0;
-    /* logits: the per-element error the check allows (max_ref = mx once every row is seen) */
-    const double bound = o->elementwise ? o->atol + o->rtol * mx : o->profile->max_scaled * mx;
-    r->argmax_same = r->argmax_near_tie = 0;
-    for (long t0 = 0; t0 < rows; t0 += block) {
-        const long nb = rows - t0 < block ? rows - t0 : block;
-        read_into(e, re, t0 * cols, nb * cols);
-        read_into(g, te, t0 * cols, nb * cols);
-        for (long t = 0; t < nb; t++) {
-            const double *et = e + t * cols, *gt = g + t * cols;
-            if (excl && excl[t0 + t]) {
-                nf_out += nonfinite_differs(et, gt, cols);
-                continue;
-            }
-            acc_add(r, &acc, gt, et, cols, (t0 + t) * cols, atol, rtol);
-            if (logits) logits_row(r, &overlap, gt, et, cols, bound);
-            kept++;
-        }
-    }
+    const rows_tally n = in_float(re->dtype) && in_float(te->dtype)
+                             ? rows_as(r, re, te, true, rows, cols, block, e, g, excl, o)
+                             : rows_as(r, re, te, false, rows, cols, block, e, g, excl, o);
     free(e);
     free(g);
-    acc_end(r, &acc, kept * cols);
     float_verdict(r, o);
-    if (nf_out) {
-        r->n_nonfinite += nf_out;
-        fail(r, "%ld non-finite value(s) (NaN/Inf) where the other dump differs, in rows left out", nf_out);
+    if (n.nf_out) {
+        r->n_nonfinite += n.nf_out;
+        fail(r, "%ld non-finite value(s) (NaN/Inf) where the other dump differs, in rows left out", n.nf_out);
     }
-    if (logits) {
+    if ((strcmp(re->name, "logits") == 0 || ends_with(re->name, ".logits")) && re->ndim == 2) {
         const ds3_cmp_profile *p = o->profile;
-        r->rows = kept;
-        r->top5 = kept ? overlap / (double)kept : 1;
-        double am = kept ? (double)r->argmax_same / (double)kept : 1;
+        r->rows = n.kept;
+        r->top5 = n.kept ? n.overlap / (double)n.kept : 1;
+        double am = n.kept ? (double)r->argmax_same / (double)n.kept : 1;
         if (am < p->min_argmax)
-            fail(r, "argmax differs on %ld of %ld rows (%.3f < %.3f)", kept - r->argmax_same, kept, am,
+            fail(r, "argmax differs on %ld of %ld rows (%.3f < %.3f)", n.kept - r->argmax_same, n.kept, am,
                  p->min_argmax);
         if (r->top5 < p->min_top5) fail(r, "top-5 overlap %.3f < %.3f", r->top5, p->min_top5);
     }
@@ -753,9 +1008,8 @@ static ds3_status add_missing(ds3_cmp_report *rep, const char *name, const char 
     return DS3_OK;
 }
 
-ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const ds3_cmp_opts *o,
-                         ds3_cmp_report *rep) {
-    memset(rep, 0, sizeof *rep);
+static ds3_status cmp_files_body(const ds3_st_file *ref, const ds3_st_file *test, const ds3_cmp_opts *o,
+                                 ds3_cmp_report *rep) {
     DS3_ASSERT(o->profile != NULL);
     rep->r = ds3_calloc((size_t)(ref->n ? ref->n : 1), sizeof *rep->r);
     if (!rep->r) return DS3_ERR_NOMEM;
@@ -836,6 +1090,19 @@ ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const 
     for (int i = 0; i < nrf; i++) free(rf[i].differs);
     free(rf);
     rep->ok = st == DS3_OK && rep->n_fail == 0 && rep->n_missing == 0 && !rep->tokens_differ && rep->n > 0;
+    return st;
+}
+
+/* The work above in IEEE defaults (src/kernels/fpenv.c): the statistics
+ * loop's test on chunks of floats relies on them (acc_add_as). */
+ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const ds3_cmp_opts *o,
+                         ds3_cmp_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    ds3_fpenv env;
+    ds3_status st = ds3_fpenv_enter(&env);
+    if (st != DS3_OK) return st;
+    st = cmp_files_body(ref, test, o, rep);
+    ds3_fpenv_leave(&env);
     return st;
 }
 

@@ -17,8 +17,8 @@
  *     return st;
  *
  * (ds3_forward, ds3_forward_mtp, ds3_generate_spec, ds3_replay_layer,
- * ds3_model_load, ds3_mkmodel and ds3_sample do; a new entry that computes
- * should too.)
+ * ds3_model_load, ds3_mkmodel, ds3_sample and ds3_cmp_files, the comparison
+ * behind ds3 compare and ds3 replay, do; a new entry that computes should too.)
  * Calls nest: an inner enter saves the defaults and its leave restores them.
  *
  * What is set: the C rounding mode (fesetround) everywhere; on x86-64 the

@@ -260,7 +260,7 @@ struct ds3_state {
     ds3_real *work;                      /* [work_n] the sublayers' scratch (ds3_scratch) */
     int32_t *iwork;                      /* [iwork_n] integer scratch: expert routing */
     size_t work_n, iwork_n;
-    ds3_real *dump_logits;               /* [max_T][V] while dumping without a caller buffer */
+    ds3_real *dump_logits;               /* [max_T][V] while dumping without a caller buffer, and a replay's */
     ds3_dumper *dump;                    /* NULL: not dumping */
 
     /* MTP (mtp.c, docs/MODEL.md §6). The MTP rows of position i need the main

@@ -177,15 +177,21 @@ static ds3_status build_read(const ds3_st_file *b, const char *name, long rows, 
     return DS3_OK;
 }
 
+/* Store rows [row0, row0 + rows) of a [..][cols] tensor under `name`. */
+static void keep_at(ds3_dumper *d, const char *name, ds3_dtype dt, long row0, long rows, long cols,
+                    const void *data) {
+    const int64_t inner = cols;
+    ds3_dump_rows(d, name, dt, 1, &inner, (int)row0, (int)rows, data);
+}
+
 /* Store rows [0, rows) of a [rows][cols] tensor under `name`. */
 static void keep(ds3_dumper *d, const char *name, ds3_dtype dt, long rows, long cols, const void *data) {
-    const int64_t inner = cols;
-    ds3_dump_rows(d, name, dt, 1, &inner, 0, (int)rows, data);
+    keep_at(d, name, dt, 0, rows, cols, data);
 }
 
 /* Scratch of one replay: the build's inputs and ds3's outputs of one layer. */
 typedef struct {
-    ds3_real *in, *attn_b, *attn, *ffn, *out, *scores, *w, *logits;
+    ds3_real *in, *attn_b, *attn, *ffn, *out, *scores, *w;
     int32_t *idx_b, *idx;
 } bufs;
 
@@ -197,7 +203,6 @@ static void bufs_free(bufs *b) {
     free(b->out);
     free(b->scores);
     free(b->w);
-    free(b->logits);
     free(b->idx_b);
     free(b->idx);
 }
@@ -267,11 +272,13 @@ static ds3_status replay_head(ds3_state *s, const ds3_st_file *b, const char *x_
     /* the head from the build's own norm, where it has one */
     if ((st = build_read(b, norm_name, R, D, u->in, false, &have)) != DS3_OK) return st;
     const ds3_real *hn = have ? u->in : u->out;
+    /* a chunk of rows at a time, in the state's buffer for a dump's logits
+     * (ds3_replay_dump makes sure of it), as a dumping forward pass does */
     for (long off = 0; off < R; off += s->max_T) {
         long n = R - off < s->max_T ? R - off : s->max_T;
-        ds3_proj(s, u->logits + off * V, hn + off * D, head, (int)n);
+        ds3_proj(s, s->dump_logits, hn + off * D, head, (int)n);
+        keep_at(d, logits_name, DS3_DT_REAL, off, n, V, s->dump_logits);
     }
-    keep(d, logits_name, DS3_DT_REAL, R, V, u->logits);
     return DS3_OK;
 }
 
@@ -298,12 +305,14 @@ ds3_status ds3_replay_dump(ds3_state *s, const ds3_st_file *b, const int32_t *to
     u.out = ds3_malloc(TD * sizeof(ds3_real));
     u.scores = ds3_malloc((size_t)T * E * sizeof(ds3_real));
     u.w = ds3_malloc((size_t)T * K * sizeof(ds3_real));
-    u.logits = ds3_malloc((size_t)T * V * sizeof(ds3_real));
     u.idx_b = ds3_malloc((size_t)T * K * sizeof(int32_t));
     u.idx = ds3_malloc((size_t)T * K * sizeof(int32_t));
     ds3_status st = DS3_OK;
-    if (!u.in || !u.attn_b || !u.attn || !u.ffn || !u.out || !u.scores || !u.w || !u.logits || !u.idx_b || !u.idx)
+    if (!u.in || !u.attn_b || !u.attn || !u.ffn || !u.out || !u.scores || !u.w || !u.idx_b || !u.idx)
         st = ds3_fail(DS3_ERR_NOMEM, "replay: out of memory for %d positions", T);
+    /* the logits: the state's buffer for a dump's, [max_T][V], once per state */
+    if (st == DS3_OK && !s->dump_logits && !(s->dump_logits = ds3_calloc((size_t)s->max_T * V, sizeof(ds3_real))))
+        st = ds3_fail(DS3_ERR_NOMEM, "replay: out of memory for %d rows of logits", s->max_T);
 
     /* embed: from the tokens, as the forward pass (rounded as the residual) */
     if (st == DS3_OK) {
