@@ -13,6 +13,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Contraction off in the CLI too, for clang without -ffp-contract=off (another
+ * build system; src/error.h's pragma reaches only the library's files). Its
+ * arithmetic is timing and printing, no dumped bit, but with this the bit
+ * matrix's object scan (docs/PORTABILITY.md) finds no fused instruction in any
+ * object, cli/ included. Every cli/ file with floating-point arithmetic
+ * includes this one (cli/args.c has none). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 /* The command being run ("run", "compare", …), named in cli_usage's pointer
  * to its help; NULL (the default) points at 'ds3 --help'. */
 extern const char *cli_command;

@@ -349,7 +349,11 @@ if section fmascan && [ -n "$native_ok" ]; then
     done
     if command -v aarch64-linux-gnu-gcc > /dev/null 2>&1; then
         (export PKG_CONFIG_LIBDIR="/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig"
-         fmascan "aarch64 gcc -O3 -ffp-contract=off" aarch64-linux-gnu-gcc -O3 -ffp-contract=off
+         for lvl in -O2 -O3; do
+             fmascan "aarch64 gcc $lvl -ffp-contract=off" aarch64-linux-gnu-gcc $lvl -ffp-contract=off
+             fmascan "aarch64 gcc $lvl -std=c11" aarch64-linux-gnu-gcc $lvl -std=c11
+             fmascan "aarch64 clang $lvl (the pragma)" "clang --target=aarch64-linux-gnu" $lvl
+         done
          echo "$rows" > $M/fmascan-arm.rows; echo "$pass $fail" > $M/fmascan-arm.count)
         rows=$(cat $M/fmascan-arm.rows); set -- $(cat $M/fmascan-arm.count); pass=$1; fail=$2
     fi
