@@ -229,4 +229,20 @@ void ds3_cmp_print_summary(FILE *f, const ds3_cmp_report *rep);
 struct cJSON *ds3_cmp_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref_path,
                            const char *test_path);
 
+/* A report as a malloc'd string (ds3_compare_mem, ds3_replay_mem): open a
+ * memory stream, print into t.f (the table, or ds3_text_json's object), then
+ * ds3_text_close. `what` names the caller in messages ("compare", "replay"). */
+typedef struct {
+    FILE *f;
+    char *buf;
+    size_t len;
+    const char *what;
+} ds3_text;
+ds3_status ds3_text_open(ds3_text *t, const char *what);
+/* Print a cJSON object and a newline into t (root is deleted; NULL: out of memory). */
+ds3_status ds3_text_json(ds3_text *t, struct cJSON *root);
+/* Close t; st is the status so far: DS3_OK puts the string in *out, anything
+ * else frees it and is returned. */
+ds3_status ds3_text_close(ds3_text *t, ds3_status st, char **out);
+
 #endif /* DS3_CHECK_H */

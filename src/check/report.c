@@ -193,33 +193,45 @@ cJSON *ds3_cmp_json(const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char
 /* ds3_compare_mem: two dumps in memory, the verdict and both texts            */
 /* ========================================================================== */
 
-/* Print into a malloc'd string through a memory stream (NULL out: skipped). */
+ds3_status ds3_text_open(ds3_text *t, const char *what) {
+    *t = (ds3_text){NULL, NULL, 0, what};
+    t->f = open_memstream(&t->buf, &t->len);
+    return t->f ? DS3_OK : ds3_fail(DS3_ERR_NOMEM, "%s: cannot open a memory stream", what);
+}
+
+ds3_status ds3_text_json(ds3_text *t, struct cJSON *root) {
+    char *s = root ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    if (!s) return ds3_fail(DS3_ERR_NOMEM, "%s: out of memory writing JSON", t->what);
+    fprintf(t->f, "%s\n", s);
+    free(s);
+    return DS3_OK;
+}
+
+ds3_status ds3_text_close(ds3_text *t, ds3_status st, char **out) {
+    if (fclose(t->f) != 0 && st == DS3_OK) st = ds3_fail(DS3_ERR_NOMEM, "%s: out of memory writing the report", t->what);
+    if (st != DS3_OK) {
+        free(t->buf);
+        return st;
+    }
+    *out = t->buf;
+    return DS3_OK;
+}
+
+/* The table and summary, or the JSON object, into *out (NULL out: skipped). */
 static ds3_status report_str(bool json, const ds3_cmp_report *rep, const ds3_cmp_opts *o, const char *ref,
                              const char *test, char **out) {
     if (!out) return DS3_OK;
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) return ds3_fail(DS3_ERR_NOMEM, "compare: cannot open a memory stream");
-    ds3_status st = DS3_OK;
+    ds3_text t;
+    ds3_status st = ds3_text_open(&t, "compare");
+    if (st != DS3_OK) return st;
     if (json) {
-        cJSON *root = ds3_cmp_json(rep, o, ref, test);
-        char *s = root ? cJSON_Print(root) : NULL;
-        if (s) fprintf(f, "%s\n", s);
-        else st = ds3_fail(DS3_ERR_NOMEM, "compare: out of memory writing JSON");
-        free(s);
-        cJSON_Delete(root);
+        st = ds3_text_json(&t, ds3_cmp_json(rep, o, ref, test));
     } else {
-        ds3_cmp_print_table(f, rep, o, ref, test);
-        ds3_cmp_print_summary(f, rep);
+        ds3_cmp_print_table(t.f, rep, o, ref, test);
+        ds3_cmp_print_summary(t.f, rep);
     }
-    if (fclose(f) != 0 && st == DS3_OK) st = ds3_fail(DS3_ERR_NOMEM, "compare: out of memory writing the report");
-    if (st != DS3_OK) {
-        free(buf);
-        return st;
-    }
-    *out = buf;
-    return DS3_OK;
+    return ds3_text_close(&t, st, out);
 }
 
 ds3_status ds3_compare_mem(const void *ref, size_t ref_len, const char *ref_label, const void *test, size_t test_len,

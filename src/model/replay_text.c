@@ -76,31 +76,15 @@ bool ds3_replay_has_topk_idx(const ds3_st_file *b) {
 /* ds3_replay_mem                                                              */
 /* ========================================================================== */
 
-static ds3_status text_of(char **out, const ds3_cmp_report *rep,
-                          const ds3_cmp_opts *o, const ds3_replay_report *gaps, const char *build,
-                          const char *model, int T, bool routing_build, bool json) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) return ds3_fail(DS3_ERR_NOMEM, "replay: cannot open a memory stream");
-    ds3_status st = DS3_OK;
-    if (json) {
-        cJSON *root = ds3_replay_json(rep, o, gaps, build, routing_build);
-        char *s = root ? cJSON_Print(root) : NULL;
-        if (s) fprintf(f, "%s\n", s);
-        else st = ds3_fail(DS3_ERR_NOMEM, "replay: out of memory writing JSON");
-        free(s);
-        cJSON_Delete(root);
-    } else {
-        ds3_replay_print(f, rep, o, gaps, build, model, T, routing_build);
-    }
-    if (fclose(f) != 0 && st == DS3_OK) st = ds3_fail(DS3_ERR_NOMEM, "replay: out of memory writing the report");
-    if (st != DS3_OK) {
-        free(buf);
-        return st;
-    }
-    *out = buf;
-    return DS3_OK;
+/* The table, or the JSON object, into *out. */
+static ds3_status text_of(char **out, const ds3_cmp_report *rep, const ds3_cmp_opts *o, const ds3_replay_report *gaps,
+                          const char *build, const char *model, int T, bool routing_build, bool json) {
+    ds3_text t;
+    ds3_status st = ds3_text_open(&t, "replay");
+    if (st != DS3_OK) return st;
+    if (json) st = ds3_text_json(&t, ds3_replay_json(rep, o, gaps, build, routing_build));
+    else ds3_replay_print(t.f, rep, o, gaps, build, model, T, routing_build);
+    return ds3_text_close(&t, st, out);
 }
 
 ds3_status ds3_replay_mem(ds3_state *s, const void *build, size_t len, const ds3_replay_opts *opts,
