@@ -636,19 +636,6 @@ static void float_verdict(ds3_cmp_result *r, const ds3_cmp_opts *o) {
     }
 }
 
-/* Float pair held whole (g, e [n]): statistics, then the verdict. */
-static void judge_floats(ds3_cmp_result *r, const double *g, const double *e, long n, const ds3_cmp_opts *o) {
-    if (o->elementwise) {
-        ds3_cmp_floats(r, g, e, n, o->atol, o->rtol);
-    } else {
-        double mx = 0;
-        for (long i = 0; i < n; i++)
-            if (isfinite(e[i]) && fabs(e[i]) > mx) mx = fabs(e[i]);
-        ds3_cmp_floats(r, g, e, n, o->profile->max_scaled * mx, 0);
-    }
-    float_verdict(r, o);
-}
-
 /* ========================================================================== */
 /* Routing divergence: which rows to leave out downstream                      */
 /* ========================================================================== */
@@ -830,6 +817,17 @@ static ds3_status compare_rows(ds3_cmp_result *r, const ds3_st_entry *re, const 
     return DS3_OK;
 }
 
+/* A float pair held whole as doubles, g and e [rows][cols] (the routing
+ * weights, once paired by expert): compared as a tensor of its own, every
+ * row kept. */
+static ds3_status compare_held(ds3_cmp_result *r, const ds3_st_entry *like, const double *g, const double *e,
+                               long rows, long cols, const ds3_cmp_opts *o) {
+    ds3_st_entry re = {.name = like->name, .dtype = DS3_DT_F64, .ndim = 2, .shape = {rows, cols}, .data = e},
+                 te = re;
+    te.data = g;
+    return compare_rows(r, &re, &te, rows, cols, NULL, o);
+}
+
 /* Compare one pair of entries with the same name. */
 static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const ds3_st_file *test,
                                const ds3_st_entry *re, const ds3_st_entry *te, const ds3_cmp_opts *o,
@@ -940,7 +938,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
                             kept++;
                         }
                     r->rows = kept;
-                    judge_floats(r, g, e, kept * cols, o);
+                    st = compare_held(r, re, g, e, kept, cols, o);
                     r->n = n;
                 }
                 free(ei);
@@ -950,7 +948,7 @@ static ds3_status compare_pair(ds3_cmp_result *r, const ds3_st_file *ref, const 
                     keep_rows(e, rows, cols, excl);
                     rows = keep_rows(g, rows, cols, excl);
                 }
-                judge_floats(r, g, e, rows * cols, o);
+                st = compare_held(r, re, g, e, rows, cols, o);
                 r->n = n;
             }
         }
