@@ -3,7 +3,7 @@
  * and for decode steps, bytes read per decoded token, peak memory per rank
  * (docs/BENCHMARKS.md, "DeepSeek-V3 at its real dimensions").
  *
- *   bench_slice -m DIR [-p PREFILL] [-n DECODE] [-t THREADS]
+ *   bench_slice -m DIR [-p PREFILL (1..4096)] [-n DECODE] [-t THREADS]
  *   mpirun -np N build-mpi/bench/bench_slice -m DIR …   (expert parallelism)
  *
  * The slice is V3's shapes with few layers (bench/v3-slice.json: 1 dense + 1
@@ -11,7 +11,9 @@
  * that each layer's time and bytes, measured here, project to the 61 layers of
  * the real model. Per-layer times come from the library's progress hook
  * (ds3_set_progress), which a forward call calls after each layer; "head" is
- * the final norm and the lm_head after the last layer. They are CPU seconds
+ * the final norm and the lm_head after the last layer; a prefill of more than
+ * 256 tokens runs in chunks of 256, as ds3_forward does, and a layer's time
+ * is the sum over the chunks. They are CPU seconds
  * of the process (with -t 1, the time on an idle core): on a shared machine
  * wall time measures the other users too; the wall time is printed beside.
  *
@@ -28,6 +30,8 @@
 #include <stdint.h>
 
 #define MAX_LAYERS 64
+#define MAX_PREFILL 4096
+#define MAX_STAMPS (MAX_LAYERS * (MAX_PREFILL / 256 + 1))   /* a call runs in chunks of up to 256 tokens */
 
 /* ---- the per-layer clock: stamps from the progress hook ---------------------- */
 
@@ -40,7 +44,7 @@ static double cpu_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double g_stamp[MAX_LAYERS];
+static double g_stamp[MAX_STAMPS];
 static int g_n;
 static double g_wall;   /* wall seconds of the timed calls, for the ratio CPU / wall */
 
@@ -48,10 +52,14 @@ static void on_progress(void *user, const char *what, double done, double total)
     (void)user;
     (void)done;
     (void)total;
-    if (strncmp(what, "forward", 7) == 0 && g_n < MAX_LAYERS) g_stamp[g_n++] = cpu_now();
+    if (strncmp(what, "forward", 7) == 0 && g_n < MAX_STAMPS) g_stamp[g_n++] = cpu_now();
 }
 
-/* One forward call; lay[i] += layer i's seconds, *head += the rest after the last layer. */
+/* One forward call; lay[i] += layer i's seconds, *head += the rest after the
+ * last layer. A call of more than 256 tokens runs in chunks, each through
+ * every layer: stamp k ends layer k % L of a chunk, and a chunk's first layer
+ * also holds the previous chunk's final norm and its own embedding rows
+ * (a few rows of copying). */
 static void timed_forward(ds3_state *s, const int32_t *tok, int n, int start, ds3_real *logits, int L, double *lay,
                           double *head, int last_only) {
     g_n = 0;
@@ -63,13 +71,12 @@ static void timed_forward(ds3_state *s, const int32_t *tok, int n, int start, ds
         fprintf(stderr, "bench_slice: forward: %s\n", ds3_last_error());
         ds3_dist_abort(1);
     }
-    if (g_n != L) {
-        fprintf(stderr, "bench_slice: %d layer stamps for %d layers (calls longer than one chunk are not split)\n",
-                g_n, L);
+    if (g_n < L || g_n % L != 0) {
+        fprintf(stderr, "bench_slice: %d layer stamps for %d layers\n", g_n, L);
         ds3_dist_abort(1);
     }
-    for (int i = 0; i < L; i++) lay[i] += g_stamp[i] - (i ? g_stamp[i - 1] : t0);
-    *head += t1 - g_stamp[L - 1];
+    for (int k = 0; k < g_n; k++) lay[k % L] += g_stamp[k] - (k ? g_stamp[k - 1] : t0);
+    *head += t1 - g_stamp[g_n - 1];
 }
 
 /* ---- bytes ------------------------------------------------------------------- */
@@ -140,12 +147,12 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) N = atoi(argv[++i]);
         else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_slice -m DIR [-p PREFILL (1..256)] [-n DECODE] [-t THREADS]\n");
+            fprintf(stderr, "usage: bench_slice -m DIR [-p PREFILL (1..4096)] [-n DECODE] [-t THREADS]\n");
             return 2;
         }
     }
-    if (!dir || P < 1 || P > 256 || N < 1) {
-        fprintf(stderr, "usage: bench_slice -m DIR [-p PREFILL (1..256)] [-n DECODE] [-t THREADS]\n");
+    if (!dir || P < 1 || P > MAX_PREFILL || N < 1) {
+        fprintf(stderr, "usage: bench_slice -m DIR [-p PREFILL (1..4096)] [-n DECODE] [-t THREADS]\n");
         return 2;
     }
     if (ds3_dist_init() != DS3_OK) {
@@ -253,7 +260,8 @@ int main(int argc, char **argv) {
                "%.1f MB\n", s->max_seq, cache / 1e6, cache / s->max_seq, s->max_T, scratch / 1e6);
         printf("times are CPU seconds of this process (rank 0; wall of the timed calls: prefill %.2f s, decode "
                "%.2f s)\n", pre_wall, g_wall);
-        printf("prefill of %d tokens (one call), seconds per layer:", P);
+        printf("prefill of %d tokens (one call, %d chunk(s) of up to %d), seconds per layer:", P,
+               (P + s->max_T - 1) / s->max_T, s->max_T);
         for (int i = 0; i < L; i++) printf(" layer %d (%s) %.3f;", i, m->layers[i].is_moe ? "MoE" : "dense", pre[i]);
         printf(" head %.3f\n", pre_head);
         printf("decode, median of %d steps, seconds per layer:", N);

@@ -16,7 +16,8 @@
 #
 # BUILD_MPI defaults to build-mpi (make MPI=1). Skipped, with the reason, when
 # mpirun or BUILD_MPI/ds3 is absent. DS3_MPI_FULL=1: every model and kernel
-# mode at every N (minutes); CI runs the default selection.
+# mode at every N (minutes); DS3_MPI_WIDE=1: N up to E = 256 and past it;
+# CI runs the default selection.
 # Prints one line per failure and closes with "N passed, N failed". POSIX sh.
 set -u
 build=${1:-build}; models=${2:-build/models}; mbuild=${3:-build-mpi}
@@ -146,13 +147,23 @@ for n in 1 2 3 4; do
 done
 
 # ---- the partition: N from 1 to E, dividing or not -------------------------------
-# (tiny has E = 256; 5 and 7 do not divide it, 8 gives whole groups)
+# (tiny has E = 256; 5 and 7 do not divide it, 8 gives whole groups; at 256 each
+# rank has one expert, at 257 one rank has none. DS3_MPI_WIDE=1 adds 24..257,
+# hundreds of processes, minutes on two cores; DS3_MPI_NS="N …" adds those N)
 "$one" dump -m "$models/tiny-f32" --tokens $toks -o "$tmp/ref.st" 2> /dev/null
-for n in $( [ -n "$full" ] && echo 5 6 7 8 16 || echo 5 8); do
+wide=${DS3_MPI_NS:-}; [ -n "${DS3_MPI_WIDE:-}" ] && wide="$wide 24 37 64 100 128 200 255 256 257"
+for n in $( [ -n "$full" ] && echo 5 6 7 8 16 || echo 5 8) $wide; do
     rm -f "$tmp/out.st"
     mpi "$n" "$many" dump -m "$models/tiny-f32" --tokens $toks -o "$tmp/out.st" > /dev/null 2> "$tmp/err" \
         && same "tiny-f32 dump -np $n" "$tmp/ref.st" "$tmp/out.st" || { bad "tiny-f32 dump -np $n"; cat "$tmp/err"; }
 done
+
+# At N = E (one expert per rank): FP8 and the reference kernels, and MTP drafts.
+if [ -n "${DS3_MPI_WIDE:-}" ]; then
+    ns=256
+    dump_case "tiny-fp8 dump --kernels ref" tiny-fp8 --tokens $toks --kernels ref
+    run_case "tiny-mtp2 run --mtp --draft 2" -m "$models/tiny-mtp2" --tokens 4,5,6 -n 24 --mtp --draft 2
+fi
 
 # ---- 2. faults ----------------------------------------------------------------------
 # A rank that cannot read its shard: rank 1 gets a truncated copy.
