@@ -127,7 +127,10 @@ rm -f "$stem.machine.log"
 # Made once; remade when the ds3 version or the generator's sources change (not on
 # every rebuild: kernels do not change what mkmodel writes).
 gen_sum=$(cat src/tools/mkmodel.c src/model/config.c src/kernels/dtype.c src/io/safetensors.c 2>/dev/null | cksum | cut -d' ' -f1)
-version=$("$BUILD/ds3" --version 2>/dev/null || echo '?')
+# the version line only: the rest of --version says the thread count, which
+# must not make OMP_NUM_THREADS=1 make bench remake the checkpoints
+version=$("$BUILD/ds3" --version 2>/dev/null | head -n 1)
+[ -n "$version" ] || version='?'
 ensure_model() {   # ensure_model DTYPE → prints the directory
     dir=build/models/small-$1
     args="--config small --dtype $1 --seed 1"
