@@ -93,6 +93,27 @@ static inline int th_check_close(const char *what, const double *got, const doub
     return r.ok;
 }
 
+/* The whole file at path, NUL-terminated after its *n bytes (n may be NULL);
+ * NULL, and *n = 0, if it cannot be opened or read whole. Free with free(). */
+static inline void *th_read_file(const char *path, size_t *n) {
+    if (n) *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = len < 0 ? NULL : malloc((size_t)len + 1);
+    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (!b) return NULL;
+    b[len] = 0;
+    if (n) *n = (size_t)len;
+    return b;
+}
+
 /* Closing line and exit status. */
 static inline int th_finish(void) {
     printf("%d passed, %d failed\n", th_passed, th_failed);

@@ -487,16 +487,8 @@ static void test_output(void) {
 static const char *micro;   /* the intact micro model */
 
 static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { perror(path); exit(1); }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)len + 1);
-    if (!p || fread(p, 1, (size_t)len, f) != (size_t)len) { perror(path); exit(1); }
-    fclose(f);
-    p[len] = '\0';
-    *n = (size_t)len;
+    unsigned char *p = th_read_file(path, n);
+    if (!p) { perror(path); exit(1); }
     return p;
 }
 

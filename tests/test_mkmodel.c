@@ -81,28 +81,11 @@ static int file_exists(const char *dir, const char *file) {
     return stat(path2(p, dir, file), &sb) == 0;
 }
 
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[len] = 0;
-    *n = (size_t)len;
-    return b;
-}
-
 /* 1: same bytes, 0: differ, -1: one is missing. */
 static int same_file(const char *da, const char *db, const char *file) {
     char pa[1024], pb[1024];
     size_t na, nb;
-    unsigned char *a = read_all(path2(pa, da, file), &na), *b = read_all(path2(pb, db, file), &nb);
+    unsigned char *a = th_read_file(path2(pa, da, file), &na), *b = th_read_file(path2(pb, db, file), &nb);
     int r = (!a || !b) ? -1 : (na == nb && memcmp(a, b, na) == 0);
     free(a);
     free(b);
@@ -492,7 +475,7 @@ static void test_shards(const ds3_st_file *single) {
     CHECK(!file_exists(dir, "model.safetensors"), "no model.safetensors beside the shards");
     char p[1024];
     size_t n;
-    char *text = (char *)read_all(path2(p, dir, "model.safetensors.index.json"), &n);
+    char *text = (char *)th_read_file(path2(p, dir, "model.safetensors.index.json"), &n);
     CHECK(text != NULL, "index written");
     if (!text) return;
     cJSON *root = cJSON_Parse(text);

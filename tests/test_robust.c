@@ -74,22 +74,6 @@ static bool lexists(const char *path) {
 }
 
 /* All of a file (NULL if it cannot be read); *n its length. */
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    if (!b || fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static bool same_bytes(const unsigned char *a, size_t na, const unsigned char *b, size_t nb) {
     return a && b && na == nb && memcmp(a, b, na) == 0;
 }
@@ -126,7 +110,7 @@ static pid_t spawn(const char *errfile, long fsize, const char *env, const char 
 
 static char *read_err(const char *errfile) {
     size_t n;
-    char *s = (char *)slurp(errfile, &n);
+    char *s = (char *)th_read_file(errfile, &n);
     if (!s) return strdup("");
     s[n] = '\0';
     return s;
@@ -175,7 +159,7 @@ static void test_temporaries(void) {
     int rc = run_wait(pid);
     CHECK(rc == 0, "the writer skipped the three planted names and wrote (exit %d; 142 = blocked)", rc);
     size_t n;
-    unsigned char *v = slurp(victim, &n);
+    unsigned char *v = th_read_file(victim, &n);
     CHECK(same_bytes(v, n, (const unsigned char *)"victim's bytes", 14), "the link's target is untouched");
     free(v);
     struct stat sb;
@@ -184,7 +168,7 @@ static void test_temporaries(void) {
     snprintf(p, sizeof p, "%s.bbbbbb.tmp", out);
     CHECK(lstat(p, &sb) == 0 && S_ISFIFO(sb.st_mode), "the FIFO is still a FIFO");
     snprintf(p, sizeof p, "%s.cccccc.tmp", out);
-    v = slurp(p, &n);
+    v = th_read_file(p, &n);
     CHECK(same_bytes(v, n, (const unsigned char *)"someone else's temporary", 24), "the other file is untouched");
     free(v);
     snprintf(p, sizeof p, "%s.dddddd.tmp", out);
@@ -242,7 +226,7 @@ static void test_dir_temporaries(void) {
         CHECK(lstat(p, &sb) == 0 && S_ISFIFO(sb.st_mode), "round %d: the FIFO is still a FIFO", round);
         snprintf(p, sizeof p, "%s.cccccc.tmp", m);
         size_t n;
-        unsigned char *v = slurp(p, &n);
+        unsigned char *v = th_read_file(p, &n);
         CHECK(same_bytes(v, n, (const unsigned char *)"someone else's", 14), "round %d: the file is untouched",
               round);
         free(v);
@@ -314,9 +298,9 @@ static void test_concurrent_dumps(void) {
     /* Each writer's bytes alone (the metadata names the command, -o included). */
     size_t na = 0, nb = 0;
     int rc = run_wait(SPAWN(e1, 0, NULL, "dump", "-m", model, "--tokens", toks, "-o", out));
-    unsigned char *a = rc == 0 ? slurp(out, &na) : NULL;
+    unsigned char *a = rc == 0 ? th_read_file(out, &na) : NULL;
     rc = run_wait(SPAWN(e1, 0, NULL, "dump", "-m", model, "--tokens", toks, "--attn", "naive", "-o", out));
-    unsigned char *b = rc == 0 ? slurp(out, &nb) : NULL;
+    unsigned char *b = rc == 0 ? th_read_file(out, &nb) : NULL;
     CHECK(a && b && !same_bytes(a, na, b, nb), "the two writers' files exist and differ");
     int rounds_ok = 0, failures = 0;
     for (int r = 0; r < 20 && a && b; r++) {
@@ -325,7 +309,7 @@ static void test_concurrent_dumps(void) {
         pid_t p2 = SPAWN(e2, 0, NULL, "dump", "-m", model, "--tokens", toks, "--attn", "naive", "-o", out);
         int r1 = run_wait(p1), r2 = run_wait(p2);
         size_t n;
-        unsigned char *got = slurp(out, &n);
+        unsigned char *got = th_read_file(out, &n);
         bool is_a = same_bytes(got, n, a, na), is_b = same_bytes(got, n, b, nb);
         /* the file is one writer's, and that writer succeeded; a writer that
          * failed said so (exit 1, a message) */
@@ -360,7 +344,7 @@ static unsigned char *dir_bytes(const char *dir, size_t *n) {
             char p[600];
             size_t m;
             snprintf(p, sizeof p, "%s/%s", dir, names[i]->d_name);
-            unsigned char *b = slurp(p, &m);
+            unsigned char *b = th_read_file(p, &m);
             size_t nl = strlen(names[i]->d_name) + 1;
             all = realloc(all, cap = len + nl + (b ? m : 0) + 1);
             memcpy(all + len, names[i]->d_name, nl);
@@ -672,7 +656,7 @@ static void test_mkmodel_sigkill(void) {
 
 static void copy_file(const char *src, const char *dst) {
     size_t n;
-    unsigned char *b = slurp(src, &n);
+    unsigned char *b = th_read_file(src, &n);
     FILE *f = fopen(dst, "wb");
     if (!b || !f || fwrite(b, 1, n, f) != n) { perror(dst); exit(1); }
     fclose(f);
@@ -682,7 +666,7 @@ static void copy_file(const char *src, const char *dst) {
 /* dst's bytes replaced by src's, in place (same inode; src of the same size). */
 static void rewrite_in_place(const char *dst, const char *src) {
     size_t n;
-    unsigned char *b = slurp(src, &n);
+    unsigned char *b = th_read_file(src, &n);
     int fd = open(dst, O_WRONLY);
     if (!b || fd < 0 || write(fd, b, n) != (ssize_t)n) { perror(dst); exit(1); }
     close(fd);

@@ -34,14 +34,8 @@ static void write_bytes(const char *path, const void *p, size_t n) {
 }
 
 static unsigned char *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { perror(path); exit(1); }
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(*n ? *n : 1);
-    if (fread(p, 1, *n, f) != *n) { perror(path); exit(1); }
-    fclose(f);
+    unsigned char *p = th_read_file(path, n);
+    if (!p) { perror(path); exit(1); }
     return p;
 }
 

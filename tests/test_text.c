@@ -66,15 +66,10 @@ static cJSON *load_goldens(void) {
     const char *ref = getenv("DS3_REF");
     char path[512];
     snprintf(path, sizeof path, "%s/tokenizer/deepseek-v3.json", ref ? ref : "ref_data");
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (!s || fread(s, 1, (size_t)n, f) != (size_t)n) abort();
-    fclose(f);
-    cJSON *j = cJSON_ParseWithLength(s, (size_t)n);
+    size_t n;
+    char *s = th_read_file(path, &n);
+    if (!s) return NULL;
+    cJSON *j = cJSON_ParseWithLength(s, n);
     free(s);
     return j;
 }

@@ -25,25 +25,11 @@ static const char *const PROMPTS[] = {
     "\"My dear Miss Elliot,\" said",
 };
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)len + 1);
-    size_t got = fread(s, 1, (size_t)len, f);
-    fclose(f);
-    s[got] = 0;
-    if (n) *n = got;
-    return s;
-}
-
 static void test_tokenizer(const char *refdir) {
     th_section("tokenizer: ids of Hugging Face tokenizers on ref_data/tokenizer/austen-tiny.json");
     char path[1200];
     snprintf(path, sizeof path, "%s/tokenizer/austen-tiny.json", refdir);
-    char *js = slurp(path, NULL);
+    char *js = th_read_file(path, NULL);
     CHECK(js != NULL, "read %s", path);
     if (!js) return;
     cJSON *root = cJSON_Parse(js);
