@@ -8,7 +8,6 @@
 
 #if DS3_AVX2_COPY
 #include <immintrin.h>
-#include <math.h>
 #include <string.h>
 
 #define LANES_FN(name) name##_avx2
@@ -134,10 +133,11 @@ bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n
             if (w->scale_inv) memcpy(&sc, srow + 4 * (j0 / DS3_FP8_BLOCK), 4);
             const int64_t j1 = j0 + DS3_FP8_BLOCK < cols ? j0 + DS3_FP8_BLOCK : cols;
             int64_t j = j0;
-            /* as lanes.h's fp8_block_scale: the half decoder with scale · 2^8
-             * where the block allows it, the same bits */
-            const float s8 = sc * 256.0f;
-            if (fp8_finite_avx2(q + j0, j1 - j0) && !(isinf(s8) && !isinf(sc))) {
+            /* the decoder and scale lanes.h's kernels use on this block: the
+             * half decoder with scale · 2^8 where the block allows it, the same bits */
+            bool half;
+            const float s8 = fp8_block_scale_avx2(q + j0, j1 - j0, sc, &half);
+            if (half) {
                 const __m256 sv8 = _mm256_set1_ps(s8);
                 for (; j + 8 <= j1; j += 8) {
                     __m256 v;

@@ -24,10 +24,10 @@ void ds3_rmsnorm(ds3_real *out, const ds3_real *x, const ds3_real *w, int n, dou
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
-/* silu(a) = a · sigmoid(a) = a / (1 + e^-a): the gate of SwiGLU. */
-ds3_real ds3_silu(ds3_real a) {
-    return a / ((ds3_real)1 + (ds3_real)ds3_exp(-(double)a));
-}
+/* silu(a) = a · sigmoid(a) = a / (1 + e^-a): the gate of SwiGLU; e = e^-a, in double. */
+static ds3_real silu_e(ds3_real a, double e) { return a / ((ds3_real)1 + (ds3_real)e); }
+
+ds3_real ds3_silu(ds3_real a) { return silu_e(a, ds3_exp(-(double)a)); }
 
 /* Values the exps below take at once (ds3_exp_n: the bits of ds3_exp). */
 #define EXP_CHUNK 64
@@ -39,7 +39,7 @@ void ds3_silu_n(ds3_real *x, size_t n) {
         const int m = n - i0 < EXP_CHUNK ? (int)(n - i0) : EXP_CHUNK;
         for (int k = 0; k < m; k++) e[k] = -(double)x[i0 + k];
         ds3_exp_n(e, e, m);
-        for (int k = 0; k < m; k++) x[i0 + k] = x[i0 + k] / ((ds3_real)1 + (ds3_real)e[k]);
+        for (int k = 0; k < m; k++) x[i0 + k] = silu_e(x[i0 + k], e[k]);
     }
 }
 
