@@ -122,6 +122,11 @@ typedef struct {
     int64_t rows, cols;
     const void *data;
     const void *scale_inv;   /* F32 [ceil(rows/128)][ceil(cols/128)], or NULL */
+    /* FP8 only, or NULL: what the kernels learned of each 128×128 block, one
+     * byte per block in scale_inv's layout: 0 not looked at yet, 1 no NaN code,
+     * 2 some NaN code (lanes.h, fp8_block_scale_w). The loader gives every FP8
+     * weight one; without it each row's block is scanned at every use. */
+    _Atomic unsigned char *fp8_seen;
 } ds3_tensor;
 
 #define DS3_FP8_BLOCK 128

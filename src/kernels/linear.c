@@ -156,12 +156,18 @@ static inline void fp8x8_portable(vreal *out, const unsigned char *q) {
 /* No faster FP8 decoder here (lanes.h's fp8_block_scale): the table is exact
  * for every code. */
 static inline bool fp8_finite_portable(const unsigned char *q, int64_t n) { (void)q, (void)n; return false; }
+#define LANES_HAVE_HALF 0
 static inline void fp8x8_half_portable(vreal *out, const unsigned char *q) { fp8x8_portable(out, q); }
+static inline void fp8x16_half_portable(vreal *lo, vreal *hi, const unsigned char *q) {
+    fp8x8_portable(lo, q);
+    fp8x8_portable(hi, q + 8);
+}
 /* Eight bf16 values, exactly (simd.h). */
 static inline void bf16x8_portable(vreal *out, const unsigned char *p) { VBF16X8(*out, p); }
 #endif
 #include "lanes.h"
 #undef LANES_FN
+#undef LANES_HAVE_HALF
 
 typedef void lanes_fn(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
 #if DS3_AVX2_COPY

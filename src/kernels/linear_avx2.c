@@ -67,6 +67,15 @@ static inline void fp8x8_half_avx2(__m256 *out, const unsigned char *q) {
     *out = _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16((short)0xbfff)));
 }
 
+/* Sixteen codes the same way, the integer steps on all sixteen at once: the
+ * first eight to *lo, the next eight to *hi. */
+static inline void fp8x16_half_avx2(__m256 *lo, __m256 *hi, const unsigned char *q) {
+    __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q));
+    b = _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16((short)0xbfff));
+    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(b));
+    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(b, 1));
+}
+
 static inline bool fp8_finite_avx2(const unsigned char *q, int64_t n) {
     const __m256i low7 = _mm256_set1_epi8(0x7f);
     __m256i nan = _mm256_setzero_si256();
@@ -88,6 +97,8 @@ static inline void bf16x8_avx2(__m256 *out, const unsigned char *p) {
 }
 #endif
 
+/* fp8_finite scans for real here, so a block's scan can be kept (lanes.h) */
+#define LANES_HAVE_HALF 1
 #include "lanes.h"
 
 void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);

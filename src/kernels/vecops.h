@@ -92,7 +92,7 @@ static void VEC_FN(axpy_rows)(ds3_real *restrict y, const ds3_real *a, const ds3
     for (; d + 4 <= m; d += 4) {
         const ds3_real *x0 = x + (size_t)d * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
         dotvec a0, a1, a2, a3;
-        VSET1(a0, a[d]), VSET1(a1, a[d + 1]), VSET1(a2, a[d + 2]), VSET1(a3, a[d + 3]);
+        VSET1(a0, a[d]); VSET1(a1, a[d + 1]); VSET1(a2, a[d + 2]); VSET1(a3, a[d + 3]);
         int i = 0;
         for (; i + DOT_W <= n; i += DOT_W) {
             dotvec yv, xv;

@@ -141,6 +141,7 @@ static ds3_status bind(loader *ld, ds3_tensor *t, const char *name, int64_t rows
     t->cols = ndim == 2 ? cols : rows;
     t->data = e->data;
     t->scale_inv = NULL;
+    t->fp8_seen = NULL;
 
     if (e->dtype == DS3_DT_F8_E4M3) {
         /* FP8 weights carry one F32 scale per 128×128 block: "<name>_scale_inv". */
@@ -169,6 +170,9 @@ static ds3_status bind(loader *ld, ds3_tensor *t, const char *name, int64_t rows
                                 (long long)(i / sw[1]), (long long)(i % sw[1]), (double)v, file);
         }
         t->scale_inv = se->data;
+        /* what the kernels learn of each block (kernels.h): zeroed = not seen */
+        t->fp8_seen = model_alloc(ld->m, (size_t)(sw[0] * sw[1]));
+        if (!t->fp8_seen) return DS3_ERR_NOMEM;
     }
     return DS3_OK;
 }
