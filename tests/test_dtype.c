@@ -383,10 +383,16 @@ static void test_rows_avx2(void) {
     for (int k = 0; k < R * C; k++) qf[k] = (q[k] & 0x7f) == 0x7f ? 0x3a : q[k];
     for (int k = 0; k < RB * CB; k++) scales_f[k] = k == 4 ? 0x1p121f : scales[k];
     ds3_tensor w8f = {"t.fp8-finite", DS3_DT_F8_E4M3, R, C, qf, scales_f, NULL};
-    const ds3_tensor *ws[] = {&w8, &w8u, &wb, &w8f};
+    /* the same two with a block record as the loader gives them (kernels.h
+     * fp8_seen): what the first call learns the later ones decode by */
+    static _Atomic unsigned char seen[RB * CB], seen_f[RB * CB];
+    ds3_tensor w8s = w8, w8fs = w8f;
+    w8s.name = "t.fp8 (blocks learned)", w8s.fp8_seen = seen;
+    w8fs.name = "t.fp8-finite (blocks learned)", w8fs.fp8_seen = seen_f;
+    const ds3_tensor *ws[] = {&w8, &w8u, &wb, &w8f, &w8s, &w8fs};
     ds3_real *a = malloc(sizeof(ds3_real) * R * C), *b = malloc(sizeof(ds3_real) * R * C);
     int64_t ranges[][2] = {{0, R}, {127, 3}, {255, 5}, {1, 1}};
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 6; k++)
         for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
             int64_t r0 = ranges[r][0], n = ranges[r][1];
             ds3_rows_select_avx2(true);

@@ -135,6 +135,7 @@ bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n
     if (w->dtype != DS3_DT_F8_E4M3) return false;
     const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 * cols);
     const int64_t ncb = (cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
+    if (w->fp8_seen) fp8_learn_blocks_avx2(w, r0, r0 + n);  /* which blocks hold a NaN code (lanes.h) */
     for (int64_t i = 0; i < n; i++) {
         const unsigned char *q = p + i * cols;
         float *o = out + i * cols;
@@ -147,9 +148,15 @@ bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n
             /* the decoder and scale lanes.h's kernels use on this block: the
              * half decoder with scale · 2^8 where the block allows it, the same bits */
             bool half;
-            const float s8 = fp8_block_scale_avx2(q + j0, j1 - j0, sc, &half);
+            const float s8 = fp8_block_scale_w_avx2(w, r0 + i, j0, j1 - j0, sc, &half);
             if (half) {
                 const __m256 sv8 = _mm256_set1_ps(s8);
+                for (; j + 16 <= j1; j += 16) {
+                    __m256 lo, hi;
+                    fp8x16_half_avx2(&lo, &hi, q + j);
+                    _mm256_storeu_ps(o + j, _mm256_mul_ps(lo, sv8));
+                    _mm256_storeu_ps(o + j + 8, _mm256_mul_ps(hi, sv8));
+                }
                 for (; j + 8 <= j1; j += 8) {
                     __m256 v;
                     fp8x8_half_avx2(&v, q + j);
