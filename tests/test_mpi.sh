@@ -42,7 +42,22 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 # Containers often forbid the cross-memory attach Open MPI's shared-memory
 # transport tries first; copies through shared memory work everywhere.
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
-mpi() { n=$1; shift; mpirun --oversubscribe -np "$n" "$@"; }
+# Past 8 ranks (DS3_MPI_WIDE's hundreds), Open MPI 4's mpirun is told to accept a
+# rank that exits 0 without its finalize on record: with hundreds of ranks on a few
+# cores, mpirun's PMIx server can be starved for more than the 2 s a rank's
+# MPI_Finalize waits for its acknowledgement (a fixed timer in PMIx); the rank then
+# exits 0 before mpirun has recorded its finalize, and mpirun fails the job, after the
+# output is written, for a rank "exiting improperly". A bare MPI program fails the
+# same way (docs/ARCHITECTURE.md §10). A rank that fails still exits non-zero or
+# aborts, which ends the job as before; up to 8 ranks keep mpirun's full check.
+mpi() {
+    n=$1; shift
+    if [ "$n" -gt 8 ]; then
+        OMPI_MCA_orte_allowed_exit_without_sync=1 mpirun --oversubscribe -np "$n" "$@"
+    else
+        mpirun --oversubscribe -np "$n" "$@"
+    fi
+}
 
 # same NAME A B: the two dumps' tensors are the same bits.
 same() {
