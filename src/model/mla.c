@@ -159,8 +159,10 @@ static void mla_attend_naive(const ds3_state *s, const ds3_layer *l, const mla_b
         }
     }
 
-    /* Each (token, head) pair is independent and writes only its own rows. */
-#pragma omp parallel for schedule(static)
+    /* Each (token, head) pair is independent and writes only its own rows.
+     * Round robin (chunks of one), as in the absorbed form below: a later
+     * token attends to more keys. */
+#pragma omp parallel for schedule(static, 1)
     for (int th = 0; th < T * H; th++) {
         const int t = th / H, h = th % H, pos = start + t;
         const ds3_real *qh = b->q + (size_t)th * Dq;
@@ -207,6 +209,11 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
      * into as many groups as there are threads (the largest divisor of H
      * not above it), each of which reads the cache once. Every head does
      * the same operations in the same order either way, so G changes no bit.
+     *
+     * Items go round robin (chunks of one): the causal item of position p
+     * costs p + 1 keys, so contiguous halves (schedule(static)) gave the
+     * second of two threads three quarters of a prefill's attention. Which
+     * thread runs an item changes none of its operations.
      */
     int groups = 1;
     if (T == 1)
@@ -216,7 +223,7 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
                 break;
             }
     const int G = H / groups;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static, 1)
     for (int tg = 0; tg < T * groups; tg++) {
         const int t = tg / groups, h0 = (tg % groups) * G, pos = start + t;
         const size_t th0 = (size_t)t * H + h0;  /* first (token, head) of the item */
