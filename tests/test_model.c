@@ -102,7 +102,9 @@ static void model_case(const char *dir, const char *name) {
         compare(what, chunk, full, n, tol);
     }
 
-    /* The plain loops (DS3_KERNELS_REF) and the no-BLAS path against the default. */
+    /* The plain loops (DS3_KERNELS_REF) and the no-BLAS path against the default.
+     * (The default's prefill runs absorbed attention as per-head GEMMs, mla.c;
+     * naive, decode and these two keep the lane order or the plain sums.) */
     kernels = DS3_KERNELS_REF;
     ds3_real *plain = run(m, DS3_ATTN_ABSORB, tok, N);
     kernels = DS3_KERNELS_FAST;

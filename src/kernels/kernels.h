@@ -170,6 +170,18 @@ ds3_status ds3_linear_prepare(int64_t max_cols);
 /* How many BLAS calls so far could not get a tile buffer (their output was
  * not computed): ds3_forward compares it before and after a pass. */
 unsigned ds3_linear_failures(void);
+/*
+ * C[M][N] = A[M][K] · op(B) + beta · C, row-major with leading dimensions,
+ * op(B) = Bᵀ for B[N][K] (transb) or B[K][N]: one single-threaded OpenBLAS
+ * GEMM (dgemm in the f64 build), for fast mode's attention over several
+ * tokens (model/mla.c). ds3_gemm_ok: a BLAS build with BLAS on; only then may
+ * ds3_gemm be called. ds3_gemm_prepare: once before GEMMs are issued from
+ * several threads (OpenBLAS's own threading off, as for ds3_linear).
+ */
+bool ds3_gemm_ok(void);
+void ds3_gemm_prepare(void);
+void ds3_gemm(bool transb, int M, int N, int K, const ds3_real *A, int lda, const ds3_real *B, int ldb,
+              ds3_real beta, ds3_real *C, int ldc);
 /* Tests: false sends fast mode's several-token calls to the lane kernel too
  * (default true when built with BLAS). */
 extern bool ds3_use_blas;

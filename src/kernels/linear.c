@@ -313,6 +313,38 @@ static bool openblas_room(int n, int *err) {
 }
 #endif
 
+/* ---- a plain product of activations (attention's GEMMs in fast mode) ------------------ */
+
+bool ds3_gemm_ok(void) {
+#ifdef DS3_BLAS
+    return ds3_use_blas;
+#else
+    return false;
+#endif
+}
+
+void ds3_gemm_prepare(void) {
+#ifdef DS3_BLAS
+    blas_single_threaded();
+#endif
+}
+
+void ds3_gemm(bool transb, int M, int N, int K, const ds3_real *A, int lda, const ds3_real *B, int ldb,
+              ds3_real beta, ds3_real *C, int ldc) {
+#ifdef DS3_BLAS
+#ifdef DS3_F64
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, transb ? CblasTrans : CblasNoTrans, M, N, K, 1.0, A, lda, B, ldb, beta,
+                C, ldc);
+#else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, transb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb,
+                beta, C, ldc);
+#endif
+#else
+    (void)transb, (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+    DS3_ASSERT(!"ds3_gemm without BLAS (ds3_gemm_ok is false)");
+#endif
+}
+
 unsigned ds3_linear_failures(void) {
 #ifdef DS3_BLAS
     return atomic_load(&tile_failures);

@@ -270,9 +270,67 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
     }
 }
 
+/*
+ * Absorbed, fast kernels, several tokens: the same sums as blocked GEMMs,
+ * one head at a time (OpenBLAS, single-threaded; heads in parallel). For
+ * head h, with its T queries' rows (row t of each matrix is (token t, head h)
+ * of the scratch buffers, H rows apart) and the P = start + T cached positions:
+ *
+ *   q_c    = q^C · W^UK                 [T][Dn] · [Dn][C]
+ *   scores = q_c · c^KVᵀ + q^R · k^Rᵀ   [T][C] · [C][P], then += [T][Dr] · [Dr][P]
+ *   P      = softmax of each row's causal prefix (position p: keys 0..p, the
+ *            rest set to exact zeros), as mla_softmax does it
+ *   o_c    = P · c^KV                   [T][P] · [P][C]
+ *   o      = o_c · W^UVᵀ                [T][C] · [C][Dv]
+ *
+ * A GEMM sums each product with fused multiply-adds in an order its kernel
+ * blocks, so these are not the lane order's bits (mla_attend_absorbed):
+ * fast mode's attention then differs from decode's, and from another
+ * chunking's, within rounding, as its projections already did
+ * (docs/ARCHITECTURE.md §6). Every head is the same calls on the same data
+ * whatever the thread count, so the bits do not depend on it. Deterministic
+ * and ref kernels, a decode step, the naive form and the emulation of a GPU
+ * build's rounding points (which round between these products) keep the
+ * lane order.
+ */
+static void mla_attend_absorbed_gemm(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, ds3_kv_cache *kv,
+                                     int T, int start) {
+    const ds3_config *c = &s->m->cfg;
+    const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
+              Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, S = s->max_seq, Dq = Dn + Dr, P = start + T;
+    for (int t = 0; t < T; t++) {
+        const ds3_real *row = b->kv + (size_t)t * (C + Dr);
+        memcpy(kv->c + (size_t)(start + t) * C, row, C * sizeof(ds3_real));
+        memcpy(kv->k_pe + (size_t)(start + t) * Dr, row + C, Dr * sizeof(ds3_real));
+    }
+    ds3_tensor_rows(b->wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
+    ds3_gemm_prepare();
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < H; h++) {
+        const ds3_real *wuk = b->wkvb + (size_t)h * (Dn + Dv) * C, *wuv = wuk + (size_t)Dn * C;
+        ds3_real *qc = b->qc + (size_t)h * C, *sc = b->scores + (size_t)h * S, *oc = b->oc + (size_t)h * C;
+        const ds3_real *q = b->q + (size_t)h * Dq;
+        ds3_gemm(false, T, C, Dn, q, H * Dq, wuk, C, 0, qc, H * C);
+        ds3_gemm(true, T, P, C, qc, H * C, kv->c, C, 0, sc, H * S);
+        ds3_gemm(true, T, P, Dr, q + Dn, H * Dq, kv->k_pe, Dr, 1, sc, H * S);
+        for (int t = 0; t < T; t++) {
+            ds3_real *row = sc + (size_t)t * H * S;
+            const int pos = start + t;
+            mla_softmax(s, row, pos + 1);
+            for (int u = pos + 1; u < P; u++) row[u] = 0;  /* the future: no weight */
+        }
+        ds3_gemm(false, T, C, P, sc, H * S, kv->c, C, 0, oc, H * C);
+        ds3_gemm(true, T, Dv, C, oc, H * C, wuv, C, 0, b->o + (size_t)h * Dv, H * Dv);
+    }
+}
+
 /* ========================================================================== */
 /* The sublayer                                                                */
 /* ========================================================================== */
+
+/* Calls of at most this many tokens keep the lane order in fast mode too, as
+ * ds3_linear keeps its lane kernel for them (a GEMM's setup would dominate). */
+#define ATTN_GEMM_MIN_T 5
 
 void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, const ds3_real *x, int T,
              int start) {
@@ -282,8 +340,10 @@ void ds3_mla(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, ds3_real *out, 
 
     mla_queries(s, l, &b, x, T, start);
     mla_latent(s, l, &b, x, T, start);
-    if (s->attn == DS3_ATTN_ABSORB) mla_attend_absorbed(s, l, &b, kv, T, start);
-    else mla_attend_naive(s, l, &b, kv, T, start);
+    if (s->attn == DS3_ATTN_NAIVE) mla_attend_naive(s, l, &b, kv, T, start);
+    else if (s->kernels == DS3_KERNELS_FAST && T >= ATTN_GEMM_MIN_T && !s->emul && ds3_gemm_ok())
+        mla_attend_absorbed_gemm(s, l, &b, kv, T, start);
+    else mla_attend_absorbed(s, l, &b, kv, T, start);
 
     /* (11): out = o_proj · [o_1 … o_H] */
     ds3_proj(s, out, b.o, &l->o_proj, T);
