@@ -396,14 +396,11 @@ static void replay_cost(bench *b, int T, int threads) {
         if ((st = ds3_st_open(path, &f)) != DS3_OK) die("open dump", st);
         ds3_dumper *d = ds3_dumper_new(T);
         ds3_replay_report rep;
-        if ((st = ds3_replay_dump(b->s, f, b->tokens, T, true, d, &rep)) != DS3_OK) die("replay", st);
-        ds3_st_file *v = NULL;
+        if ((st = ds3_replay_dump(b->s, f, b->tokens, T, true, &o, false, d, &rep)) != DS3_OK) die("replay", st);
         ds3_cmp_report cr;
-        if ((st = ds3_dumper_view(d, &v)) != DS3_OK || (st = ds3_cmp_files(v, f, &o, &cr)) != DS3_OK)
-            die("replay compare", st);
+        if ((st = ds3_replay_compare(d, f, &o, &rep, &cr)) != DS3_OK) die("replay compare", st);
         double replay = bench_now() - t0;
         ds3_cmp_report_free(&cr);
-        ds3_dumper_view_free(v);
         ds3_dumper_free(d);
         ds3_replay_report_free(&rep);
         ds3_st_close(f);

@@ -144,13 +144,12 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     ds3_dumper *d = ds3_dumper_new(T);
     if (!d) cli_die("out of memory");
     ds3_replay_report gaps;
-    if ((st = ds3_replay_dump(s, b, tok, T, routing_build, d, &gaps)) != DS3_OK)
+    /* the logits are compared as they are computed, and kept only for -o */
+    if ((st = ds3_replay_dump(s, b, tok, T, routing_build, &o, out != NULL, d, &gaps)) != DS3_OK)
         cli_die("replay: %s", ds3_last_error());
 
-    ds3_st_file *view = NULL;
-    if ((st = ds3_dumper_view(d, &view)) != DS3_OK) cli_die("replay: %s", ds3_last_error());
     ds3_cmp_report rep;
-    if ((st = ds3_cmp_files(view, b, &o, &rep)) != DS3_OK) cli_die("compare: %s", ds3_last_error());
+    if ((st = ds3_replay_compare(d, b, &o, &gaps, &rep)) != DS3_OK) cli_die("compare: %s", ds3_last_error());
     /* the replay has no metadata of its own: it ran on the tokens named here */
     snprintf(rep.tokens_note, sizeof rep.tokens_note, "tokens from %s", tokstr ? "--tokens" : "BUILD's metadata");
     bool ok = rep.ok && gaps.n_not_checked == 0;
@@ -183,7 +182,6 @@ int ds3_cli_replay(int argc, char **argv, int full_argc, char **full_argv) {
     cli_flush_stdout();
 
     ds3_cmp_report_free(&rep);
-    ds3_dumper_view_free(view);
     ds3_dumper_free(d);
     ds3_replay_report_free(&gaps);
     ds3_state_free(s);

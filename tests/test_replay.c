@@ -6,6 +6,10 @@
  *     with --emulate bf16 on both sides; absorbed and naive attention);
  *   - ds3_replay_layer: the outputs of one layer from given inputs equal the
  *     forward pass's, argument errors;
+ *   - the logits compared as the replay computes them (not kept, or kept for
+ *     -o): the report of ds3_cmp_files on everything kept, field for field,
+ *     on clean, bf16 and broken builds, every bound, one chunk of logits and
+ *     several (where they are kept and compared afterwards);
  *   - planted faults, each a build made by running ds3 with one layer broken,
  *     dumped, then replayed on the clean checkpoint: each must fail first at
  *     its own layer's tensor, and every tensor of every other layer must pass
@@ -183,7 +187,7 @@ static void test_self(const char *models) {
             CHECK(ds3_st_open(path, &b) == DS3_OK, "open %s", path);
             ds3_dumper *d = ds3_dumper_new(T);
             ds3_replay_report rep;
-            CHECK(ds3_replay_dump(s, b, tok, T, true, d, &rep) == DS3_OK, "replay: %s", ds3_last_error());
+            CHECK(ds3_replay_dump(s, b, tok, T, true, NULL, false, d, &rep) == DS3_OK, "replay: %s", ds3_last_error());
             CHECK(rep.n_not_checked == 0, "%d layers not checked", rep.n_not_checked);
             ds3_st_file *v = NULL;
             ds3_dumper_view(d, &v);
@@ -252,6 +256,211 @@ static void test_self(const char *models) {
     }
     free(tok);
     ds3_model_free(m);
+}
+
+/* ========================================================================== */
+/* The logits compared as the replay computes them                             */
+/* ========================================================================== */
+
+/* The first field in which two results differ (doubles bit for bit), or NULL. */
+static const char *result_differs(const ds3_cmp_result *a, const ds3_cmp_result *b) {
+#define SAME(f) (memcmp(&a->f, &b->f, sizeof a->f) == 0)
+    if (strcmp(a->name, b->name) != 0) return "name";
+    if (strcmp(a->why, b->why) != 0) return "why";
+    if (!SAME(kind) || !SAME(ndim) || !SAME(shape) || !SAME(n) || !SAME(ok)) return "kind, shape, n or ok";
+    if (!SAME(max_abs) || !SAME(max_rel) || !SAME(max_ref) || !SAME(scaled)) return "max_abs, max_rel, max_ref or scaled";
+    if (!SAME(cos) || !SAME(nmse)) return "cos or nmse";
+    if (!SAME(worst) || !SAME(worst_got) || !SAME(worst_ref)) return "worst";
+    if (!SAME(n_bad) || !SAME(n_nonfinite)) return "n_bad or n_nonfinite";
+    if (!SAME(rows) || !SAME(rows_same) || !SAME(overlap) || !SAME(rows_excluded)) return "rows";
+    if (!SAME(nothing_compared)) return "nothing_compared";
+    if (!SAME(argmax_same) || !SAME(argmax_near_tie) || !SAME(top5)) return "argmax or top5";
+    return NULL;
+#undef SAME
+}
+
+/* Do two reports say the same, field for field? Counts the results compared. */
+static bool reports_same(const ds3_cmp_report *a, const ds3_cmp_report *b, const char *what, int *fields) {
+    bool same = a->n == b->n && a->n_fail == b->n_fail && a->ok == b->ok && a->n_missing == b->n_missing &&
+                a->tokens_differ == b->tokens_differ && strcmp(a->tokens_note, b->tokens_note) == 0;
+    CHECK(same, "%s: the reports differ in their counts (%d/%d tensors, %d/%d failed)", what, a->n, b->n,
+          a->n_fail, b->n_fail);
+    for (int i = 0; same && i < a->n_missing; i++) same = strcmp(a->missing[i], b->missing[i]) == 0;
+    for (int i = 0; same && i < a->n; i++) {
+        const char *f = result_differs(&a->r[i], &b->r[i]);
+        CHECK(!f, "%s: %s: %s differs", what, a->r[i].name, f ? f : "");
+        same = !f;
+        *fields += 1;
+    }
+    return same;
+}
+
+/* A copy of a dump with its logits broken: two rows' argmax moved to their
+ * least value, an element 1% off, and in each MTP depth's logits a NaN and
+ * an element moved by 0.5 (in memory: ds3_st_open_mem reads the buffer). */
+static void *break_logits(const char *path, size_t *len) {
+    unsigned char *buf = th_read_file(path, len);
+    ds3_st_file *f = NULL;
+    if (!buf || ds3_st_open_mem(buf, *len, path, &f) != DS3_OK) return buf;
+    for (int i = 0; i < f->n; i++) {
+        const ds3_st_entry *e = &f->entries[i];
+        const bool main = strcmp(e->name, "logits") == 0, mtp = has(e->name, ".logits");
+        if ((!main && !mtp) || e->dtype != DS3_DT_REAL) continue;
+        ds3_real *v = (ds3_real *)(void *)(buf + ((const unsigned char *)e->data - buf));
+        const long R = (long)e->shape[0], V = (long)e->shape[1];
+        if (main) {
+            for (long r = 1; r < R && r <= 3; r += 2) {
+                long lo = 0, hi = 0;
+                for (long j = 1; j < V; j++) {
+                    if (v[r * V + j] < v[r * V + lo]) lo = j;
+                    if (v[r * V + j] > v[r * V + hi]) hi = j;
+                }
+                v[r * V + lo] = v[r * V + hi] + 5;
+            }
+            v[7] *= (ds3_real)1.01;
+        } else {
+            v[11] = NAN;
+            v[R * V / 2] += (ds3_real)0.5;
+        }
+    }
+    ds3_st_close(f);
+    return buf;
+}
+
+/* One replay of `buf` on s with o: cmp NULL (every tensor kept, then compared
+ * by ds3_cmp_files, as before the logits were compared as they came), or
+ * compared as it goes, keeping the compared tensors or not. */
+typedef enum { SEPARATE, FUSED, FUSED_KEPT } how;
+static ds3_status replay_as(ds3_state *s, const ds3_st_file *b, const int32_t *tok, int T, const ds3_cmp_opts *o,
+                            how h, ds3_dumper **d, ds3_replay_report *gaps, ds3_cmp_report *rep) {
+    *d = ds3_dumper_new(T);
+    ds3_status st = ds3_replay_dump(s, b, tok, T, true, h == SEPARATE ? NULL : o, h == FUSED_KEPT, *d, gaps);
+    if (st != DS3_OK) return st;
+    if (h == SEPARATE) {
+        ds3_st_file *v = NULL;
+        if ((st = ds3_dumper_view(*d, &v)) == DS3_OK) st = ds3_cmp_files(v, b, o, rep);
+        ds3_dumper_view_free(v);
+        return st;
+    }
+    return ds3_replay_compare(*d, b, o, gaps, rep);
+}
+
+static void test_fused(const char *models) {
+    th_section("the logits compared as the replay computes them: the separate pass's report, field for field");
+    const char *names[] = {"tiny-f32", "tiny-mtp2"};
+    ds3_emulation bf16 = {DS3_EMULATE_BF16, 0, 0};
+    int T;
+    int32_t *tok = parse(TOKENS, &T);
+    for (int mi = 0; mi < 2; mi++) {
+        char dir[512], path[600];
+        snprintf(dir, sizeof dir, "%s/%s", models, names[mi]);
+        ds3_model *m = NULL;
+        CHECK(ds3_model_load(dir, &m) == DS3_OK, "load %s: %s", dir, ds3_last_error());
+        if (!m) continue;
+        /* builds: ds3's own dump, one rounded as a bf16 build, and that one
+         * with its logits broken (all in memory) */
+        void *bufs[3] = {NULL, NULL, NULL};
+        size_t lens[3] = {0, 0, 0};
+        for (int e = 0; e < 2; e++) {
+            snprintf(path, sizeof path, "%s/fused-%d-%d.safetensors", tmpdir, mi, e);
+            ds3_state *s = NULL;
+            ds3_state_new(m, T, DS3_ATTN_ABSORB, &s);
+            if (e) ds3_set_emulation(s, &bf16);
+            ds3_dump_begin(s, T);
+            CHECK(ds3_forward(s, tok, T, 0, NULL) == DS3_OK, "forward");
+            CHECK(ds3_dump_write(s, path, NULL) == DS3_OK, "dump: %s", ds3_last_error());
+            ds3_state_free(s);
+            bufs[e] = th_read_file(path, &lens[e]);
+            if (e) bufs[2] = break_logits(path, &lens[2]);
+        }
+        const char *build_name[] = {"ds3's own", "a bf16 build", "broken logits"};
+        ds3_cmp_opts opts[4];
+        for (int p = 0; p < 4; p++) {
+            opts[p] = (ds3_cmp_opts){.profile = ds3_cmp_replay_profile_find(p == 1 ? "bf16" : p == 2 ? "fp8" : "fp32"),
+                                     .all_rows = true, .weights_at_test_idx = true, .ignore_test_only = true};
+            if (p == 3) opts[p] = (ds3_cmp_opts){.profile = opts[0].profile, .elementwise = true, .atol = 1e-5,
+                                                 .rtol = 1e-3, .all_rows = true, .weights_at_test_idx = true,
+                                                 .ignore_test_only = true};
+        }
+        int cases = 0, fields = 0, failing = 0;
+        for (int bi = 0; bi < 3; bi++) {
+            ds3_st_file *b = NULL;
+            CHECK(bufs[bi] && ds3_st_open_mem(bufs[bi], lens[bi], build_name[bi], &b) == DS3_OK, "open %s",
+                  build_name[bi]);
+            if (!b) continue;
+            /* chunk 0: the state's own (one chunk of logits); 4: four rows a
+             * chunk, where the logits are kept and compared afterwards */
+            for (int chunk = 0; chunk <= 4; chunk += 4)
+                for (int p = 0; p < 4; p++) {
+                    ds3_state *s = NULL;
+                    ds3_state_new(m, T, DS3_ATTN_ABSORB, &s);
+                    if (chunk) s->max_T = chunk;  /* the scratch stays sized for T rows */
+                    ds3_dumper *d[3];
+                    ds3_replay_report g[3];
+                    ds3_cmp_report r[3];
+                    bool ok = true;
+                    for (int h = 0; h < 3; h++) {
+                        ds3_status st = replay_as(s, b, tok, T, &opts[p], (how)h, &d[h], &g[h], &r[h]);
+                        CHECK(st == DS3_OK, "replay: %s", ds3_last_error());
+                        ok = ok && st == DS3_OK;
+                    }
+                    if (ok) {
+                        char what[160];
+                        snprintf(what, sizeof what, "%s, %s, opts %d, chunk %d", names[mi], build_name[bi], p, chunk);
+                        reports_same(&r[0], &r[1], what, &fields);
+                        reports_same(&r[0], &r[2], what, &fields);
+                        failing += !r[1].ok;
+                        /* one chunk: every logits tensor was compared as it came (else the
+                         * test compared the old pass with itself) */
+                        const int want = chunk ? 0 : 1 + m->n_mtp;
+                        CHECK(g[1].n_done == want && g[2].n_done == want, "%s: %d and %d logits compared as they "
+                              "came, want %d", what, g[1].n_done, g[2].n_done, want);
+                        CHECK(g[0].n_done == 0, "%s: without cmp, %d compared", what, g[0].n_done);
+                        /* not kept: no values, and nothing to write; kept: the values, bit for bit */
+                        ds3_st_file *v0 = NULL, *v1 = NULL, *v2 = NULL;
+                        ds3_dumper_view(d[0], &v0);
+                        ds3_dumper_view(d[1], &v1);
+                        ds3_dumper_view(d[2], &v2);
+                        CHECK(v0->n == v1->n && v0->n == v2->n, "%s: %d, %d, %d tensors captured", what, v0->n,
+                              v1->n, v2->n);
+                        for (int i = 0; i < v0->n && v0->n == v1->n && v0->n == v2->n; i++) {
+                            const ds3_st_entry *x = &v0->entries[i], *y = &v1->entries[i], *z = &v2->entries[i];
+                            const bool gone = !chunk && (strcmp(x->name, "logits") == 0 || has(x->name, ".logits"));
+                            CHECK(strcmp(x->name, y->name) == 0 && strcmp(x->name, z->name) == 0,
+                                  "%s: tensor %d is %s, %s, %s", what, i, x->name, y->name, z->name);
+                            CHECK(gone ? y->data == NULL : y->data && memcmp(x->data, y->data, x->nbytes) == 0,
+                                  "%s: %s %s", what, x->name, gone ? "kept without -o" : "not the same bits");
+                            CHECK(z->data && memcmp(x->data, z->data, x->nbytes) == 0, "%s: %s kept: not the same "
+                                  "bits", what, x->name);
+                        }
+                        ds3_dumper_view_free(v0);
+                        ds3_dumper_view_free(v1);
+                        ds3_dumper_view_free(v2);
+                        if (!chunk) {
+                            void *out = NULL;
+                            size_t len = 0;
+                            CHECK(ds3_dumper_write_mem(d[1], NULL, &out, &len) == DS3_ERR_ARG &&
+                                      has(ds3_last_error(), "compared and not kept"),
+                                  "%s: a dumper without its logits written: %s", what, ds3_last_error());
+                            free(out);
+                        }
+                        cases++;
+                    }
+                    for (int h = 0; h < 3; h++) {
+                        ds3_cmp_report_free(&r[h]);
+                        ds3_replay_report_free(&g[h]);
+                        ds3_dumper_free(d[h]);
+                    }
+                    ds3_state_free(s);
+                }
+            ds3_st_close(b);
+        }
+        printf("  %s: %d cases (3 builds x 4 bounds x 2 chunkings), %d results the same field for field, %d "
+               "failing reports among them\n", names[mi], cases, fields, failing);
+        for (int e = 0; e < 3; e++) free(bufs[e]);
+        ds3_model_free(m);
+    }
+    free(tok);
 }
 
 /* ========================================================================== */
@@ -560,6 +769,7 @@ int main(void) {
         return 1;
     }
     test_self(models);
+    test_fused(models);
     test_faults(models);
     test_cli(models);
     const char *refdir = getenv("DS3_REF");

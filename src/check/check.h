@@ -27,6 +27,11 @@ void ds3_dump_rows(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, co
 ds3_status ds3_dumper_write(ds3_dumper *d, const char *path, const char *const *metadata_kv);
 /* The same file's bytes into *buf (malloc'd, *len bytes) instead of a path. */
 ds3_status ds3_dumper_write_mem(ds3_dumper *d, const char *const *metadata_kv, void **buf, size_t *len);
+/* A tensor compared already and not kept (ds3 replay's logits without -o):
+ * its name and shape take their place in the view, with no data (the
+ * comparison gets its result from ds3_cmp_opts.done); such a dumper cannot
+ * be written. */
+void ds3_dump_compared(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, const int64_t *inner);
 /* The captured tensors as an opened file, without writing one: the entries
  * point into the dumper (valid while it lives and captures nothing more); no
  * metadata. Free with ds3_dumper_view_free, never ds3_st_close. */
@@ -182,6 +187,10 @@ typedef struct {
                                         TEST's order: compared row by row, every row */
     bool ignore_test_only;           /* a tensor only in TEST is not "missing" (the replay
                                         reports the layers it could not check itself) */
+    const ds3_cmp_result *done;      /* [n_done] results made already by ds3_cmp_entry (the
+                                        replay's logits, compared while at hand): a REF entry of
+                                        such a name takes its result, its data is never read */
+    int n_done;
 } ds3_cmp_opts;
 
 typedef struct {
@@ -214,6 +223,12 @@ void ds3_cmp_floats(ds3_cmp_result *r, const double *got, const double *ref, lon
 ds3_status ds3_cmp_files(const ds3_st_file *ref, const ds3_st_file *test, const ds3_cmp_opts *o,
                          ds3_cmp_report *out);
 void ds3_cmp_report_free(ds3_cmp_report *rep);
+/* One float tensor (not a routing one) compared as ds3_cmp_files compares
+ * it with o->all_rows set: *r is the result it would put in its report, so
+ * a caller that holds a tensor only for a moment (ds3 replay's logits) can
+ * compare it then and pass the result on in o->done. TEST's entry te is the
+ * one of the same name. Fails only on allocation errors. */
+ds3_status ds3_cmp_entry(ds3_cmp_result *r, const ds3_st_entry *re, const ds3_st_entry *te, const ds3_cmp_opts *o);
 
 /* ========================================================================== */
 /* report.c — the report as text (ds3 compare, ds3 replay, ds3_compare_mem)    */

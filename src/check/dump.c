@@ -13,7 +13,10 @@
  * Per name the dumper keeps one zero-filled buffer [rows][inner...] created on
  * the first call, together with a flag per row saying whether it was written.
  * rows is total, except for MTP depth K ("mtp.K.*"), whose row i predicts token
- * i+2+K and so exists only for i < total-1-K (docs/MODEL.md §6).
+ * i+2+K and so exists only for i < total-1-K (docs/MODEL.md §6). A replay
+ * that compares a tensor the moment it has it (its logits, src/model/replay.c)
+ * lists it without values (ds3_dump_compared): the name keeps its place in
+ * the view, and such a dumper is not written.
  *
  * Nothing here can fail in the middle of a forward pass: ds3_dump_rows returns
  * nothing, so an allocation failure is remembered and reported by
@@ -39,7 +42,7 @@ typedef struct {
     int64_t inner[DUMP_MAX_INNER];
     int rows;                  /* expected rows: total, or total-1-K for mtp.K.* */
     size_t row_bytes;
-    unsigned char *data;       /* [rows][row_bytes], zero-filled */
+    unsigned char *data;       /* [rows][row_bytes], zero-filled; NULL: compared, not kept */
     unsigned char *written;    /* [rows] 1 once the row was stored */
 } dump_tensor;
 
@@ -104,8 +107,9 @@ static dump_tensor *find(ds3_dumper *d, const char *name) {
     return NULL;
 }
 
-/* The first sight of a name: record its dtype and row shape, allocate. */
-static dump_tensor *add(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, const int64_t *inner) {
+/* The first sight of a name: record its dtype and row shape, allocate its
+ * rows unless `held` is false (ds3_dump_compared). */
+static dump_tensor *add(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, const int64_t *inner, bool held) {
     size_t row_bytes = ds3_dtype_size(dt);
     for (int i = 0; i < ninner; i++) {
         DS3_ASSERT(inner[i] >= 0);
@@ -134,9 +138,9 @@ static dump_tensor *add(ds3_dumper *d, const char *name, ds3_dtype dt, int ninne
     memset(t, 0, sizeof *t);
     t->name = malloc(strlen(name) + 1);
     /* +1: a zero-row tensor still gets a valid (unused) data pointer */
-    t->data = calloc(1, row_bytes * (size_t)rows + 1);
+    t->data = held ? calloc(1, row_bytes * (size_t)rows + 1) : NULL;
     t->written = calloc((size_t)rows + 1, 1);
-    if (!t->name || !t->data || !t->written) {
+    if (!t->name || (held && !t->data) || !t->written) {
         free(t->name);
         free(t->data);
         free(t->written);
@@ -169,9 +173,10 @@ void ds3_dump_rows(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, co
         DS3_ASSERT(t->ninner == ninner);
         for (int i = 0; i < ninner; i++) DS3_ASSERT(t->inner[i] == inner[i]);
     } else {
-        t = add(d, name, dt, ninner, inner);
+        t = add(d, name, dt, ninner, inner, true);
         if (!t) return;
     }
+    DS3_ASSERT(t->data != NULL);  /* not a tensor compared and let go */
 
     int64_t lo = row0, hi = (int64_t)row0 + nrows;
     if (lo < 0) lo = 0;
@@ -185,6 +190,14 @@ void ds3_dump_rows(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, co
            (const unsigned char *)data + (size_t)(lo - row0) * t->row_bytes,
            (size_t)(hi - lo) * t->row_bytes);
     memset(t->written + lo, 1, (size_t)(hi - lo));
+}
+
+void ds3_dump_compared(ds3_dumper *d, const char *name, ds3_dtype dt, int ninner, const int64_t *inner) {
+    DS3_ASSERT(d && name && !find(d, name));
+    DS3_ASSERT(ninner >= 0 && ninner <= DUMP_MAX_INNER && (ninner == 0 || inner));
+    if (d->failed) return;
+    dump_tensor *t = add(d, name, dt, ninner, inner, false);
+    if (t) memset(t->written, 1, (size_t)t->rows);  /* complete: nothing is missing, it is elsewhere */
 }
 
 /* ========================================================================== */
@@ -230,6 +243,9 @@ static ds3_status dumper_write(ds3_dumper *d, const char *path, const char *cons
     if (!d) return ds3_fail(DS3_ERR_ARG, "dump: nothing captured (no dump in progress)");
     if (!buf && (!path || !path[0])) return ds3_fail(DS3_ERR_ARG, "dump: no output path");
     if (d->failed) return ds3_fail(DS3_ERR_NOMEM, "%s", d->errmsg);
+    for (int i = 0; i < d->n; i++)
+        if (!d->t[i].data)
+            return ds3_fail(DS3_ERR_ARG, "dump: '%s' was compared and not kept: nothing to write", d->t[i].name);
 
     /* The caller's pairs come first; the ds3_ keys are ours, so a caller
      * cannot shadow them. */
@@ -317,7 +333,7 @@ ds3_status ds3_dumper_view(const ds3_dumper *d, ds3_st_file **out) {
         e->ndim = 1 + t->ninner;
         e->shape[0] = t->rows;
         for (int j = 0; j < t->ninner; j++) e->shape[1 + j] = t->inner[j];
-        e->data = t->data;
+        e->data = t->data;  /* NULL for a tensor compared and not kept */
         e->nbytes = (uint64_t)t->rows * t->row_bytes;
     }
     int32_t *idx = (int32_t *)(void *)(f->entries + d->n);

@@ -415,10 +415,13 @@ ds3_real *ds3_hwin_begin(ds3_hwin *w, int first, int D);
 /* replay.c — a build's dump replayed layer by layer (ds3 replay)              */
 /* ========================================================================== */
 
-/* Layers a replay could not check: "layers.3: NOT CHECKED (no layers.2.out in BUILD)". */
+/* Layers a replay could not check: "layers.3: NOT CHECKED (no layers.2.out in
+ * BUILD)"; and the tensors it compared as it went (the logits). */
 typedef struct {
     int n_not_checked;
     char **not_checked;
+    int n_done;
+    ds3_cmp_result *done;  /* [n_done] ds3_cmp_entry's results, for ds3_cmp_opts.done */
 } ds3_replay_report;
 void ds3_replay_report_free(ds3_replay_report *r);
 
@@ -427,9 +430,17 @@ void ds3_replay_report_free(ds3_replay_report *r);
  * T rows) in forward order. tok[T] are the tokens; routing_build: MoE layers
  * run the build's topk_idx. Inputs BUILD lacks are listed in *rep (free with
  * ds3_replay_report_free); a shape or dtype that does not fit is an error
- * naming the tensor. */
+ * naming the tensor.
+ * cmp, if not NULL, is the comparison the caller will make (ds3_replay_compare):
+ * a logits tensor computed in one chunk is compared against BUILD's then,
+ * while it is at hand (rep->done), and kept in d as well only if
+ * keep_compared (to write it, -o); without cmp every tensor is kept. */
 ds3_status ds3_replay_dump(ds3_state *s, const ds3_st_file *b, const int32_t *tok, int T, bool routing_build,
-                           ds3_dumper *d, ds3_replay_report *rep);
+                           const ds3_cmp_opts *cmp, bool keep_compared, ds3_dumper *d, ds3_replay_report *rep);
+/* ds3_cmp_files of what ds3_replay_dump captured in d (REF) against BUILD
+ * (TEST), with the results it made already (gaps->done). */
+ds3_status ds3_replay_compare(const ds3_dumper *d, const ds3_st_file *b, const ds3_cmp_opts *o,
+                              const ds3_replay_report *gaps, ds3_cmp_report *out);
 
 /* ========================================================================== */
 /* replay_text.c — the replay's report as text (ds3 replay, ds3_replay_mem)    */

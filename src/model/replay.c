@@ -125,6 +125,7 @@ void ds3_replay_report_free(ds3_replay_report *r) {
     if (!r) return;
     for (int i = 0; i < r->n_not_checked; i++) free(r->not_checked[i]);
     free(r->not_checked);
+    free(r->done);
     memset(r, 0, sizeof *r);
 }
 
@@ -256,12 +257,47 @@ static ds3_status replay_block(ds3_state *s, const ds3_st_file *b, int layer, co
     return DS3_OK;
 }
 
+/* What the caller will compare (ds3_replay_dump's cmp, keep). */
+typedef struct {
+    const ds3_cmp_opts *o;  /* NULL: nothing compared here */
+    bool keep;
+} cmp_now;
+
+/*
+ * The logits [R][V] in data, compared against BUILD's now (ds3_cmp_entry), as
+ * ds3_cmp_files would compare them afterwards: true if done, the result in
+ * rep->done. A replay's logits are most of the values it compares (on small,
+ * 17 M of 18 M), and they exist only in the state's buffer for one chunk of
+ * rows: compared here, they need no copy into the dumper, whose fresh pages
+ * cost more than the copy itself, and no second pass over them from memory.
+ * Only where the result is the same: every row kept (all_rows: no routing
+ * flags needed), the tensor selected, BUILD has it (if not, ds3_cmp_files
+ * lists it as missing).
+ */
+static bool compare_now(const cmp_now *c, const ds3_st_file *b, const char *name, long R, long V,
+                        const ds3_real *data, ds3_replay_report *rep, ds3_status *st) {
+    const ds3_st_entry *te = c->o ? ds3_st_find(b, name) : NULL;
+    if (!te || !c->o->all_rows || !ds3_cmp_name_selected(c->o->names, name)) return false;
+    ds3_cmp_result *nd = realloc(rep->done, sizeof *nd * (size_t)(rep->n_done + 1));
+    if (!nd) {
+        *st = ds3_fail(DS3_ERR_NOMEM, "replay: out of memory");
+        return false;
+    }
+    rep->done = nd;
+    /* as the dumper's view would list it (ds3_dumper_view) */
+    const ds3_st_entry re = {.name = (char *)name, .dtype = DS3_DT_REAL, .ndim = 2, .shape = {R, V}, .data = data,
+                             .nbytes = (uint64_t)(R * V) * sizeof(ds3_real)};
+    if ((*st = ds3_cmp_entry(&nd[rep->n_done], &re, te, c->o)) != DS3_OK) return false;
+    rep->n_done++;
+    return true;
+}
+
 /* rows of RMSNorm(x[rows][D]) with w, then (if head) head · the build's
  * `head_in` (or the norm when the build lacks it): the model's or an MTP
  * depth's final norm and head. */
 static ds3_status replay_head(ds3_state *s, const ds3_st_file *b, const char *x_name, const char *norm_name,
                               const char *logits_name, long R, const ds3_real *w, const ds3_tensor *head, bufs *u,
-                              ds3_dumper *d, ds3_replay_report *rep) {
+                              const cmp_now *c, ds3_dumper *d, ds3_replay_report *rep) {
     const long D = s->m->cfg.hidden_size, V = s->m->cfg.vocab_size;
     bool have;
     ds3_status st = build_read(b, x_name, R, D, u->in, false, &have);
@@ -277,13 +313,21 @@ static ds3_status replay_head(ds3_state *s, const ds3_st_file *b, const char *x_
     for (long off = 0; off < R; off += s->max_T) {
         long n = R - off < s->max_T ? R - off : s->max_T;
         ds3_proj(s, s->dump_logits, hn + off * D, head, (int)n);
+        /* all of them in this one chunk: compared now (more chunks: later) */
+        if (n == R && compare_now(c, b, logits_name, R, V, s->dump_logits, rep, &st) && !c->keep) {
+            const int64_t inner = V;
+            ds3_dump_compared(d, logits_name, DS3_DT_REAL, 1, &inner);
+            continue;
+        }
+        if (st != DS3_OK) return st;
         keep_at(d, logits_name, DS3_DT_REAL, off, n, V, s->dump_logits);
     }
     return DS3_OK;
 }
 
 ds3_status ds3_replay_dump(ds3_state *s, const ds3_st_file *b, const int32_t *tok, int T, bool routing_build,
-                           ds3_dumper *d, ds3_replay_report *rep) {
+                           const ds3_cmp_opts *cmp, bool keep_compared, ds3_dumper *d, ds3_replay_report *rep) {
+    const cmp_now now = {cmp, keep_compared};
     const ds3_model *m = s->m;
     const ds3_config *c = &m->cfg;
     const long D = c->hidden_size, V = c->vocab_size, K = c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1,
@@ -329,7 +373,7 @@ ds3_status ds3_replay_dump(ds3_state *s, const ds3_st_file *b, const int32_t *to
     }
     if (st == DS3_OK) {
         snprintf(in_name, sizeof in_name, "layers.%d.out", L - 1);
-        st = replay_head(s, b, in_name, "norm", "logits", T, m->norm, &m->lm_head, &u, d, rep);
+        st = replay_head(s, b, in_name, "norm", "logits", T, m->norm, &m->lm_head, &u, &now, d, rep);
     }
 
     /* MTP depth k: rows i < T-1-k, each with the token t_{i+1+k} */
@@ -362,8 +406,24 @@ ds3_status ds3_replay_dump(ds3_state *s, const ds3_st_file *b, const int32_t *to
         snprintf(n_name, sizeof n_name, "%s.norm", prefix);
         snprintf(l_name, sizeof l_name, "%s.logits", prefix);
         st = replay_head(s, b, x_name, n_name, l_name, R, m->mtp[k].shared_head_norm, &m->mtp[k].shared_head_head,
-                         &u, d, rep);
+                         &u, &now, d, rep);
     }
     bufs_free(&u);
+    return st;
+}
+
+ds3_status ds3_replay_compare(const ds3_dumper *d, const ds3_st_file *b, const ds3_cmp_opts *o,
+                              const ds3_replay_report *gaps, ds3_cmp_report *out) {
+    ds3_st_file *view = NULL;
+    ds3_status st = ds3_dumper_view(d, &view);
+    if (st != DS3_OK) {
+        memset(out, 0, sizeof *out);
+        return st;
+    }
+    ds3_cmp_opts with = *o;
+    with.done = gaps->done;
+    with.n_done = gaps->n_done;
+    st = ds3_cmp_files(view, b, &with, out);
+    ds3_dumper_view_free(view);
     return st;
 }
