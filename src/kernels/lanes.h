@@ -308,14 +308,23 @@ static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_
  * loaded once for the four. Whole groups of eight only (cols % 8 == 0); the
  * caller sends anything else to dot_row_fused.
  */
-static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_t i, const float *x) {
+static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_t i, const float *x, bool ahead) {
     const int64_t cols = w->cols;
     vreal a0, a1, a2, a3, xv, w0, w1, w2, w3;
     VZERO(a0); VZERO(a1); VZERO(a2); VZERO(a3);
     if (w->dtype == DS3_DT_BF16) {
         const unsigned char *p0 = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
         const unsigned char *p1 = p0 + 2 * cols, *p2 = p1 + 2 * cols, *p3 = p2 + 2 * cols;
+        /* The next four rows follow these in memory: ask for their lines while
+         * these are summed (`ahead`: the caller has them). Four rows read side
+         * by side are four short streams the hardware prefetchers barely pick
+         * up; one line requested per row and 64 bytes keeps the memory busy. */
+        const unsigned char *pn = p0 + 8 * cols;
         for (int64_t j = 0; j < cols; j += 8) {
+            if (ahead && (j & 31) == 0) {
+                PREFETCH(pn + 2 * j); PREFETCH(pn + 2 * cols + 2 * j);
+                PREFETCH(pn + 4 * cols + 2 * j); PREFETCH(pn + 6 * cols + 2 * j);
+            }
             VLOAD(xv, x + j);
             LANES_FN(bf16x8)(&w0, p0 + 2 * j); LANES_FN(bf16x8)(&w1, p1 + 2 * j);
             LANES_FN(bf16x8)(&w2, p2 + 2 * j); LANES_FN(bf16x8)(&w3, p3 + 2 * j);
@@ -353,6 +362,10 @@ static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_
                  * groups of eight in column order, as below */
                 vreal xh, v0, v1, v2, v3;
                 for (; j + 16 <= j1; j += 16) {
+                    if (ahead && (j & 63) == 0) {  /* the next four rows, as for BF16 above */
+                        PREFETCH(p0 + 4 * cols + j); PREFETCH(p1 + 4 * cols + j);
+                        PREFETCH(p2 + 4 * cols + j); PREFETCH(p3 + 4 * cols + j);
+                    }
                     LANES_FN(fp8x16_half)(&w0, &v0, p0 + j); LANES_FN(fp8x16_half)(&w1, &v1, p1 + j);
                     LANES_FN(fp8x16_half)(&w2, &v2, p2 + j); LANES_FN(fp8x16_half)(&w3, &v3, p3 + j);
                     VLOAD(xv, x + j);
@@ -366,6 +379,10 @@ static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_
             }
             const bool half = h0 && h1 && h2 && h3;
             for (; j < j1; j += 8) {
+                if (ahead && (j & 63) == 0) {
+                    PREFETCH(p0 + 4 * cols + j); PREFETCH(p1 + 4 * cols + j);
+                    PREFETCH(p2 + 4 * cols + j); PREFETCH(p3 + 4 * cols + j);
+                }
                 VLOAD(xv, x + j);
                 FP8X8(half, &w0, p0 + j); FP8X8(half, &w1, p1 + j);
                 FP8X8(half, &w2, p2 + j); FP8X8(half, &w3, p3 + j);
@@ -387,7 +404,7 @@ static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_te
     if (T == 1) {
         int64_t i = i0;
         if ((w->dtype == DS3_DT_BF16 || w->dtype == DS3_DT_F8_E4M3) && w->cols % 8 == 0)
-            for (; i + 4 <= i1; i += 4) LANES_FN(dot_4rows_fused)(out, w, i, in);
+            for (; i + 4 <= i1; i += 4) LANES_FN(dot_4rows_fused)(out, w, i, in, i + 8 <= i1);
         for (; i < i1; i++) out[i] = LANES_FN(dot_row_fused)(w, i, in);
         return;
     }

@@ -13,6 +13,8 @@
  *   VSCALE(v, s)        v *= s, lane by lane
  *   VTREE4(t, a, b, c, d)  t = (a + c) + (b + d), lane by lane
  *   VBF16X8(v, p)       v = the 8 bf16 values at p (little-endian bytes), exactly
+ *   PREFETCH(p)         a hint to bring p's cache line in (no arithmetic; nothing
+ *                       without GCC/clang's builtin)
  */
 #ifndef DS3_SIMD_H
 #define DS3_SIMD_H
@@ -21,6 +23,12 @@
 #include <string.h>
 
 #define VREAL_N ((int)(32 / sizeof(ds3_real)))
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
 
 #ifndef DS3_PLAIN_C
 typedef ds3_real vreal __attribute__((vector_size(32)));
