@@ -163,6 +163,19 @@ static void build_dump(ds3_model *m, const int32_t *tok, int T, const ds3_emulat
 /* Replaying ds3's own dump gives its bits                                     */
 /* ========================================================================== */
 
+/* ds3's own dump of T tokens to path (rounded as a bf16 build when bf16 is
+ * set); returns the state that made it, for the caller to replay with or free. */
+static ds3_state *dump_self(ds3_model *m, const int32_t *tok, int T, ds3_attn_mode attn, bool bf16, const char *path) {
+    static const ds3_emulation emu = {DS3_EMULATE_BF16, 0, 0};
+    ds3_state *s = NULL;
+    ds3_state_new(m, T, attn, &s);
+    if (bf16) ds3_set_emulation(s, &emu);
+    ds3_dump_begin(s, T);
+    CHECK(ds3_forward(s, tok, T, 0, NULL) == DS3_OK, "forward");
+    CHECK(ds3_dump_write(s, path, NULL) == DS3_OK, "dump: %s", ds3_last_error());
+    return s;
+}
+
 static void test_self(const char *models) {
     th_section("replay of ds3's own dump: the same bits in every tensor");
     char dir[512], path[600];
@@ -172,17 +185,11 @@ static void test_self(const char *models) {
     if (!m) return;
     int T;
     int32_t *tok = parse(TOKENS, &T);
-    ds3_emulation bf16 = {DS3_EMULATE_BF16, 0, 0};
     for (int e = 0; e < 2; e++)
         for (int a = 0; a < 2; a++) {
             const ds3_attn_mode attn = a ? DS3_ATTN_NAIVE : DS3_ATTN_ABSORB;
             snprintf(path, sizeof path, "%s/self-%d-%d.safetensors", tmpdir, e, a);
-            ds3_state *s = NULL;
-            ds3_state_new(m, T, attn, &s);
-            if (e) ds3_set_emulation(s, &bf16);
-            ds3_dump_begin(s, T);
-            CHECK(ds3_forward(s, tok, T, 0, NULL) == DS3_OK, "forward");
-            CHECK(ds3_dump_write(s, path, NULL) == DS3_OK, "dump: %s", ds3_last_error());
+            ds3_state *s = dump_self(m, tok, T, attn, e, path);
             ds3_st_file *b = NULL;
             CHECK(ds3_st_open(path, &b) == DS3_OK, "open %s", path);
             ds3_dumper *d = ds3_dumper_new(T);
@@ -348,7 +355,6 @@ static ds3_status replay_as(ds3_state *s, const ds3_st_file *b, const int32_t *t
 static void test_fused(const char *models) {
     th_section("the logits compared as the replay computes them: the separate pass's report, field for field");
     const char *names[] = {"tiny-f32", "tiny-mtp2"};
-    ds3_emulation bf16 = {DS3_EMULATE_BF16, 0, 0};
     int T;
     int32_t *tok = parse(TOKENS, &T);
     for (int mi = 0; mi < 2; mi++) {
@@ -363,13 +369,7 @@ static void test_fused(const char *models) {
         size_t lens[3] = {0, 0, 0};
         for (int e = 0; e < 2; e++) {
             snprintf(path, sizeof path, "%s/fused-%d-%d.safetensors", tmpdir, mi, e);
-            ds3_state *s = NULL;
-            ds3_state_new(m, T, DS3_ATTN_ABSORB, &s);
-            if (e) ds3_set_emulation(s, &bf16);
-            ds3_dump_begin(s, T);
-            CHECK(ds3_forward(s, tok, T, 0, NULL) == DS3_OK, "forward");
-            CHECK(ds3_dump_write(s, path, NULL) == DS3_OK, "dump: %s", ds3_last_error());
-            ds3_state_free(s);
+            ds3_state_free(dump_self(m, tok, T, DS3_ATTN_ABSORB, e, path));
             bufs[e] = th_read_file(path, &lens[e]);
             if (e) bufs[2] = break_logits(path, &lens[2]);
         }
