@@ -14,7 +14,8 @@
 #      (llama.cpp does not run it) and sets add_bos_token from the tokenizer's
 #      post-processor (false here); neither changes what is timed.
 #   3. PEER_ROUNDS rounds (default 3); in each, for bf16 then fp8: ds3 run (prompt of
-#      PEER_PROMPT ids, PEER_GEN generated; its own prefill and decode timings) and
+#      PEER_PROMPT ids, PEER_GEN generated; its own prefill and decode timings; after an
+#      untimed run of the same prompt and one token, as llama-bench warms up) and
 #      llama-bench (pp PEER_PROMPT at depth 0; tg PEER_GEN at depth PEER_PROMPT, as
 #      ds3's decode runs after its prompt), interleaved, same thread count, each in a
 #      session of its own (its own autogroup: see BENCH_NICE in bench/run.sh).
@@ -201,6 +202,10 @@ while [ "$r" -le "$ROUNDS" ]; do
         if [ "$dt" = bf16 ]; then m=$m_bf16; g=$g_bf16; bd=$b_ds3_bf16; bl=$b_l_bf16; ldt=bf16
         else m=$m_fp8; g=$g_q8; bd=$b_ds3_fp8; bl=$b_l_q8; ldt=q8_0; fi
         say "round $r/$ROUNDS: ds3 $dt"
+        # a warm-up, as llama-bench does its own before it times: the same prompt
+        # and one token, untimed (the weights paged in, the thread team made)
+        prio "$BUILD/ds3" run -m "$m" --tokens "$ids" -n 1 -t "$threads" > /dev/null 2> "$PEERDIR/ds3.err" ||
+            { cat "$PEERDIR/ds3.err" >&2; die "ds3 run (warm-up) failed"; }
         l=$(load1)
         prio "$BUILD/ds3" run -m "$m" --tokens "$ids" -n "$GEN" -t "$threads" > /dev/null 2> "$PEERDIR/ds3.err" ||
             { cat "$PEERDIR/ds3.err" >&2; die "ds3 run failed"; }
