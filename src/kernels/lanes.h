@@ -60,10 +60,13 @@ static inline ds3_real LANES_FN(lanes_sum)(const vreal *v) {
  * (v·2⁻⁸)·(s·2⁸) is the same real number as v·s, rounded once, so the same
  * bits — unless s·2⁸ overflows where s did not, which keeps the exact path.
  */
-static inline float LANES_FN(fp8_block_scale)(const unsigned char *q, int64_t n, float sc, bool *half) {
+static inline float LANES_FN(fp8_scale_for)(bool finite, float sc, bool *half) {
     const float s8 = sc * 256.0f;
-    *half = LANES_FN(fp8_finite)(q, n) && !(isinf(s8) && !isinf(sc));
+    *half = finite && !(isinf(s8) && !isinf(sc));
     return *half ? s8 : sc;
+}
+static inline float LANES_FN(fp8_block_scale)(const unsigned char *q, int64_t n, float sc, bool *half) {
+    return LANES_FN(fp8_scale_for)(LANES_FN(fp8_finite)(q, n), sc, half);
 }
 /*
  * Whether a block holds a NaN code is a property of the checkpoint, so it need
@@ -99,9 +102,7 @@ static inline float LANES_FN(fp8_block_scale_w)(const ds3_tensor *w, int64_t i, 
         v = atomic_load_explicit(&w->fp8_seen[(i / DS3_FP8_BLOCK) * scols + j0 / DS3_FP8_BLOCK], memory_order_relaxed);
     }
     if (v == 0) return LANES_FN(fp8_block_scale)((const unsigned char *)w->data + (size_t)(i * w->cols + j0), n, sc, half);
-    const float s8 = sc * 256.0f;
-    *half = v == 1 && !(isinf(s8) && !isinf(sc));
-    return *half ? s8 : sc;
+    return LANES_FN(fp8_scale_for)(v == 1, sc, half);
 }
 /* Eight codes decoded by the decoder fp8_block_scale chose. */
 #define FP8X8(half, v, q)                                  \
@@ -312,19 +313,22 @@ static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_
     const int64_t cols = w->cols;
     vreal a0, a1, a2, a3, xv, w0, w1, w2, w3;
     VZERO(a0); VZERO(a1); VZERO(a2); VZERO(a3);
+    /* The next four rows follow these in memory: ask for their lines while
+     * these are summed (`ahead`: the caller has them). Four rows read side by
+     * side are four short streams the hardware prefetchers barely pick up; one
+     * line requested per row and 64 bytes keeps the memory busy. */
+    const size_t rowb = (size_t)cols * (w->dtype == DS3_DT_BF16 ? 2 : 1);
+    const unsigned char *pn = (const unsigned char *)w->data + (size_t)(i + 4) * rowb;
+#define PREFETCH_NEXT4(off)                                              \
+    do {                                                                 \
+        PREFETCH(pn + (off)); PREFETCH(pn + rowb + (off));               \
+        PREFETCH(pn + 2 * rowb + (off)); PREFETCH(pn + 3 * rowb + (off)); \
+    } while (0)
     if (w->dtype == DS3_DT_BF16) {
         const unsigned char *p0 = (const unsigned char *)w->data + (size_t)(i * cols) * 2;
         const unsigned char *p1 = p0 + 2 * cols, *p2 = p1 + 2 * cols, *p3 = p2 + 2 * cols;
-        /* The next four rows follow these in memory: ask for their lines while
-         * these are summed (`ahead`: the caller has them). Four rows read side
-         * by side are four short streams the hardware prefetchers barely pick
-         * up; one line requested per row and 64 bytes keeps the memory busy. */
-        const unsigned char *pn = p0 + 8 * cols;
         for (int64_t j = 0; j < cols; j += 8) {
-            if (ahead && (j & 31) == 0) {
-                PREFETCH(pn + 2 * j); PREFETCH(pn + 2 * cols + 2 * j);
-                PREFETCH(pn + 4 * cols + 2 * j); PREFETCH(pn + 6 * cols + 2 * j);
-            }
+            if (ahead && (j & 31) == 0) PREFETCH_NEXT4(2 * j);
             VLOAD(xv, x + j);
             LANES_FN(bf16x8)(&w0, p0 + 2 * j); LANES_FN(bf16x8)(&w1, p1 + 2 * j);
             LANES_FN(bf16x8)(&w2, p2 + 2 * j); LANES_FN(bf16x8)(&w3, p3 + 2 * j);
@@ -355,34 +359,28 @@ static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_
             const float e1 = LANES_FN(fp8_block_scale_w)(w, i + 1, j0, j1 - j0, c1, &h1);
             const float e2 = LANES_FN(fp8_block_scale_w)(w, i + 2, j0, j1 - j0, c2, &h2);
             const float e3 = LANES_FN(fp8_block_scale_w)(w, i + 3, j0, j1 - j0, c3, &h3);
+            const bool half = h0 && h1 && h2 && h3;
+            if (half) c0 = e0, c1 = e1, c2 = e2, c3 = e3;
             int64_t j = j0;
-            if (h0 && h1 && h2 && h3) {
+            if (half) {
                 /* sixteen codes of each row decoded at once (fp8x16_half: one
                  * integer step per sixteen instead of per eight), then the two
                  * groups of eight in column order, as below */
                 vreal xh, v0, v1, v2, v3;
                 for (; j + 16 <= j1; j += 16) {
-                    if (ahead && (j & 63) == 0) {  /* the next four rows, as for BF16 above */
-                        PREFETCH(p0 + 4 * cols + j); PREFETCH(p1 + 4 * cols + j);
-                        PREFETCH(p2 + 4 * cols + j); PREFETCH(p3 + 4 * cols + j);
-                    }
+                    if (ahead && (j & 63) == 0) PREFETCH_NEXT4(j);
                     LANES_FN(fp8x16_half)(&w0, &v0, p0 + j); LANES_FN(fp8x16_half)(&w1, &v1, p1 + j);
                     LANES_FN(fp8x16_half)(&w2, &v2, p2 + j); LANES_FN(fp8x16_half)(&w3, &v3, p3 + j);
                     VLOAD(xv, x + j);
                     VLOAD(xh, x + j + 8);
-                    VSCALE(w0, e0); VSCALE(w1, e1); VSCALE(w2, e2); VSCALE(w3, e3);
+                    VSCALE(w0, c0); VSCALE(w1, c1); VSCALE(w2, c2); VSCALE(w3, c3);
                     VMULADD(a0, xv, w0); VMULADD(a1, xv, w1); VMULADD(a2, xv, w2); VMULADD(a3, xv, w3);
-                    VSCALE(v0, e0); VSCALE(v1, e1); VSCALE(v2, e2); VSCALE(v3, e3);
+                    VSCALE(v0, c0); VSCALE(v1, c1); VSCALE(v2, c2); VSCALE(v3, c3);
                     VMULADD(a0, xh, v0); VMULADD(a1, xh, v1); VMULADD(a2, xh, v2); VMULADD(a3, xh, v3);
                 }
-                c0 = e0, c1 = e1, c2 = e2, c3 = e3;
             }
-            const bool half = h0 && h1 && h2 && h3;
             for (; j < j1; j += 8) {
-                if (ahead && (j & 63) == 0) {
-                    PREFETCH(p0 + 4 * cols + j); PREFETCH(p1 + 4 * cols + j);
-                    PREFETCH(p2 + 4 * cols + j); PREFETCH(p3 + 4 * cols + j);
-                }
+                if (ahead && (j & 63) == 0) PREFETCH_NEXT4(j);
                 VLOAD(xv, x + j);
                 FP8X8(half, &w0, p0 + j); FP8X8(half, &w1, p1 + j);
                 FP8X8(half, &w2, p2 + j); FP8X8(half, &w3, p3 + j);
@@ -391,6 +389,7 @@ static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_
             }
         }
     }
+#undef PREFETCH_NEXT4
     out[i] = LANES_FN(lanes_sum)(&a0); out[i + 1] = LANES_FN(lanes_sum)(&a1);
     out[i + 2] = LANES_FN(lanes_sum)(&a2); out[i + 3] = LANES_FN(lanes_sum)(&a3);
 }

@@ -177,6 +177,23 @@ static void mla_attend_naive(const ds3_state *s, const ds3_layer *l, const mla_b
     }
 }
 
+/* What both absorbed forms do first: the T new latents and rope keys into the
+ * cache, and kv_b_proj dequantised once per call into b->wkvb, [H][Dn+Dv][C]
+ * (rounded as a GPU build would when emulating one). */
+static void absorbed_begin(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, ds3_kv_cache *kv, int T,
+                           int start) {
+    const ds3_config *c = &s->m->cfg;
+    const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
+              Dr = c->qk_rope_head_dim, Dv = c->v_head_dim;
+    for (int t = 0; t < T; t++) {
+        const ds3_real *row = b->kv + (size_t)t * (C + Dr);
+        memcpy(kv->c + (size_t)(start + t) * C, row, C * sizeof(ds3_real));
+        memcpy(kv->k_pe + (size_t)(start + t) * Dr, row + C, Dr * sizeof(ds3_real));
+    }
+    ds3_tensor_rows(b->wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
+    ds3_round_weights(s, b->wkvb, (size_t)H * (Dn + Dv) * C, l->kv_b_proj.dtype);
+}
+
 /*
  * Absorbed: W^UK is absorbed into the query and W^UV applied after the
  * weighted sum, so attention runs in the latent space and the cache holds
@@ -189,14 +206,7 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
     const ds3_config *c = &s->m->cfg;
     const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
               Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, S = s->max_seq, Dq = Dn + Dr;
-    for (int t = 0; t < T; t++) {
-        const ds3_real *row = b->kv + (size_t)t * (C + Dr);
-        memcpy(kv->c + (size_t)(start + t) * C, row, C * sizeof(ds3_real));
-        memcpy(kv->k_pe + (size_t)(start + t) * Dr, row + C, Dr * sizeof(ds3_real));
-    }
-    /* kv_b_proj dequantised once per call: [H][Dn+Dv][C]. */
-    ds3_tensor_rows(b->wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
-    ds3_round_weights(s, b->wkvb, (size_t)H * (Dn + Dv) * C, l->kv_b_proj.dtype);
+    absorbed_begin(s, l, b, kv, T, start);
     const ds3_real *q = b->q, *wkvb = b->wkvb;
     ds3_real *qc = b->qc, *oc = b->oc, *scores = b->scores, *o = b->o;
 
@@ -298,12 +308,7 @@ static void mla_attend_absorbed_gemm(const ds3_state *s, const ds3_layer *l, con
     const ds3_config *c = &s->m->cfg;
     const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
               Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, S = s->max_seq, Dq = Dn + Dr, P = start + T;
-    for (int t = 0; t < T; t++) {
-        const ds3_real *row = b->kv + (size_t)t * (C + Dr);
-        memcpy(kv->c + (size_t)(start + t) * C, row, C * sizeof(ds3_real));
-        memcpy(kv->k_pe + (size_t)(start + t) * Dr, row + C, Dr * sizeof(ds3_real));
-    }
-    ds3_tensor_rows(b->wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
+    absorbed_begin(s, l, b, kv, T, start);
     ds3_gemm_prepare();
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < H; h++) {
