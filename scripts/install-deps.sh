@@ -157,7 +157,10 @@ int main(int argc, char **argv) { MPI_Init(&argc, &argv); MPI_Finalize(); return
     fi
     # The aarch64 cross build: the compiler, the libraries for arm64 (found through
     # their arm64 pkg-config files), and qemu to run what it builds.
+    # Each piece is checked on its own (a machine lacking all three gets all three in one
+    # install); running the cross-built program needs the first two.
     if [ "$CROSS" = aarch64 ]; then
+        cross_built=0
         if ! command -v aarch64-linux-gnu-gcc > /dev/null 2>&1 ||
            ! PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig CC=aarch64-linux-gnu-gcc \
                  sh -c 'printf "%s\n" "#include <cblas.h>" "#include <cjson/cJSON.h>" "#define PCRE2_CODE_UNIT_WIDTH 8" \
@@ -168,10 +171,13 @@ int main(int argc, char **argv) { MPI_Init(&argc, &argv); MPI_Finalize(); return
             missing="$missing gcc-aarch64-linux-gnu libc6-dev-arm64-cross libopenblas-dev:arm64 libcjson-dev:arm64"
             missing="$missing libpcre2-dev:arm64 libgomp1:arm64"
             what="$what aarch64-cross-build"
-        elif ! command -v qemu-aarch64 > /dev/null 2>&1; then
+        else
+            cross_built=1
+        fi
+        if ! command -v qemu-aarch64 > /dev/null 2>&1; then
             missing="$missing qemu-user"; what="$what qemu-aarch64"
         # run it: the arm64 runtime libraries (libgomp1:arm64 is not pulled in by the -dev packages)
-        elif ! qemu-aarch64 "$tmp/cross" > /dev/null 2>> "$tmp/cross.log"; then
+        elif [ "$cross_built" = 1 ] && ! qemu-aarch64 "$tmp/cross" > /dev/null 2>> "$tmp/cross.log"; then
             missing="$missing libgomp1:arm64 libopenblas0:arm64 libcjson1:arm64 libpcre2-8-0:arm64"
             what="$what aarch64-runtime"
         fi
@@ -201,12 +207,15 @@ if [ "$(uname -s)" = Darwin ]; then
     exit 1
 fi
 
-# Deduplicate, keeping order.
-pkgs=""
-for p in $missing; do
-    case " $pkgs " in *" $p "*) ;; *) pkgs="$pkgs $p" ;; esac
-done
-pkgs=${pkgs# }
+# The packages to install: $missing deduplicated, keeping order.
+packages() {
+    pkgs=""
+    for p in $missing; do
+        case " $pkgs " in *" $p "*) ;; *) pkgs="$pkgs $p" ;; esac
+    done
+    pkgs=${pkgs# }
+}
+packages
 cmd="apt-get update && apt-get install -y --no-install-recommends $pkgs"
 
 if ! command -v apt-get > /dev/null 2>&1; then
@@ -228,28 +237,36 @@ else
     exit 1
 fi
 
-say "installing: $pkgs"
 # The :arm64 packages need arm64 among dpkg's architectures (before apt-get update).
 if [ "$CROSS" = aarch64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64 || { say "dpkg --add-architecture arm64 failed"; exit 1; }
 fi
-# shellcheck disable=SC2086
-if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q < /dev/null > "$tmp/apt.log" 2>&1 ||
-   ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs \
-        < /dev/null >> "$tmp/apt.log" 2>&1; then
-    tail -n 20 "$tmp/apt.log" >&2
-    say "apt-get failed; the command was: $cmd"
-    exit 1
-fi
-
-# Trust the compiler, not apt's exit status: check again.
-check_all
-if [ -n "$missing" ]; then
-    say "still missing after install:$what"
-    for f in "$tmp"/*.log; do
-        [ -s "$f" ] && { echo "--- $(basename "$f")" >&2; tail -n 5 "$f" >&2; }
-    done
-    exit 1
-fi
+# Two rounds at most: a check that needs an earlier piece installed (the arm64 runtime,
+# found by running the cross-built program under qemu) can only speak after the first.
+round=1
+while :; do
+    say "installing: $pkgs"
+    # shellcheck disable=SC2086
+    if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q < /dev/null > "$tmp/apt.log" 2>&1 ||
+       ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs \
+            < /dev/null >> "$tmp/apt.log" 2>&1; then
+        tail -n 20 "$tmp/apt.log" >&2
+        say "apt-get failed; the command was: apt-get update && apt-get install -y --no-install-recommends $pkgs"
+        exit 1
+    fi
+    # Trust the compiler, not apt's exit status: check again.
+    installed=$pkgs
+    check_all
+    [ -z "$missing" ] && break
+    packages
+    if [ "$round" = 2 ] || [ "$pkgs" = "$installed" ]; then
+        say "still missing after install:$what"
+        for f in "$tmp"/*.log; do
+            [ -s "$f" ] && { echo "--- $(basename "$f")" >&2; tail -n 5 "$f" >&2; }
+        done
+        exit 1
+    fi
+    round=2
+done
 say "ok"
 exit 0
