@@ -91,6 +91,13 @@ int main(void) {
         static ds3_real dA[2][T * ROWS], dB[2][T * ROWS];
         int ncopies = ds3_lanes_select_avx2(true) ? 2 : 1;
         if (ncopies == 1) fprintf(stderr, "   (no AVX2 on this CPU: portable copy only)\n");
+        /* Token counts around the kernels' blocks (lanes.h: one token; up to four per
+         * row; tiles of four rows by three tokens, TILE_TOKENS at a time), and a row
+         * count that leaves a ragged group of rows (299: three rows past a group of four). */
+        enum { TMAX = 70 };
+        static const int Ts[] = {2, 3, 4, 5, T, 64, TMAX};
+        static ds3_real xm[TMAX * COLS], mA[2][TMAX * ROWS], mB[2][TMAX * ROWS];
+        for (int i = 0; i < TMAX * COLS; i++) xm[i] = (ds3_real)urand();
         for (int k = 0; k < 4; k++) {
             for (int c = 0; c < ncopies; c++) {
                 ds3_lanes_select_avx2(c == 1);
@@ -99,10 +106,23 @@ int main(void) {
                     ds3_linear(DS3_KERNELS_DETERMINISTIC, dB[c] + t * ROWS, x + t * COLS, ts[k], 1);
                 CHECK(memcmp(dA[c], dB[c], sizeof dA[c]) == 0, "%s copy %d: T=%d and T=1 give the same bits",
                       ts[k]->name, c, T);
+                for (int rr = 0; rr < 2; rr++) {
+                    ds3_tensor w = *ts[k];
+                    w.rows = rr ? ROWS - 1 : ROWS;
+                    for (int t = 0; t < TMAX; t++)
+                        ds3_linear(DS3_KERNELS_DETERMINISTIC, mB[c] + t * w.rows, xm + t * COLS, &w, 1);
+                    int bad = 0;
+                    for (size_t n = 0; n < sizeof Ts / sizeof Ts[0]; n++) {
+                        ds3_linear(DS3_KERNELS_DETERMINISTIC, mA[c], xm, &w, Ts[n]);
+                        bad += memcmp(mA[c], mB[c], sizeof(ds3_real) * (size_t)(Ts[n] * w.rows)) != 0;
+                    }
+                    CHECK(bad == 0, "%s copy %d, %d rows: T = 2, 3, 4, 5, 7, 64, 70 give T=1's bits (%d differ)",
+                          ts[k]->name, c, (int)w.rows, bad);
+                }
             }
             if (ncopies == 2)
-                CHECK(memcmp(dA[0], dA[1], sizeof dA[0]) == 0, "%s: portable and AVX2 copies give the same bits",
-                      ts[k]->name);
+                CHECK(memcmp(dA[0], dA[1], sizeof dA[0]) == 0 && memcmp(mA[0], mA[1], sizeof mA[0]) == 0,
+                      "%s: portable and AVX2 copies give the same bits", ts[k]->name);
         }
 
         /* Every e4m3 code through both copies, fused (T=1) and buffered (T=2):

@@ -1041,6 +1041,10 @@ static long long vm_data(void) {
     return kb * 1024;
 }
 
+/* Tokens of the call that needs a tile buffer: more than fast mode sends to the
+ * lane kernel (linear.c, LANES_MAX_T = 32), which needs none. */
+enum { OOM_T = 36 };
+
 typedef struct {
     ds3_state *s;
     const int32_t *toks;
@@ -1086,15 +1090,15 @@ static void *oom_thread(void *arg) {
         c->verdict = 1;
         return NULL;
     }
-    ds3_status st = ds3_forward(c->s, c->toks + 4, 8, 4, c->logits);
+    ds3_status st = ds3_forward(c->s, c->toks + 4, OOM_T, 4, c->logits);
     snprintf(c->msg, sizeof c->msg, "%s: %s", ds3_status_name(st), ds3_last_error());
     for (int i = 0; i < nfill; i++) free(fill[i]);
     free(fill);
     setrlimit(RLIMIT_DATA, &old);
     bool refused = st == DS3_ERR_NOMEM && strstr(c->msg, "tile buffer") && strstr(c->msg, "not computed");
     /* the limit lifted, the same call computes the reference's bits */
-    st = ds3_forward(c->s, c->toks + 4, 8, 4, c->logits);
-    bool same = st == DS3_OK && memcmp(c->logits, c->ref, (size_t)8 * c->V * sizeof(ds3_real)) == 0;
+    st = ds3_forward(c->s, c->toks + 4, OOM_T, 4, c->logits);
+    bool same = st == DS3_OK && memcmp(c->logits, c->ref, (size_t)OOM_T * c->V * sizeof(ds3_real)) == 0;
     if (!same) snprintf(c->msg + strlen(c->msg), sizeof c->msg - strlen(c->msg), "; after: %s, %s",
                         ds3_status_name(st), st ? ds3_last_error() : "logits differ from the reference");
     c->verdict = refused && same ? 0 : -1;
@@ -1135,16 +1139,17 @@ static void test_tile_oom(void) {
         mallopt(M_MMAP_THRESHOLD, 4096);
         ds3_model *m = NULL;
         ds3_state *r = NULL, *s = NULL;
-        int32_t toks[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+        int32_t toks[4 + OOM_T];
+        for (int i = 0; i < 4 + OOM_T; i++) toks[i] = 1 + i;
         oom_case c = {0};
-        if (ds3_model_load(model, &m) || ds3_state_new(m, 16, DS3_ATTN_ABSORB, &r) ||
-            ds3_state_new(m, 16, DS3_ATTN_ABSORB, &s))
+        if (ds3_model_load(model, &m) || ds3_state_new(m, 4 + OOM_T, DS3_ATTN_ABSORB, &r) ||
+            ds3_state_new(m, 4 + OOM_T, DS3_ATTN_ABSORB, &s))
             _exit(10);
         c.V = ds3_model_vocab_size(m);
-        c.ref = malloc((size_t)8 * c.V * sizeof(ds3_real));
-        c.logits = malloc((size_t)8 * c.V * sizeof(ds3_real));
+        c.ref = malloc((size_t)OOM_T * c.V * sizeof(ds3_real));
+        c.logits = malloc((size_t)OOM_T * c.V * sizeof(ds3_real));
         /* the reference, in this thread (whose team has its buffers) */
-        if (!c.ref || !c.logits || ds3_forward(r, toks, 4, 0, NULL) || ds3_forward(r, toks + 4, 8, 4, c.ref)) _exit(11);
+        if (!c.ref || !c.logits || ds3_forward(r, toks, 4, 0, NULL) || ds3_forward(r, toks + 4, OOM_T, 4, c.ref)) _exit(11);
         c.s = s;
         c.toks = toks;
         pthread_t t;

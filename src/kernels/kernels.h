@@ -161,7 +161,11 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
 /* Tests: use the AVX2 (true) or portable (false) copy of the lane kernel;
  * false if AVX2 was asked for and the CPU lacks it. */
 bool ds3_lanes_select_avx2(bool on);
-/* Free this thread's (team's) BLAS tile buffers (regrown on the next call). */
+/* The calling thread's scratch for the lane kernel's decoded rows, at least n
+ * reals (grown as needed, kept for the next call); NULL when memory runs out
+ * (the kernel then takes its unbuffered loops: the same bits). */
+ds3_real *ds3_lanes_scratch(int64_t n);
+/* Free this thread's (team's) BLAS tile buffers and lane scratch (regrown on the next call). */
 void ds3_linear_release(void);
 /* Tile buffers of TILE_ROWS x max_cols on every thread of the team, and
  * (once) a probe that OpenBLAS's own buffers fit in the address space;

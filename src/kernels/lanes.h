@@ -34,6 +34,14 @@
 #define TOK_CHUNK 16
 /* Columns decoded at once: one FP8 scale block. */
 #define LANE_BLOCK DS3_FP8_BLOCK
+/* Calls of at least this many tokens go through lanes_tiles (fewer: dot_rows4_fused,
+ * which decodes as it goes and was as fast or faster for 2-4 tokens on BF16). */
+#define LANES_TILE_MIN_T 5
+/* Keep a loaded vector in a register rather than load it again for each use
+ * (a hint to the compiler; linear_avx2.c defines it, nothing else needs to). */
+#ifndef LANES_IN_REG
+#define LANES_IN_REG(v) ((void)0)
+#endif
 /* An unaligned vector load. */
 #define VLOAD(v, p) memcpy(&(v), (p), sizeof(vreal))
 #endif
@@ -395,6 +403,88 @@ static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_
 }
 #endif
 
+/*
+ * Many tokens, four weight rows at a time: the lane rule blocked for a prefill.
+ * dot_rows4_fused decodes a row's weights again for every four tokens and keeps
+ * four sums in registers; here four rows are decoded once into `wb` (the values
+ * the fused loops use: ds3_tensor_rows is bit-identical to them, test_dtype),
+ * and each group of eight weights, loaded once, goes into the lanes of two
+ * tokens: eight sums in registers (with the four weights, the input and a
+ * product: fourteen of AVX2's sixteen; twelve sums would spill), each input
+ * group loaded once for four rows. Per element the operations are
+ * dot_row_fused's, in its order (lane k sums x[j]·w[j] for j ≡ k mod LANES in
+ * column order, then lanes_sum), so every output has the bits of a one-token
+ * decode, whatever T. Eight independent chains keep a core whose multiplies and
+ * adds issue on separate ports (AMD Zen) busy on both. Whole groups of LANES
+ * columns only (the caller checks).
+ */
+#define TILE_TOKEN(a0, a1, a2, a3, xp)                                          \
+    do {                                                                        \
+        VLOAD(xv, (xp) + j);                                                    \
+        VMULADD(a0, xv, w0); VMULADD(a1, xv, w1);                               \
+        VMULADD(a2, xv, w2); VMULADD(a3, xv, w3);                               \
+    } while (0)
+#define TILE_WEIGHTS()                                                          \
+    do {                                                                        \
+        VLOAD(w0, wb + j); VLOAD(w1, wb + cols + j);                            \
+        VLOAD(w2, wb + 2 * cols + j); VLOAD(w3, wb + 3 * cols + j);             \
+        LANES_IN_REG(w0); LANES_IN_REG(w1); LANES_IN_REG(w2); LANES_IN_REG(w3); \
+    } while (0)
+#define TILE_STORE(o, a0, a1, a2, a3)                                           \
+    do {                                                                        \
+        (o)[0] = LANES_FN(lanes_sum)(&a0); (o)[1] = LANES_FN(lanes_sum)(&a1);   \
+        (o)[2] = LANES_FN(lanes_sum)(&a2); (o)[3] = LANES_FN(lanes_sum)(&a3);   \
+    } while (0)
+
+/* Two tokens (x, x + cols) into out[0..3] and out[rows..rows+3]. */
+static void LANES_FN(tile_4x2)(ds3_real *out, int64_t rows, const ds3_real *wb, const ds3_real *x, int64_t cols) {
+    vreal a00, a10, a20, a30, a01, a11, a21, a31, w0, w1, w2, w3, xv;
+    VZERO(a00); VZERO(a10); VZERO(a20); VZERO(a30);
+    VZERO(a01); VZERO(a11); VZERO(a21); VZERO(a31);
+    for (int64_t j = 0; j < cols; j += LANES) {
+        TILE_WEIGHTS();
+        TILE_TOKEN(a00, a10, a20, a30, x);
+        TILE_TOKEN(a01, a11, a21, a31, x + cols);
+    }
+    TILE_STORE(out, a00, a10, a20, a30);
+    TILE_STORE(out + rows, a01, a11, a21, a31);
+}
+
+/* One token: an odd T's last. */
+static void LANES_FN(tile_4x1)(ds3_real *out, const ds3_real *wb, const ds3_real *x, int64_t cols) {
+    vreal a00, a10, a20, a30, w0, w1, w2, w3, xv;
+    VZERO(a00); VZERO(a10); VZERO(a20); VZERO(a30);
+    for (int64_t j = 0; j < cols; j += LANES) {
+        TILE_WEIGHTS();
+        TILE_TOKEN(a00, a10, a20, a30, x);
+    }
+    TILE_STORE(out, a00, a10, a20, a30);
+}
+#undef TILE_TOKEN
+#undef TILE_WEIGHTS
+#undef TILE_STORE
+
+/* Tokens whose inputs are multiplied by one set of four decoded rows before the
+ * next set is decoded: 64 rows of 1,024 floats (256 KB) stay in a Zen 3 core's L2. */
+#define TILE_TOKENS 64
+
+/* Weight rows [i0, i1) (a multiple of four) for all T tokens, through tile_4x2;
+ * wb holds four decoded rows. */
+static void LANES_FN(lanes_tiles)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0,
+                                  int64_t i1, ds3_real *wb) {
+    const int64_t rows = w->rows, cols = w->cols;
+    for (int t0 = 0; t0 < T; t0 += TILE_TOKENS) {
+        const int t1 = t0 + TILE_TOKENS < T ? t0 + TILE_TOKENS : T;
+        for (int64_t i = i0; i < i1; i += 4) {
+            ds3_tensor_rows(wb, w, i, 4);
+            int t = t0;
+            for (; t + 2 <= t1; t += 2)
+                LANES_FN(tile_4x2)(out + (int64_t)t * rows + i, rows, wb, in + (int64_t)t * cols, cols);
+            if (t < t1) LANES_FN(tile_4x1)(out + (int64_t)t * rows + i, wb, in + (int64_t)t * cols, cols);
+        }
+    }
+}
+
 /* Weight rows [i0, i1) for all T tokens: the fused loops in float builds. */
 static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0,
                                  int64_t i1) {
@@ -407,11 +497,21 @@ static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_te
         for (; i < i1; i++) out[i] = LANES_FN(dot_row_fused)(w, i, in);
         return;
     }
+#endif
+    /* Several tokens: whole groups of four rows through the tiles (the same bits;
+     * without scratch memory the loops below, the same bits again). */
+    ds3_real *wb;
+    if (T >= LANES_TILE_MIN_T && w->cols % LANES == 0 && i1 - i0 >= 4 && (wb = ds3_lanes_scratch(4 * w->cols))) {
+        const int64_t i4 = i0 + (i1 - i0) / 4 * 4;
+        LANES_FN(lanes_tiles)(out, in, w, T, i0, i4, wb);
+        i0 = i4;
+    }
+#ifndef DS3_F64
     for (int64_t i = i0; i < i1; i++)
         for (int t0 = 0; t0 < T; t0 += 4)
             LANES_FN(dot_rows4_fused)(out + (int64_t)t0 * w->rows + i, w->rows, w, i, in + (int64_t)t0 * w->cols,
                                       T - t0 < 4 ? T - t0 : 4);
     return;
 #endif
-    LANES_FN(lanes_block)(out, in, w, T, i0, i1);
+    if (i0 < i1) LANES_FN(lanes_block)(out, in, w, T, i0, i1);
 }

@@ -17,9 +17,10 @@
  *     combined by a fixed tree. Written with GCC/clang vector extensions so the
  *     compiler emits SIMD without intrinsics; no FMA contraction (the Makefile
  *     passes -ffp-contract=off), so the bits are the same on every x86-64 and
- *     every compiler. It serves decode (T = 1), and every T in deterministic
- *     mode and in BLAS=none builds.
- *   - the BLAS path (T > 1): rows are dequantised 128 at a time into a tile
+ *     every compiler. It serves decode (T = 1), calls of up to LANES_MAX_T
+ *     tokens in fast mode, and every T in deterministic mode and in BLAS=none
+ *     builds.
+ *   - the BLAS path (more tokens): rows are dequantised 128 at a time into a tile
  *     and each tile is one single-threaded sgemm (dgemm in the f64 build);
  *     OpenMP runs the tiles in parallel.
  *
@@ -180,6 +181,19 @@ static bool have_avx2(void) {
 #else
     return false;
 #endif
+}
+
+static _Thread_local ds3_real *lanes_buf;
+static _Thread_local int64_t lanes_cap;
+
+ds3_real *ds3_lanes_scratch(int64_t n) {
+    if (n > lanes_cap) {
+        ds3_real *nb = realloc(lanes_buf, (size_t)n * sizeof(ds3_real));
+        if (!nb) return NULL;
+        lanes_buf = nb;
+        lanes_cap = n;
+    }
+    return lanes_buf;
 }
 
 /* The kernel copy in use: NULL until the first call picks the AVX2 one where
@@ -442,7 +456,7 @@ ds3_status ds3_threads_start(void) {
 }
 
 /* Calls of at most this many tokens use the lane kernel in fast mode too. */
-#define LANES_MAX_T 4
+#define LANES_MAX_T 32
 
 ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out) {
     static const char *const names[] = {"fast", "deterministic", "ref"};
@@ -463,10 +477,11 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
 #ifdef DS3_BLAS
         /* A GEMM on a dequantised tile pays for the dequantisation and the
          * packing once per call; up to LANES_MAX_T tokens the lane kernel,
-         * which decodes each weight once for up to four tokens, is faster
-         * (measured on a 256 x 1024 FP8 expert: 2-2.6x for 2-4 tokens, about
-         * even at 6-8, BLAS 2x ahead at 16). Most experts of a prefill see
-         * that few tokens. */
+         * which decodes each weight once per call and multiplies it into
+         * two tokens at a time (lanes.h, lanes_tiles), is as fast or faster
+         * (measured on small's shapes, one Zen 5 core: 1.3-2.6x at 5-8 tokens,
+         * 1.0-1.5x at 16, about even at 32, BLAS ahead from 48). Most experts
+         * of a prefill see that few tokens. */
         if (ds3_use_blas && T > LANES_MAX_T) {
             linear_blas(out, in, w, T);
             return;
@@ -480,13 +495,16 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
 }
 
 void ds3_linear_release(void) {
-#ifdef DS3_BLAS
-    /* every thread of the team frees its own buffer */
+    /* every thread of the team frees its own buffers */
 #pragma omp parallel
     {
+#ifdef DS3_BLAS
         free(tile_buf);
         tile_buf = NULL;
         tile_cap = 0;
-    }
 #endif
+        free(lanes_buf);
+        lanes_buf = NULL;
+        lanes_cap = 0;
+    }
 }

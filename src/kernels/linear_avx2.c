@@ -11,6 +11,9 @@
 #include <string.h>
 
 #define LANES_FN(name) name##_avx2
+/* lanes.h's tiles: the four weight vectors stay in registers (gcc would fold
+ * their loads into each multiply, two loads per product instead of one). */
+#define LANES_IN_REG(v) __asm__("" : "+x"(v))
 
 #ifndef DS3_F64  /* the fused FP8 loops exist in float builds only */
 /*
