@@ -123,6 +123,23 @@ int main(void) {
             if (ncopies == 2)
                 CHECK(memcmp(dA[0], dA[1], sizeof dA[0]) == 0 && memcmp(mA[0], mA[1], sizeof mA[0]) == 0,
                       "%s: portable and AVX2 copies give the same bits", ts[k]->name);
+            /* The AVX2 copy's tiles 512 bits wide (linear_avx2.c), where the CPU has AVX-512:
+             * the same bits as 256 bits wide, for T = 64 and 70 (whole and ragged groups of four). */
+            if (ncopies == 2 && ds3_lanes_select_avx512(true)) {
+                ds3_lanes_select_avx2(true);
+                int bad = 0;
+                for (int n = 5; n < 7; n++) {
+                    ds3_lanes_select_avx512(true);
+                    ds3_linear(DS3_KERNELS_DETERMINISTIC, mA[0], xm, ts[k], Ts[n]);
+                    ds3_lanes_select_avx512(false);
+                    ds3_linear(DS3_KERNELS_DETERMINISTIC, mA[1], xm, ts[k], Ts[n]);
+                    bad += memcmp(mA[0], mA[1], sizeof(ds3_real) * (size_t)(Ts[n] * ROWS)) != 0;
+                }
+                ds3_lanes_select_avx512(true);
+                CHECK(bad == 0, "%s: the tiles 512 and 256 bits wide give the same bits (%d differ)", ts[k]->name, bad);
+            } else if (k == 0) {
+                fprintf(stderr, "   (no AVX-512 on this CPU or in this build: the wide tiles are not compared)\n");
+            }
         }
 
         /* Every e4m3 code through both copies, fused (T=1) and buffered (T=2):

@@ -228,8 +228,13 @@ bool ds3_cpu_has_avx2_f16c(void) {
     if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d)) return false;
     return (c >> 29) & 1u;
 }
+bool ds3_cpu_has_avx512(void) {
+    return ds3_cpu_has_avx2_f16c() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+}
 #else
 bool ds3_cpu_has_avx2_f16c(void) { return false; }
+bool ds3_cpu_has_avx512(void) { return false; }
 #endif
 
 #if DS3_AVX2_COPY && !defined(DS3_F64)

@@ -148,6 +148,8 @@ bool ds3_rows_avx2_ok(void);
 bool ds3_rows_select_avx2(bool on);
 /* The CPU has AVX2 and F16C (what linear_avx2.c is built with). */
 bool ds3_cpu_has_avx2_f16c(void);
+/* The CPU has AVX-512 F, VL and DQ (and AVX2 and F16C): linear_avx2.c's wide tiles. */
+bool ds3_cpu_has_avx512(void);
 
 /* ========================================================================== */
 /* linear.c — out[T][w.rows] = in[T][w.cols] · wᵀ                              */
@@ -161,6 +163,9 @@ void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int 
 /* Tests: use the AVX2 (true) or portable (false) copy of the lane kernel;
  * false if AVX2 was asked for and the CPU lacks it. */
 bool ds3_lanes_select_avx2(bool on);
+/* Tests: let the AVX2 copy's tiles run 512 bits wide (true) or not; false if
+ * asked for and the CPU (or the build) lacks it. The same bits either way. */
+bool ds3_lanes_select_avx512(bool on);
 /* The calling thread's scratch for the lane kernel's decoded rows, at least n
  * reals (grown as needed, kept for the next call); NULL when memory runs out
  * (the kernel then takes its unbuffered loops: the same bits). */

@@ -480,6 +480,12 @@ static void LANES_FN(lanes_tiles)(ds3_real *out, const ds3_real *in, const ds3_t
         for (int64_t i = i0; i < i1; i += 4) {
             ds3_tensor_rows(wb, w, i, 4);
             int t = t0;
+#ifdef LANES_TILE_4X4
+            /* four tokens at a time, 512 bits wide (linear_avx2.c): the same bits */
+            if (LANES_TILE_4X4_OK())
+                for (; t + 4 <= t1; t += 4)
+                    LANES_TILE_4X4(out + (int64_t)t * rows + i, rows, wb, in + (int64_t)t * cols, cols);
+#endif
             for (; t + 2 <= t1; t += 2)
                 LANES_FN(tile_4x2)(out + (int64_t)t * rows + i, rows, wb, in + (int64_t)t * cols, cols);
             if (t < t1) LANES_FN(tile_4x1)(out + (int64_t)t * rows + i, wb, in + (int64_t)t * cols, cols);

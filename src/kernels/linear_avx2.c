@@ -102,7 +102,84 @@ static inline void bf16x8_avx2(__m256 *out, const unsigned char *p) {
 
 /* fp8_finite scans for real here, so a block's scan can be kept (lanes.h) */
 #define LANES_HAVE_HALF 1
+
+#if !defined(DS3_F64) && (defined(__GNUC__) || defined(__clang__))
+/*
+ * The tiles once more, twice as wide, where the CPU has AVX-512 (F, VL, DQ):
+ * lanes.h's tile_4x2 with each 512-bit register holding the eight lanes of two
+ * tokens side by side — [lanes of token t | lanes of token t+1] for one weight
+ * row — and four tokens at a time: eight such sums, the four weight vectors
+ * broadcast to both halves. Every half does tile_4x2's operations on its
+ * token in the same order (a product rounded, then a sum rounded; lane by
+ * lane, no FMA: -ffp-contract=off), and lanes_sum combines each half, so the
+ * bits are the AVX2 copy's (tests/test_linear.c compares them). On a core with
+ * 512-bit multipliers and adders (AMD Zen 5, Intel server cores) each
+ * instruction does twice the work. Built for AVX-512 by the target attribute,
+ * run only after ds3_cpu_has_avx512 said yes.
+ */
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq")))
+
+static bool avx512_ok(void);
+
+TARGET_AVX512 static void tile_4x4_avx512(float *out, int64_t rows, const float *wb, const float *x, int64_t cols) {
+    const float *x0 = x, *x1 = x + cols, *x2 = x + 2 * cols, *x3 = x + 3 * cols;
+    __m512 a00 = _mm512_setzero_ps(), a10 = a00, a20 = a00, a30 = a00;  /* tokens 0, 1 */
+    __m512 a02 = a00, a12 = a00, a22 = a00, a32 = a00;                  /* tokens 2, 3 */
+    for (int64_t j = 0; j < cols; j += 8) {
+        const __m512 w0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(wb + j));
+        const __m512 w1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(wb + cols + j));
+        const __m512 w2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(wb + 2 * cols + j));
+        const __m512 w3 = _mm512_broadcast_f32x8(_mm256_loadu_ps(wb + 3 * cols + j));
+        const __m512 x01 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x0 + j)), _mm256_loadu_ps(x1 + j), 1);
+        const __m512 x23 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x2 + j)), _mm256_loadu_ps(x3 + j), 1);
+        a00 = _mm512_add_ps(a00, _mm512_mul_ps(x01, w0)); a10 = _mm512_add_ps(a10, _mm512_mul_ps(x01, w1));
+        a20 = _mm512_add_ps(a20, _mm512_mul_ps(x01, w2)); a30 = _mm512_add_ps(a30, _mm512_mul_ps(x01, w3));
+        a02 = _mm512_add_ps(a02, _mm512_mul_ps(x23, w0)); a12 = _mm512_add_ps(a12, _mm512_mul_ps(x23, w1));
+        a22 = _mm512_add_ps(a22, _mm512_mul_ps(x23, w2)); a32 = _mm512_add_ps(a32, _mm512_mul_ps(x23, w3));
+    }
+    /* each half through lanes_sum's tree: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
+    const __m512 acc[8] = {a00, a10, a20, a30, a02, a12, a22, a32};
+    for (int k = 0; k < 8; k++) {
+        _Alignas(64) float l[16];
+        _mm512_store_ps(l, acc[k]);
+        float *o = out + (k / 4) * 2 * rows + (k % 4);
+        for (int h = 0; h < 2; h++) {
+            const float *v = l + 8 * h;
+            o[h * rows] = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+        }
+    }
+}
+#define LANES_TILE_4X4(out, rows, wb, x, cols) tile_4x4_avx512(out, rows, wb, x, cols)
+#define LANES_TILE_4X4_OK() avx512_ok()
+#endif
+
 #include "lanes.h"
+
+#ifdef LANES_TILE_4X4
+/* -1 until asked; then whether the CPU has AVX-512 F, VL and DQ and neither
+ * DS3_NO_AVX512 nor DS3_NO_AVX2 is set. Tests flip it (ds3_lanes_select_avx512). */
+static int avx512_state = -1;
+
+static bool avx512_ok(void) {
+    int v;
+#pragma omp atomic read
+    v = avx512_state;
+    if (v < 0) {
+        v = ds3_cpu_has_avx512() && !getenv("DS3_NO_AVX512") && !getenv("DS3_NO_AVX2");
+#pragma omp atomic write
+        avx512_state = v;
+    }
+    return v;
+}
+
+bool ds3_lanes_select_avx512(bool on) {
+    if (on && !ds3_cpu_has_avx512()) return false;
+    avx512_state = on;
+    return true;
+}
+#else
+bool ds3_lanes_select_avx512(bool on) { return !on; }
+#endif
 
 void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
 void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1) {
