@@ -103,7 +103,18 @@ static inline void bf16x8_avx2(__m256 *out, const unsigned char *p) {
 /* fp8_finite scans for real here, so a block's scan can be kept (lanes.h) */
 #define LANES_HAVE_HALF 1
 
-#if !defined(DS3_F64) && (defined(__GNUC__) || defined(__clang__))
+#if !defined(DS3_F64)
+/* lanes.h's tiles 512 bits wide where the CPU has AVX-512 (below, after lanes.h). */
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq")))
+static bool avx512_ok(void);
+TARGET_AVX512 static void tile_4x4_avx512(float *out, int64_t rows, const float *wb, const float *x, int64_t cols);
+#define LANES_TILE_4X4(out, rows, wb, x, cols) tile_4x4_avx512(out, rows, wb, x, cols)
+#define LANES_TILE_4X4_OK() avx512_ok()
+#endif
+
+#include "lanes.h"
+
+#ifdef LANES_TILE_4X4
 /*
  * The tiles once more, twice as wide, where the CPU has AVX-512 (F, VL, DQ):
  * lanes.h's tile_4x2 with each 512-bit register holding the eight lanes of two
@@ -112,15 +123,11 @@ static inline void bf16x8_avx2(__m256 *out, const unsigned char *p) {
  * broadcast to both halves. Every half does tile_4x2's operations on its
  * token in the same order (a product rounded, then a sum rounded; lane by
  * lane, no FMA: -ffp-contract=off), and lanes_sum combines each half, so the
- * bits are the AVX2 copy's (tests/test_linear.c compares them). On a core with
- * 512-bit multipliers and adders (AMD Zen 5, Intel server cores) each
+ * bits are the 256-bit tiles' (tests/test_linear.c compares them). On a core
+ * with 512-bit multipliers and adders (AMD Zen 5, Intel server cores) each
  * instruction does twice the work. Built for AVX-512 by the target attribute,
- * run only after ds3_cpu_has_avx512 said yes.
+ * run only where avx512_ok says the CPU has it.
  */
-#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq")))
-
-static bool avx512_ok(void);
-
 TARGET_AVX512 static void tile_4x4_avx512(float *out, int64_t rows, const float *wb, const float *x, int64_t cols) {
     const float *x0 = x, *x1 = x + cols, *x2 = x + 2 * cols, *x3 = x + 3 * cols;
     __m512 a00 = _mm512_setzero_ps(), a10 = a00, a20 = a00, a30 = a00;  /* tokens 0, 1 */
@@ -137,25 +144,16 @@ TARGET_AVX512 static void tile_4x4_avx512(float *out, int64_t rows, const float 
         a02 = _mm512_add_ps(a02, _mm512_mul_ps(x23, w0)); a12 = _mm512_add_ps(a12, _mm512_mul_ps(x23, w1));
         a22 = _mm512_add_ps(a22, _mm512_mul_ps(x23, w2)); a32 = _mm512_add_ps(a32, _mm512_mul_ps(x23, w3));
     }
-    /* each half through lanes_sum's tree: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
+    /* each half, one token's eight lanes, through lanes_sum */
     const __m512 acc[8] = {a00, a10, a20, a30, a02, a12, a22, a32};
     for (int k = 0; k < 8; k++) {
-        _Alignas(64) float l[16];
-        _mm512_store_ps(l, acc[k]);
         float *o = out + (k / 4) * 2 * rows + (k % 4);
-        for (int h = 0; h < 2; h++) {
-            const float *v = l + 8 * h;
-            o[h * rows] = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-        }
+        const __m256 lo = _mm512_castps512_ps256(acc[k]), hi = _mm512_extractf32x8_ps(acc[k], 1);
+        o[0] = lanes_sum_avx2(&lo);
+        o[rows] = lanes_sum_avx2(&hi);
     }
 }
-#define LANES_TILE_4X4(out, rows, wb, x, cols) tile_4x4_avx512(out, rows, wb, x, cols)
-#define LANES_TILE_4X4_OK() avx512_ok()
-#endif
 
-#include "lanes.h"
-
-#ifdef LANES_TILE_4X4
 /* -1 until asked; then whether the CPU has AVX-512 F, VL and DQ and neither
  * DS3_NO_AVX512 nor DS3_NO_AVX2 is set. Tests flip it (ds3_lanes_select_avx512). */
 static int avx512_state = -1;
@@ -177,8 +175,6 @@ bool ds3_lanes_select_avx512(bool on) {
     avx512_state = on;
     return true;
 }
-#else
-bool ds3_lanes_select_avx512(bool on) { return !on; }
 #endif
 
 void ds3_lanes_rows_avx2(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, int64_t i0, int64_t i1);
@@ -272,7 +268,9 @@ void ds3_axpy_rows_avx2(ds3_real *restrict y, const ds3_real *a, const ds3_real 
 }
 #endif
 
-#else
-/* Not x86-64: nothing here; linear.c uses the portable copy. */
-typedef int ds3_linear_avx2_unused;
+#endif
+
+#if !DS3_AVX2_COPY || defined(DS3_F64)
+/* Not x86-64 (linear.c uses the portable copy), or the f64 build: no wide tiles. */
+bool ds3_lanes_select_avx512(bool on) { return !on; }
 #endif
