@@ -207,7 +207,7 @@ static const char *const help_info =
     "  --list              list the built-in configs\n";
 
 #define KERNELS_HELP                                                                      \
-    "  --kernels K         fast (default: OpenBLAS for several tokens), deterministic\n" \
+    "  --kernels K         fast (default: OpenBLAS beyond 32 tokens), deterministic\n" \
     "                      (a prefill has the bits of token-by-token decoding) or ref\n"  \
     "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
 

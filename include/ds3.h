@@ -140,8 +140,9 @@ ds3_status ds3_forward_last(ds3_state *s, const int32_t *tokens, int n, int star
 
 /*
  * Which matrix kernels a state's products use (default FAST):
- *   DS3_KERNELS_FAST           one token: the SIMD lane kernel; several tokens:
- *                              OpenBLAS GEMMs on dequantised tiles;
+ *   DS3_KERNELS_FAST           up to 32 tokens: the SIMD lane kernel; more:
+ *                              OpenBLAS GEMMs on dequantised tiles (and, from 5
+ *                              tokens, attention as per-head GEMMs);
  *   DS3_KERNELS_DETERMINISTIC  the lane kernel for any number of tokens, so a
  *                              full prefill and prefill-then-decode give
  *                              byte-identical logits (prefill is slower);
