@@ -105,6 +105,32 @@ static void test_greedy(void) {
     int first = ds3_sample(g, a, 5), same_again = 1;
     for (int i = 0; i < 100; i++) same_again &= ds3_sample(g, a, 5) == first;
     CHECK(same_again, "greedy is not a pure function of the logits");
+    /* Against the one-pass rule (`if (l[i] > l[best]) best = i`) on many rows:
+     * lengths around the eight running maxima's blocks, values drawn from a few
+     * so that ties are common, +0 and -0 and infinities among them; and a NaN at
+     * any position is found and named. */
+    static ds3_real r[1000];
+    static const ds3_real pool[] = {0.0, -0.0, 1.0, -1.0, 2.5, INFINITY, -INFINITY, 0.75};
+    uint64_t st = 12345;
+    int wrong = 0, nan_wrong = 0;
+    for (int trial = 0; trial < 2000; trial++) {
+        const int n = 1 + (int)(ref_splitmix64(&st) % (trial < 1000 ? 40 : 1000));
+        const int kinds = 2 + (int)(ref_splitmix64(&st) % 7);
+        for (int i = 0; i < n; i++) r[i] = pool[ref_splitmix64(&st) % (uint64_t)kinds];
+        int want = 0;
+        for (int i = 1; i < n; i++)
+            if (r[i] > r[want]) want = i;
+        wrong += ds3_sample(g, r, n) != want;
+        const int at = (int)(ref_splitmix64(&st) % (uint64_t)n);
+        const ds3_real keep = r[at];
+        r[at] = NAN;
+        char name[32];
+        snprintf(name, sizeof name, "logits[%d]", at);
+        nan_wrong += ds3_sample(g, r, n) != -1 || !strstr(ds3_last_error(), name);
+        r[at] = keep;
+    }
+    CHECK(wrong == 0, "argmax: %d of 2000 random rows differ from the one-pass rule", wrong);
+    CHECK(nan_wrong == 0, "a NaN anywhere is refused and named: %d of 2000 missed", nan_wrong);
     ds3_sampler_free(g);
     ds3_sampler_free(neg);
 }

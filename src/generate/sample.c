@@ -214,11 +214,38 @@ static int nucleus(const ds3_sampler *s, const struct tok_prob *tp, int vocab, d
 
 /* ---- sampling ------------------------------------------------------------------ */
 
+/* The first maximum (no NaN: the callers refuse those first). The largest value
+ * is found by eight independent running maxima, not one chain (a decode step
+ * does this over the whole vocabulary on one thread while the others wait),
+ * then the first index holding a value equal to it: the same index as the
+ * one-pass loop `if (logits[i] > logits[best]) best = i`, ties (+0 and -0
+ * included) going to the lowest index. */
 static int argmax(const ds3_real *logits, int vocab) {
+    ds3_real m[8];
+    int i = 0;
+    for (int k = 0; k < 8; k++) m[k] = logits[k < vocab ? k : 0];
+    for (; i + 8 <= vocab; i += 8)
+        for (int k = 0; k < 8; k++) m[k] = logits[i + k] > m[k] ? logits[i + k] : m[k];
+    for (; i < vocab; i++) m[0] = logits[i] > m[0] ? logits[i] : m[0];
+    ds3_real mx = m[0];
+    for (int k = 1; k < 8; k++) mx = m[k] > mx ? m[k] : mx;
     int best = 0;
-    for (int i = 1; i < vocab; i++)
-        if (logits[i] > logits[best]) best = i;   /* strict: the first maximum wins */
+    while (!(logits[best] == mx)) best++;
     return best;
+}
+
+/* The first NaN logit, or -1: blocks of 256 tested with no branch (a loop of
+ * known length the compiler can run eight at a time), then the block searched. */
+static int first_nan(const ds3_real *logits, int vocab) {
+    int i0 = 0;
+    for (; i0 + 256 <= vocab; i0 += 256) {
+        int any = 0;
+        for (int i = 0; i < 256; i++) any |= logits[i0 + i] != logits[i0 + i];
+        if (any) break;
+    }
+    for (int i = i0; i < vocab; i++)
+        if (isnan(logits[i])) return i;
+    return -1;
 }
 
 /* Descending probability, ties by ascending id: a total order, so qsort's
@@ -246,11 +273,10 @@ static int sample_body(ds3_sampler *s, const ds3_real *logits, int vocab) {
                                                                                 : "vocab must be positive");
         return -1;
     }
-    for (int i = 0; i < vocab; i++) {
-        if (isnan(logits[i])) {
-            ds3_fail(DS3_ERR_ARG, "ds3_sample: logits[%d] is NaN", i);
-            return -1;
-        }
+    const int nan_at = first_nan(logits, vocab);
+    if (nan_at >= 0) {
+        ds3_fail(DS3_ERR_ARG, "ds3_sample: logits[%d] is NaN", nan_at);
+        return -1;
     }
     logits = penalise(s, logits, vocab);
     if (!logits) return -1;
@@ -308,11 +334,11 @@ double ds3_sampler_uniform(ds3_sampler *s) { return next_unit(&s->state); }
  * from the unnormalised masses, the same thing). Greedy: one-hot at the argmax.
  */
 int ds3_sampler_probs(ds3_sampler *s, const ds3_real *logits, int vocab, double *p) {
-    for (int i = 0; i < vocab; i++)
-        if (isnan(logits[i])) {
-            ds3_fail(DS3_ERR_ARG, "ds3_sampler_probs: logits[%d] is NaN", i);
-            return -1;
-        }
+    const int nan_at = first_nan(logits, vocab);
+    if (nan_at >= 0) {
+        ds3_fail(DS3_ERR_ARG, "ds3_sampler_probs: logits[%d] is NaN", nan_at);
+        return -1;
+    }
     logits = penalise(s, logits, vocab);
     if (!logits) return -1;
     if (s->temp <= 0.0f) {
