@@ -237,6 +237,96 @@ static void test_determinism(void) {
 /* top-k, min-p, the repetition penalty (issue 18): the distribution each
  * defines, drawn and as ds3_sampler_probs writes it out (what speculative
  * decoding accepts against). */
+/* The documented procedure written out with qsort, for the large-vocabulary check
+ * below: softmax in double with ds3_exp, the order (p desc, id asc), top-k, min-p,
+ * top-p, the inverse CDF with the documented PRNG. */
+struct ref_tp {
+    double p;
+    int id;
+};
+static int ref_cmp(const void *a, const void *b) {
+    const struct ref_tp *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+static int ref_sample(const ds3_real *l, int n, double t, int top_k, double min_p, double top_p, uint64_t *st,
+                      struct ref_tp *tp) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    const double mx = (double)l[best];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        const double x = (double)l[i];
+        tp[i].p = x == mx ? 1.0 : isinf(mx) ? 0.0 : ds3_exp((x - mx) / t);
+        tp[i].id = i;
+        sum += tp[i].p;
+    }
+    for (int i = 0; i < n; i++) tp[i].p /= sum;
+    qsort(tp, (size_t)n, sizeof *tp, ref_cmp);
+    int kept = n;
+    if (top_k > 0 && top_k < kept) kept = top_k;
+    if (min_p > 0) {
+        int k = 1;
+        while (k < kept && tp[k].p >= min_p * tp[0].p) k++;
+        kept = k;
+    }
+    double thr = top_p;
+    if (kept < n) {
+        double m = 0.0;
+        for (int k = 0; k < kept; k++) m += tp[k].p;
+        thr *= m;
+    }
+    int keep = kept;
+    double mass = 0.0;
+    for (int k = 0; k < kept; k++) {
+        mass += tp[k].p;
+        if (top_p < 1.0 && mass >= thr) {
+            keep = k + 1;
+            break;
+        }
+    }
+    const double r = ref_unit(st) * mass;
+    double c = 0.0;
+    for (int k = 0; k < keep; k++) {
+        c += tp[k].p;
+        if (c > r) return tp[k].id;
+    }
+    return tp[keep - 1].id;
+}
+
+/* A vocabulary of DeepSeek-V3's size class, logits full of ties: the draws are the
+ * documented procedure's, one for one (the sampler sorts with a radix sort; any
+ * sort gives the one permutation of that total order). */
+static void test_large_vocab(void) {
+    th_section("a large vocabulary: draws equal the documented procedure's, tie for tie");
+    enum { V = 30000 };
+    static ds3_real l[V];
+    static struct ref_tp tp[V];
+    uint64_t g = 99;
+    for (int i = 0; i < V; i++) {
+        const uint64_t u = ref_splitmix64(&g);
+        l[i] = u % 97 == 0 ? -INFINITY : (ds3_real)((double)(u % 41) * 0.25 - 6.0);  /* 41 values: ties */
+    }
+    static const struct { float temp, top_p, min_p; int top_k; } cases[] = {
+        {0.8f, 1.0f, 0.0f, 0}, {1.3f, 0.9f, 0.0f, 0}, {0.6f, 1.0f, 0.0f, 50}, {1.0f, 0.95f, 0.05f, 0}, {2.0f, 0.5f, 0.0f, 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ds3_sampler *s = make(cases[c].temp, cases[c].top_p, 7 + c);
+        CHECK(ds3_sampler_set_filters(s, cases[c].top_k, cases[c].min_p) == DS3_OK, "filters");
+        uint64_t st = 7 + c;
+        int differ = 0;
+        for (int d = 0; d < 60; d++) {
+            const int want = ref_sample(l, V, (double)cases[c].temp, cases[c].top_k, (double)cases[c].min_p,
+                                        (double)cases[c].top_p, &st, tp);
+            differ += ds3_sample(s, l, V) != want;
+        }
+        CHECK(differ == 0, "temp %g top-p %g top-k %d min-p %g: %d of 60 draws differ from the procedure's",
+              (double)cases[c].temp, (double)cases[c].top_p, cases[c].top_k, (double)cases[c].min_p, differ);
+        ds3_sampler_free(s);
+    }
+}
+
 static void test_filters(void) {
     th_section("top-k, min-p, repetition penalty");
     /* logits ln(p) for p = .4 .3 .15 .1 .05: softmax gives p back at temp 1 */
@@ -362,6 +452,7 @@ int main(void) {
     test_exact_draws();
     test_nucleus();
     test_determinism();
+    test_large_vocab();
     test_filters();
     return th_finish();
 }
