@@ -89,7 +89,7 @@ static void moe_keep_groups(ds3_real *sel, const ds3_real *s, const ds3_config *
             gs[g] = a;
         }
     }
-    memset(taken, 0, (size_t)G);
+    for (int g = 0; g < G; g++) taken[g] = 0;  /* (a loop: gcc's SAN build read memset's size as possibly negative) */
     for (int k = 0; k < c->topk_group; k++) taken[argmax_free(gs, taken, G)] = 1;
     /* taken[g] now marks the kept groups; mask the others with −inf. */
     for (int g = 0; g < G; g++)
