@@ -317,16 +317,17 @@ static void LANES_FN(dot_rows4_fused)(ds3_real *out, int64_t ostride, const ds3_
  * loaded once for the four. Whole groups of eight only (cols % 8 == 0); the
  * caller sends anything else to dot_row_fused.
  */
-static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_t i, const float *x, bool ahead) {
+static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_t i, const float *x) {
     const int64_t cols = w->cols;
     vreal a0, a1, a2, a3, xv, w0, w1, w2, w3;
     VZERO(a0); VZERO(a1); VZERO(a2); VZERO(a3);
     /* The next four rows follow these in memory: ask for their lines while
-     * these are summed (`ahead`: the tensor has them). Four rows read side by
+     * these are summed, where the tensor has them. Four rows read side by
      * side are four short streams the hardware prefetchers barely pick up; one
      * line requested per row and 64 bytes keeps the memory busy. The next rows
      * are asked for across the end of the caller's chunk of rows too: with
      * OpenMP's static schedule the next chunk is usually this thread's next. */
+    const bool ahead = i + 8 <= w->rows;
     const size_t rowb = (size_t)cols * (w->dtype == DS3_DT_BF16 ? 2 : 1);
     const unsigned char *pn = (const unsigned char *)w->data + (size_t)(i + 4) * rowb;
 #define PREFETCH_NEXT4(off)                                              \
@@ -501,7 +502,7 @@ static void LANES_FN(lanes_rows)(ds3_real *out, const ds3_real *in, const ds3_te
     if (T == 1) {
         int64_t i = i0;
         if ((w->dtype == DS3_DT_BF16 || w->dtype == DS3_DT_F8_E4M3) && w->cols % 8 == 0)
-            for (; i + 4 <= i1; i += 4) LANES_FN(dot_4rows_fused)(out, w, i, in, i + 8 <= w->rows);
+            for (; i + 4 <= i1; i += 4) LANES_FN(dot_4rows_fused)(out, w, i, in);
         for (; i < i1; i++) out[i] = LANES_FN(dot_row_fused)(w, i, in);
         return;
     }
