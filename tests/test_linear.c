@@ -211,6 +211,10 @@ int main(void) {
         tqs.fp8_seen = seen;
         const ds3_tensor *tt[3] = {&tq, &th, &tqs};
         int ncopies = ds3_lanes_select_avx2(true) ? 2 : 1;
+        /* copy 2: the AVX2 copy with its AVX-512 loops (FP8 decode's blocks
+         * 512 bits wide, linear_avx2.c), where the CPU has them */
+        const int nruns = ncopies + (ncopies == 2 && ds3_lanes_select_avx512(true));
+        if (nruns == 2) fprintf(stderr, "   (no AVX-512 on this CPU or in this build: the wide loops are not run)\n");
         for (int k = 0; k < 3; k++) {
             for (int t = 0; t < 5; t++)
                 for (int r = 0; r < R2; r++) {
@@ -223,8 +227,9 @@ int main(void) {
                     want[t * R2 + r] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
                                        ((lane[1] + lane[5]) + (lane[3] + lane[7]));
                 }
-            for (int c = 0; c < ncopies; c++) {
-                ds3_lanes_select_avx2(c == 1);
+            for (int c = 0; c < nruns; c++) {
+                ds3_lanes_select_avx2(c >= 1);
+                if (ncopies == 2) ds3_lanes_select_avx512(c == 2);
                 for (int T1 = 1; T1 <= 5; T1 += 4) {  /* one token (decode), and five at once */
                     if (T1 == 1)
                         for (int t = 0; t < 5; t++) ds3_linear(DS3_KERNELS_FAST, got + t * R2, xs + t * C2, tt[k], 1);
@@ -253,6 +258,7 @@ int main(void) {
                   "(%d wrong)", SR * SC - 2, wrong);
         }
         ds3_lanes_select_avx2(true);
+        ds3_lanes_select_avx512(nruns == 3);
     }
 #endif
 

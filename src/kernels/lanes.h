@@ -373,6 +373,14 @@ static void LANES_FN(dot_4rows_fused)(ds3_real *out, const ds3_tensor *w, int64_
             const bool half = h0 && h1 && h2 && h3;
             if (half) c0 = e0, c1 = e1, c2 = e2, c3 = e3;
             int64_t j = j0;
+#ifdef LANES_FP8_4ROWS
+            /* a whole block 512 bits wide where the CPU has it (linear_avx2.c) */
+            if (half && j1 - j0 == DS3_FP8_BLOCK && LANES_FP8_4ROWS_OK()) {
+                if (ahead) { PREFETCH_NEXT4(j0); PREFETCH_NEXT4(j0 + 64); }
+                LANES_FP8_4ROWS(&a0, &a1, &a2, &a3, p0 + j0, p1 + j0, p2 + j0, p3 + j0, x + j0, c0);
+                continue;
+            }
+#endif
             if (half) {
                 /* sixteen codes of each row decoded at once (fp8x16_half: one
                  * integer step per sixteen instead of per eight), then the two

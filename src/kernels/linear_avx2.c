@@ -110,6 +110,12 @@ static bool avx512_ok(void);
 TARGET_AVX512 static void tile_4x4_avx512(float *out, int64_t rows, const float *wb, const float *x, int64_t cols);
 #define LANES_TILE_4X4(out, rows, wb, x, cols) tile_4x4_avx512(out, rows, wb, x, cols)
 #define LANES_TILE_4X4_OK() avx512_ok()
+TARGET_AVX512 static void fp8_4rows_avx512(__m256 *a0, __m256 *a1, __m256 *a2, __m256 *a3, const unsigned char *p0,
+                                           const unsigned char *p1, const unsigned char *p2,
+                                           const unsigned char *p3, const float *x, float c);
+#define LANES_FP8_4ROWS(a0, a1, a2, a3, p0, p1, p2, p3, x, c) \
+    fp8_4rows_avx512((__m256 *)(a0), (__m256 *)(a1), (__m256 *)(a2), (__m256 *)(a3), p0, p1, p2, p3, x, c)
+#define LANES_FP8_4ROWS_OK() avx512_ok()
 #endif
 
 #include "lanes.h"
@@ -152,6 +158,46 @@ TARGET_AVX512 static void tile_4x4_avx512(float *out, int64_t rows, const float 
         o[0] = lanes_sum_avx2(&lo);
         o[rows] = lanes_sum_avx2(&hi);
     }
+}
+
+/*
+ * Decode's four FP8 rows (lanes.h dot_4rows_fused), one 128-column block, 512
+ * bits wide: each register holds the eight lanes of two rows side by side,
+ * [row r | row r+1], so every multiply and add does two rows' step at once.
+ * The codes of the two rows' eight columns go into one 16-byte vector
+ * (unpack), and the half decoder's steps (fp8x16_half) make sixteen values at
+ * once; the scale is the half decoder's, s·2^8 (one for the four rows: they
+ * lie in one 128-row block, as their first row is a multiple of 4). Per row, lane k adds
+ * x[j]·w[j] for j ≡ k (mod 8) in column order, a product rounded then a sum
+ * rounded, as the 256-bit loop does: the same bits (tests/test_linear.c
+ * compares the widths). Blocks of whole 128 columns without NaN codes only.
+ */
+TARGET_AVX512 static void fp8_4rows_avx512(__m256 *a0, __m256 *a1, __m256 *a2, __m256 *a3, const unsigned char *p0,
+                                           const unsigned char *p1, const unsigned char *p2,
+                                           const unsigned char *p3, const float *x, float c) {
+    const __m512 sc = _mm512_set1_ps(c);
+    __m512 acc01 = _mm512_insertf32x8(_mm512_castps256_ps512(*a0), *a1, 1);
+    __m512 acc23 = _mm512_insertf32x8(_mm512_castps256_ps512(*a2), *a3, 1);
+    const __m256i keep = _mm256_set1_epi16((short)0xbfff);
+    /* sixteen codes to sixteen values times 2^-8 (fp8x16_half's steps) */
+#define FP8_WIDE(q) _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(q), 7), keep))
+    for (int j = 0; j < DS3_FP8_BLOCK; j += 16) {
+        const __m128i r0 = _mm_loadu_si128((const __m128i *)(p0 + j)), r1 = _mm_loadu_si128((const __m128i *)(p1 + j));
+        const __m128i r2 = _mm_loadu_si128((const __m128i *)(p2 + j)), r3 = _mm_loadu_si128((const __m128i *)(p3 + j));
+        const __m512 xa = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + j));      /* columns j..j+7, both halves */
+        const __m512 xb = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + j + 8));  /* j+8..j+15 */
+        const __m512 w01a = _mm512_mul_ps(FP8_WIDE(_mm_unpacklo_epi64(r0, r1)), sc);
+        const __m512 w23a = _mm512_mul_ps(FP8_WIDE(_mm_unpacklo_epi64(r2, r3)), sc);
+        const __m512 w01b = _mm512_mul_ps(FP8_WIDE(_mm_unpackhi_epi64(r0, r1)), sc);
+        const __m512 w23b = _mm512_mul_ps(FP8_WIDE(_mm_unpackhi_epi64(r2, r3)), sc);
+        acc01 = _mm512_add_ps(acc01, _mm512_mul_ps(xa, w01a));
+        acc23 = _mm512_add_ps(acc23, _mm512_mul_ps(xa, w23a));
+        acc01 = _mm512_add_ps(acc01, _mm512_mul_ps(xb, w01b));
+        acc23 = _mm512_add_ps(acc23, _mm512_mul_ps(xb, w23b));
+    }
+#undef FP8_WIDE
+    *a0 = _mm512_castps512_ps256(acc01); *a1 = _mm512_extractf32x8_ps(acc01, 1);
+    *a2 = _mm512_castps512_ps256(acc23); *a3 = _mm512_extractf32x8_ps(acc23, 1);
 }
 
 /* -1 until asked; then whether the CPU has AVX-512 F, VL and DQ and neither
