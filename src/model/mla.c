@@ -177,21 +177,31 @@ static void mla_attend_naive(const ds3_state *s, const ds3_layer *l, const mla_b
     }
 }
 
+/* Heads [h0, h0 + n) of kv_b_proj dequantised into their rows of b->wkvb,
+ * [H][Dn+Dv][C] (rounded as a GPU build would when emulating one). */
+static void absorbed_weights(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, int h0, int n) {
+    const ds3_config *c = &s->m->cfg;
+    const int C = c->kv_lora_rank, R = c->qk_nope_head_dim + c->v_head_dim;  /* rows per head */
+    ds3_real *w = b->wkvb + (size_t)h0 * R * C;
+    ds3_tensor_rows(w, &l->kv_b_proj, (int64_t)h0 * R, (int64_t)n * R);
+    ds3_round_weights(s, w, (size_t)n * R * C, l->kv_b_proj.dtype);
+}
+
 /* What both absorbed forms do first: the T new latents and rope keys into the
- * cache, and kv_b_proj dequantised once per call into b->wkvb, [H][Dn+Dv][C]
- * (rounded as a GPU build would when emulating one). */
+ * cache, and (several tokens) kv_b_proj dequantised once per call, every head:
+ * every work item needs them all. A decode step's items each dequantise their
+ * own heads instead (mla_attend_absorbed): in parallel, and in the cache that
+ * uses them — the same values. */
 static void absorbed_begin(const ds3_state *s, const ds3_layer *l, const mla_bufs *b, ds3_kv_cache *kv, int T,
                            int start) {
     const ds3_config *c = &s->m->cfg;
-    const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
-              Dr = c->qk_rope_head_dim, Dv = c->v_head_dim;
+    const int C = c->kv_lora_rank, Dr = c->qk_rope_head_dim;
     for (int t = 0; t < T; t++) {
         const ds3_real *row = b->kv + (size_t)t * (C + Dr);
         memcpy(kv->c + (size_t)(start + t) * C, row, C * sizeof(ds3_real));
         memcpy(kv->k_pe + (size_t)(start + t) * Dr, row + C, Dr * sizeof(ds3_real));
     }
-    ds3_tensor_rows(b->wkvb, &l->kv_b_proj, 0, (int64_t)H * (Dn + Dv));
-    ds3_round_weights(s, b->wkvb, (size_t)H * (Dn + Dv) * C, l->kv_b_proj.dtype);
+    if (T > 1) absorbed_weights(s, l, b, 0, c->num_attention_heads);
 }
 
 /*
@@ -237,6 +247,7 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
     for (int tg = 0; tg < T * groups; tg++) {
         const int t = tg / groups, h0 = (tg % groups) * G, pos = start + t;
         const size_t th0 = (size_t)t * H + h0;  /* first (token, head) of the item */
+        if (T == 1) absorbed_weights(s, l, b, h0, G);  /* (absorbed_begin) */
 
         /* Absorb W^UK into the query: q_c = W^UKᵀ q^C (length C). */
         for (int g = 0; g < G; g++) {

@@ -155,6 +155,7 @@ typedef struct {
     int32_t *off;       /* [E+1] first row of each expert */
     int32_t *next;      /* [E] fill cursor */
     int32_t *order;     /* [K] the combine order of one token */
+    int32_t *items;     /* [E+1] the parallel loop's work: -1 the shared experts, else an expert */
 } moe_bufs;
 
 static void plan(moe_bufs *b, ds3_arena *a, const ds3_config *c, int T) {
@@ -175,6 +176,7 @@ static void plan(moe_bufs *b, ds3_arena *a, const ds3_config *c, int T) {
     b->off = ds3_take_i32(a, E + 1);
     b->next = ds3_take_i32(a, E);
     b->order = ds3_take_i32(a, K);
+    b->items = ds3_take_i32(a, E + 1);
 }
 
 void ds3_moe_reserve(ds3_arena *a, const ds3_config *c, int T) {
@@ -264,21 +266,38 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
     for (int r = off[lo]; r < off[hi]; r++) memcpy(b.xe + (size_t)r * D, x + (size_t)tok[r] * D, D * sizeof(ds3_real));
 
     /* ---- each expert on the tokens that chose it, experts in parallel ----- */
-    /* Expert e owns rows off[e].. of xe, ye and hid, so the threads write
-     * disjoint memory; inside the region the kernels run single-threaded (and
-     * OpenBLAS always is), which is what makes this the better split: 8 experts
-     * of 3 small matrices each per token rather than 24 tiny parallel loops. */
+    /* The work items: the shared experts (one MLP of width S·Im on every
+     * token, item -1) when they are no more than a thread's share of the work
+     * (S ≤ K / threads: the routed experts hold T·K rows, the shared ones T),
+     * then the experts that were chosen (a decode step chooses 8 of 256: the
+     * others are not even handed out). Dynamic scheduling starts the largest,
+     * the shared experts, first. Expert e owns rows off[e].. of xe, ye and hid,
+     * the shared experts their own buffers, so the threads write disjoint
+     * memory; inside the region the kernels run single-threaded (and OpenBLAS
+     * always is), which is what makes this the better split: 9 small MLPs per
+     * token in one parallel loop rather than 27 tiny ones. Which thread runs an
+     * item changes none of its operations. */
+    int32_t *items = b.items, n_items = 0;
+    const bool shared_inside = S > 0 && S * ds3_threads() <= K;
+    if (shared_inside) items[n_items++] = -1;
+    for (int e = lo; e < hi; e++)
+        if (off[e + 1] > off[e]) items[n_items++] = e;  /* only the routed experts' weights are touched */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int e = lo; e < hi; e++) {
+    for (int it = 0; it < n_items; it++) {
+        const int e = items[it];
+        if (e < 0) {
+            ds3_arena sa = ds3_arena_over(b.shid, ds3_mlp_need(T, S * Im));
+            ds3_mlp(s, b.shared, x, &l->shared_experts, S * Im, T, &sa);
+            continue;
+        }
         int n = off[e + 1] - off[e];
-        if (n == 0) continue;  /* only the routed experts' weights are touched */
         ds3_arena ea = ds3_arena_over(b.hid + ds3_mlp_need(off[e], Im), ds3_mlp_need(n, Im));
         ds3_mlp(s, b.ye + (size_t)off[e] * D, b.xe + (size_t)off[e] * D, &l->experts[e], Im, n, &ea);
     }
     ds3_dist_gather_rows(b.ye, off, E, D, s->m->ep_size);
 
-    /* ---- the shared experts, then the combination ------------------------- */
-    if (S > 0) {
+    /* ---- the shared experts (if not above), then the combination ---------- */
+    if (S > 0 && !shared_inside) {
         ds3_arena sa = ds3_arena_over(b.shid, ds3_mlp_need(T, S * Im));
         ds3_mlp(s, b.shared, x, &l->shared_experts, S * Im, T, &sa);
     }
