@@ -611,6 +611,10 @@ int main(int argc, char **argv) {
             if (first_moe >= 0) layer_part(&b, PART_MOE, first_moe, T, start, x, b.logits);
             if (T <= 64) layer_part(&b, PART_HEAD, 0, T, start, x, b.logits);
         }
+        /* attention of a decode step at the long context: what the decode cell
+         * at 1,024 pays beyond the one at 16 (the cache's contents are some
+         * earlier forward's; only the time is read) */
+        if (ctx_long > 0) layer_part(&b, PART_MLA, 0, 1, ctx_long, x, b.logits);
         free(x);
     }
 

@@ -188,6 +188,8 @@ load1() { cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?"; }
     echo "threads     $threads (nproc $(nproc 2>/dev/null || echo '?'))"
     echo "llama.cpp   @LCOMMIT@ (llama-cpp-python $LCP_VERSION sdist, sha256 $LCP_SHA256)"
     echo "converter   $py ($("$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null))"
+    # the OpenBLAS kernels ds3's prefill runs on (OPENBLAS_CORETYPE chooses them: BENCHMARKS.md)
+    echo "ds3 blas    $("$BUILD/ds3" --version 2>/dev/null | sed -n 's/^BLAS: //p')${OPENBLAS_CORETYPE:+ (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)}"
     echo "prompt      $PROMPT ids, $GEN generated; $ROUNDS rounds, interleaved"
     if [ -n "$NICE" ]; then echo "priority    nice -n $NICE, own session"; else echo "priority    normal"; fi
     echo "load before $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
