@@ -87,6 +87,40 @@ int main(void) {
     for (int n = 0; n <= N; n++) ref_bad += ds3_dot(DS3_KERNELS_REF, x, w, n) != ds3_dot_ref(x, w, n);
     CHECK(ref_bad == 0, "DS3_KERNELS_REF: ds3_dot is the plain sequential sum (%d differ)", ref_bad);
 
+    th_section("dot_rows: the bits of m dot calls");
+    {
+        /* rows of a [9][LD] block against one b, every m from 0 to 9 (groups of
+         * four and the rest) and lengths around the dot's 32-lane blocks; the
+         * kernels with and without AVX-512 (ds3_dot_rows reads b once for four
+         * rows there); rows holding an infinity, a NaN and signed zeros */
+        enum { M = 9, LD = 301 };
+        static ds3_real ar[M * LD], br[LD], got[M];
+        for (int i = 0; i < M * LD; i++) ar[i] = (ds3_real)sin(i * 0.61) * (ds3_real)(1 + i % 5);
+        for (int i = 0; i < LD; i++) br[i] = (ds3_real)cos(i * 0.23);
+        ar[2 * LD + 7] = INFINITY, ar[5 * LD + 40] = NAN, ar[6 * LD + 3] = -0.0f, br[3] = -0.0f;
+        static const int ns[] = {0, 1, 31, 32, 33, 63, 64, 70, 256, 288, 300};
+        const int nwide = ds3_lanes_select_avx512(true) ? 2 : 1;
+        int bad = 0, runs = 0;
+        for (int copy = 0; copy < ncopies; copy++)
+            for (int wide = 0; wide < nwide; wide++)
+                for (int kk = 0; kk < 2; kk++)
+                    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                        for (int m = 0; m <= M; m++) {
+                            const ds3_kernels k = kk ? DS3_KERNELS_REF : DS3_KERNELS_FAST;
+                            ds3_rows_select_avx2(copy == 1);
+                            if (nwide == 2) ds3_lanes_select_avx512(wide == 1);
+                            ds3_dot_rows(k, got, ar, LD, m, br, ns[ni]);
+                            for (int g = 0; g < m; g++) {
+                                ds3_real want = ds3_dot(k, ar + g * LD, br, ns[ni]);
+                                bad += memcmp(&got[g], &want, sizeof want) != 0;
+                            }
+                            runs++;
+                        }
+        ds3_lanes_select_avx512(nwide == 2);
+        CHECK(bad == 0, "dot_rows: %d calls (%d copies, %d widths, fast and ref) give ds3_dot's bits (%d differ)",
+              runs, ncopies, nwide, bad);
+    }
+
     th_section("axpy");
     ds3_real ya[N], yb[N];
     for (int copy = 0; copy < ncopies; copy++)
@@ -104,10 +138,13 @@ int main(void) {
         static ds3_real xr[M * LD], ar[M], yr[LD], ys[LD];
         for (int i = 0; i < M * LD; i++) xr[i] = (ds3_real)sin(i * 0.37) * (ds3_real)(1 + i % 7);
         for (int d = 0; d < M; d++) ar[d] = (ds3_real)cos(d * 1.3) * (ds3_real)1e-3 * (ds3_real)(d + 1);
-        for (int copy = 0; copy < ncopies; copy++)
+        /* copy 2: the AVX2 copy's 512-bit loop, where the CPU has AVX-512 */
+        const int nruns = ncopies + (ncopies == 2 && ds3_lanes_select_avx512(true));
+        for (int copy = 0; copy < nruns; copy++)
             for (int m = 0; m <= M; m++)
                 for (int n = 0; n <= LD; n += 13) {
-                    ds3_rows_select_avx2(copy == 1);
+                    ds3_rows_select_avx2(copy >= 1);
+                    if (ncopies == 2) ds3_lanes_select_avx512(copy == 2);
                     for (int i = 0; i < LD; i++) yr[i] = ys[i] = (ds3_real)(i % 5) - (ds3_real)1.5;
                     ds3_axpy_rows(yr, ar, xr, m, LD, n);
                     for (int d = 0; d < m; d++)
@@ -115,6 +152,7 @@ int main(void) {
                     CHECK(memcmp(yr, ys, sizeof yr) == 0, "axpy_rows copy %d m=%d n=%d: the plain loops' bits",
                           copy, m, n);
                 }
+        ds3_lanes_select_avx512(nruns == 3);
     }
     ds3_rows_select_avx2(true);
     return th_finish();

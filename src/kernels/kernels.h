@@ -204,6 +204,10 @@ bool ds3_have_blas(void);
  * sequential sum (ds3_dot_ref) with DS3_KERNELS_REF. */
 ds3_real ds3_dot(ds3_kernels k, const ds3_real *a, const ds3_real *b, int n);
 ds3_real ds3_dot_ref(const ds3_real *a, const ds3_real *b, int n);
+/* out[g] = ds3_dot(k, a + g·lda, b, n) for g = 0..m-1: the bits of m ds3_dot
+ * calls, b read once for several rows where the CPU has AVX-512 (attention's
+ * scores: one cached row against a group of heads' queries). */
+void ds3_dot_rows(ds3_kernels k, ds3_real *out, const ds3_real *a, size_t lda, int m, const ds3_real *b, int n);
 /* y[i] += a·x[i], vectorised (elementwise: the bits of the plain loop). */
 void ds3_axpy(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
 /* y[i] += a[d]·x[d·ldx + i] for d = 0..m-1 in turn: the bits of m ds3_axpy

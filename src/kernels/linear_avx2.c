@@ -200,6 +200,111 @@ TARGET_AVX512 static void fp8_4rows_avx512(__m256 *a0, __m256 *a1, __m256 *a2, _
     *a2 = _mm512_castps512_ps256(acc23); *a3 = _mm512_extractf32x8_ps(acc23, 1);
 }
 
+/*
+ * vecops.h's dot product for several rows a_g against one b, 512 bits wide
+ * (ds3_dot_rows): the dot's four 8-lane accumulators v0..v3 as two registers,
+ * [v0 | v1] and [v2 | v3], so each multiply and add is two of its steps, lane
+ * for lane; four rows at a time share each load of b. The ragged end is
+ * loaded with zeros in the lanes past n, as the dot's zero-padded copy has
+ * them; then (v0 + v2) + (v1 + v3) is one add of the two registers and one of
+ * its halves, and the lanes pairwise left to right as the dot does: the same
+ * operations in the same order, so the same bits (tests/test_ops.c compares
+ * them with ds3_dot). Groups of four rows; the others (and every row where the
+ * CPU lacks AVX-512, or DS3_NO_AVX512 is set) go to ds3_dot.
+ */
+/* One row's two registers: the step over columns [i, i + 32) (k0, k1: the
+ * lanes that exist, zeros elsewhere) and the dot's final combination. */
+#define DOT_STEP_512(lo, hi, ap, b0, b1, k0, k1)                                                \
+    do {                                                                                    \
+        lo = _mm512_add_ps(lo, _mm512_mul_ps(_mm512_maskz_loadu_ps(k0, ap), b0));           \
+        hi = _mm512_add_ps(hi, _mm512_mul_ps(_mm512_maskz_loadu_ps(k1, (ap) + 16), b1));    \
+    } while (0)
+TARGET_AVX512 static float dot_finish_512(__m512 lo, __m512 hi) {
+    const __m512 t2 = _mm512_add_ps(lo, hi);  /* [v0 + v2 | v1 + v3] */
+    const __m256 t = _mm256_add_ps(_mm512_castps512_ps256(t2), _mm512_extractf32x8_ps(t2, 1));
+    float l[8];
+    _mm256_storeu_ps(l, t);
+    float s = 0;
+    for (int w = 0; w < 8; w += 2) s += l[w] + l[w + 1];
+    return s;
+}
+/* Four rows against b. */
+TARGET_AVX512 static void dot_4rows_avx512(float *out, const float *a, size_t lda, const float *b, int n) {
+    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    __m512 l0 = _mm512_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512 b0 = _mm512_loadu_ps(b + i), b1 = _mm512_loadu_ps(b + i + 16);
+        DOT_STEP_512(l0, h0, a0 + i, b0, b1, 0xffff, 0xffff);
+        DOT_STEP_512(l1, h1, a1 + i, b0, b1, 0xffff, 0xffff);
+        DOT_STEP_512(l2, h2, a2 + i, b0, b1, 0xffff, 0xffff);
+        DOT_STEP_512(l3, h3, a3 + i, b0, b1, 0xffff, 0xffff);
+    }
+    if (i < n) {  /* the ragged end: zeros past n, as the dot's padded copy */
+        const int r = n - i;
+        const __mmask16 k0 = r >= 16 ? 0xffff : (__mmask16)((1u << r) - 1);
+        const __mmask16 k1 = r <= 16 ? 0 : (__mmask16)((1u << (r - 16)) - 1);
+        const __m512 b0 = _mm512_maskz_loadu_ps(k0, b + i), b1 = _mm512_maskz_loadu_ps(k1, b + i + 16);
+        DOT_STEP_512(l0, h0, a0 + i, b0, b1, k0, k1);
+        DOT_STEP_512(l1, h1, a1 + i, b0, b1, k0, k1);
+        DOT_STEP_512(l2, h2, a2 + i, b0, b1, k0, k1);
+        DOT_STEP_512(l3, h3, a3 + i, b0, b1, k0, k1);
+    }
+    out[0] = dot_finish_512(l0, h0), out[1] = dot_finish_512(l1, h1);
+    out[2] = dot_finish_512(l2, h2), out[3] = dot_finish_512(l3, h3);
+}
+#undef DOT_STEP_512
+
+/* Rows of ds3_dot_rows done here: whole groups of four, none without AVX-512. */
+int ds3_dot_rows_avx512(float *out, const float *a, size_t lda, int m, const float *b, int n);
+int ds3_dot_rows_avx512(float *out, const float *a, size_t lda, int m, const float *b, int n) {
+    if (!avx512_ok()) return 0;
+    int g = 0;
+    for (; g + 4 <= m; g += 4) dot_4rows_avx512(out + g, a + (size_t)g * lda, lda, b, n);
+    return g;
+}
+
+/*
+ * vecops.h's axpy_rows 512 bits wide: y[i] += a[d]·x_d[i] for d = 0..m-1 in
+ * turn, each element's multiplies and adds those of the plain loops in their
+ * order (element-wise, so the width changes no bit), y loaded and stored once
+ * per four rows. Attention's weighted sums over the cached rows. False where
+ * the CPU lacks AVX-512 (or DS3_NO_AVX512).
+ */
+bool ds3_axpy_rows_avx512(float *restrict y, const float *a, const float *restrict x, int m, size_t ldx, int n);
+TARGET_AVX512 static void axpy_rows_512(float *restrict y, const float *a, const float *restrict x, int m,
+                                        size_t ldx, int n) {
+    int d = 0;
+    for (; d + 4 <= m; d += 4) {
+        const float *x0 = x + (size_t)d * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        const __m512 a0 = _mm512_set1_ps(a[d]), a1 = _mm512_set1_ps(a[d + 1]);
+        const __m512 a2 = _mm512_set1_ps(a[d + 2]), a3 = _mm512_set1_ps(a[d + 3]);
+        for (int i = 0; i < n; i += 16) {
+            const __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+            __m512 yv = _mm512_maskz_loadu_ps(k, y + i);
+            yv = _mm512_add_ps(yv, _mm512_mul_ps(a0, _mm512_maskz_loadu_ps(k, x0 + i)));
+            yv = _mm512_add_ps(yv, _mm512_mul_ps(a1, _mm512_maskz_loadu_ps(k, x1 + i)));
+            yv = _mm512_add_ps(yv, _mm512_mul_ps(a2, _mm512_maskz_loadu_ps(k, x2 + i)));
+            yv = _mm512_add_ps(yv, _mm512_mul_ps(a3, _mm512_maskz_loadu_ps(k, x3 + i)));
+            _mm512_mask_storeu_ps(y + i, k, yv);
+        }
+    }
+    for (; d < m; d++) {
+        const float *xd = x + (size_t)d * ldx;
+        const __m512 ad = _mm512_set1_ps(a[d]);
+        for (int i = 0; i < n; i += 16) {
+            const __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+            const __m512 yv = _mm512_maskz_loadu_ps(k, y + i);
+            _mm512_mask_storeu_ps(y + i, k, _mm512_add_ps(yv, _mm512_mul_ps(ad, _mm512_maskz_loadu_ps(k, xd + i))));
+        }
+    }
+}
+bool ds3_axpy_rows_avx512(float *restrict y, const float *a, const float *restrict x, int m, size_t ldx, int n) {
+    if (!avx512_ok()) return false;
+    axpy_rows_512(y, a, x, m, ldx, n);
+    return true;
+}
+
 /* -1 until asked; then whether the CPU has AVX-512 F, VL and DQ and neither
  * DS3_NO_AVX512 nor DS3_NO_AVX2 is set. Tests flip it (ds3_lanes_select_avx512). */
 static int avx512_state = -1;

@@ -24,8 +24,13 @@ ds3_real ds3_dot_avx2(const ds3_real *a, const ds3_real *b, int n);
 void ds3_axpy_avx2(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n);
 void ds3_axpy_rows_avx2(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx,
                         int n);
+int ds3_dot_rows_avx512(ds3_real *out, const ds3_real *a, size_t lda, int m, const ds3_real *b, int n);
+bool ds3_axpy_rows_avx512(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx,
+                          int n);
 #define AVX2_OK() ds3_rows_avx2_ok()
 #else
+#define ds3_dot_rows_avx512(out, a, lda, m, b, n) 0
+#define ds3_axpy_rows_avx512(y, a, x, m, ldx, n) false
 #define ds3_dot_avx2 dot_portable
 #define ds3_axpy_avx2 axpy_portable
 #define ds3_axpy_rows_avx2 axpy_rows_portable
@@ -43,12 +48,20 @@ ds3_real ds3_dot(ds3_kernels k, const ds3_real *a, const ds3_real *b, int n) {
     return AVX2_OK() ? ds3_dot_avx2(a, b, n) : dot_portable(a, b, n);
 }
 
+void ds3_dot_rows(ds3_kernels k, ds3_real *out, const ds3_real *a, size_t lda, int m, const ds3_real *b, int n) {
+    int g = k != DS3_KERNELS_REF && AVX2_OK() ? ds3_dot_rows_avx512(out, a, lda, m, b, n) : 0;
+    for (; g < m; g++) out[g] = ds3_dot(k, a + (size_t)g * lda, b, n);
+}
+
 void ds3_axpy(ds3_real *restrict y, ds3_real a, const ds3_real *restrict x, int n) {
     if (AVX2_OK()) ds3_axpy_avx2(y, a, x, n);
     else axpy_portable(y, a, x, n);
 }
 
 void ds3_axpy_rows(ds3_real *restrict y, const ds3_real *a, const ds3_real *restrict x, int m, size_t ldx, int n) {
-    if (AVX2_OK()) ds3_axpy_rows_avx2(y, a, x, m, ldx, n);
-    else axpy_rows_portable(y, a, x, m, ldx, n);
+    if (AVX2_OK()) {
+        if (!ds3_axpy_rows_avx512(y, a, x, m, ldx, n)) ds3_axpy_rows_avx2(y, a, x, m, ldx, n);
+    } else {
+        axpy_rows_portable(y, a, x, m, ldx, n);
+    }
 }

@@ -263,10 +263,13 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
          * products (two einsums in the official code, each a bf16 result). */
         for (int u = 0; u <= pos; u++) {
             const ds3_real *cu = kv->c + (size_t)u * C, *ku = kv->k_pe + (size_t)u * Dr;
-            for (int g = 0; g < G; g++) {
-                const ds3_real nope = ds3_sdot(s, qc + (th0 + g) * C, cu, C);
-                const ds3_real rope = ds3_sdot(s, q + (th0 + g) * Dq + Dn, ku, Dr);
-                scores[(th0 + g) * S + u] = ds3_round_add(s, nope, rope, DS3_EMUL_SCORES);
+            for (int g0 = 0; g0 < G; g0 += 16) {  /* the item's heads against this row, 16 at a time */
+                const int ng = G - g0 < 16 ? G - g0 : 16;
+                ds3_real nope[16], rope[16];
+                ds3_sdot_rows(s, nope, qc + (th0 + g0) * C, (size_t)C, ng, cu, C);
+                ds3_sdot_rows(s, rope, q + (th0 + g0) * Dq + Dn, (size_t)Dq, ng, ku, Dr);
+                for (int g = 0; g < ng; g++)
+                    scores[(th0 + g0 + g) * S + u] = ds3_round_add(s, nope[g], rope[g], DS3_EMUL_SCORES);
             }
         }
         for (int g = 0; g < G; g++) mla_softmax(s, scores + (th0 + g) * S, pos + 1);
@@ -275,9 +278,12 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
         for (int g = 0; g < G; g++)
             for (int k = 0; k < C; k++) oc[(th0 + g) * C + k] = 0;
         /* Σ_u P_u c^KV_u in u order, a block of cached rows at a time for all
-         * the item's heads (the block stays in cache for them). */
-        for (int u0 = 0; u0 <= pos; u0 += 64) {
-            const int nu = pos + 1 - u0 < 64 ? pos + 1 - u0 : 64;
+         * the item's heads: 32 KB of them, which stay in a core's L1 for the
+         * heads (32 rows of small's 256 latents; each element's sum is in u
+         * order whatever the block). */
+        const int blk = C * (int)sizeof(ds3_real) >= 8192 ? 4 : 32768 / (C * (int)sizeof(ds3_real));
+        for (int u0 = 0; u0 <= pos; u0 += blk) {
+            const int nu = pos + 1 - u0 < blk ? pos + 1 - u0 : blk;
             for (int g = 0; g < G; g++)
                 ds3_axpy_rows(oc + (th0 + g) * C, scores + (th0 + g) * S + u0, kv->c + (size_t)u0 * C, nu, (size_t)C, C);
         }
@@ -285,7 +291,7 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
             const ds3_real *wuv = wkvb + ((size_t)(h0 + g) * (Dn + Dv) + Dn) * C;  /* [Dv][C] */
             ds3_real *och = oc + (th0 + g) * C, *oh = o + (th0 + g) * Dv;
             ds3_round(s, och, (size_t)C, DS3_EMUL_ATTN);
-            for (int e = 0; e < Dv; e++) oh[e] = ds3_sdot(s, wuv + (size_t)e * C, och, C);
+            ds3_sdot_rows(s, oh, wuv, (size_t)C, Dv, och, C);  /* oh[e] = W^UV_e · o_c */
             ds3_round(s, oh, (size_t)Dv, DS3_EMUL_ATTN);
         }
     }

@@ -308,6 +308,8 @@ void ds3_norm(const ds3_state *s, ds3_real *out, const ds3_real *x, const ds3_re
 void ds3_rotate(const ds3_state *s, ds3_real *x, int pos);
 /* a·b with the state's kernels. */
 ds3_real ds3_sdot(const ds3_state *s, const ds3_real *a, const ds3_real *b, int n);
+/* out[g] = ds3_sdot(s, a + g·lda, b, n) for g < m, the same bits (b read once for several rows). */
+void ds3_sdot_rows(const ds3_state *s, ds3_real *out, const ds3_real *a, size_t lda, int m, const ds3_real *b, int n);
 /* Record a [T][width] activation of positions start.. under a printf-style
  * name, if the state is dumping (docs/DUMP_FORMAT.md); nothing otherwise. */
 void ds3_dump_act(const ds3_state *s, ds3_dtype dt, int64_t width, int start, int T, const void *data,

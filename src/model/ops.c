@@ -103,6 +103,10 @@ ds3_real ds3_sdot(const ds3_state *s, const ds3_real *a, const ds3_real *b, int 
     return ds3_dot(s->kernels, a, b, n);
 }
 
+void ds3_sdot_rows(const ds3_state *s, ds3_real *out, const ds3_real *a, size_t lda, int m, const ds3_real *b, int n) {
+    ds3_dot_rows(s->kernels, out, a, lda, m, b, n);
+}
+
 void ds3_dump_act(const ds3_state *s, ds3_dtype dt, int64_t width, int start, int T, const void *data,
                   const char *fmt, ...) {
     if (!s->dump) return;
