@@ -8,7 +8,9 @@
  *                forward do), T = 64 and 512; limit = sgemm peak ÷ FLOPs per token
  *   decode       tok/s of single-token ds3_forward calls (logits included) at
  *                contexts 16 and 1024; each step timed alone, the median of the
- *                steps; limit = read bandwidth ÷ weight bytes a token reads
+ *                steps; limit = read bandwidth ÷ weight bytes a token reads, the
+ *                bandwidth measured just before and just after the cell (the
+ *                larger; row decode_read_bw), as the machine's moves within minutes
  *   layer_*      one sublayer called directly (src/model/model.h): MLA, the dense FFN,
  *                one MoE layer, lm_head, at T = 1 and 64 (MoE also 256, the size
  *                of a prefill chunk); limit = the roofline max(bytes ÷ bandwidth,
@@ -190,6 +192,8 @@ typedef struct {
     FILE *csv;
     const char *csv_path, *name, *dtype;
     int runs, steps, nmax, warmup;
+    uint64_t *bwbuf;  /* bwn words (512 MiB) for the read bandwidth around decode cells */
+    size_t bwn;
     int32_t *tokens;   /* [max_seq] */
     ds3_real *logits;  /* [512][V] */
 } bench;
@@ -231,16 +235,29 @@ static bench_stat prefill(bench *b, int T, int threads) {
     return tok_s;
 }
 
+/* What the bandwidth probes summed: stored, so that the compiler keeps the reads. */
+static volatile uint64_t bw_sink;
+
 /* Decode steps at positions ctx.. (the cache must hold 0..ctx-1). tok/s. */
 static bench_stat decode(bench *b, int ctx, int threads) {
     double v[256];
     int steps = b->steps;
     for (int r = 0; r < b->warmup; r++) timed_forward(b, b->tokens + ctx, 1, ctx, b->logits);
+    /* The read bandwidth just before and just after the steps (bench.h: as
+     * bench_machine measures it); the larger is the cell's limit. On a shared
+     * machine the bandwidth moves by a third within minutes, so a limit
+     * measured at the start of the run says little about a cell timed later. */
+    uint64_t sink = 0;
+    const double bw0 = bench_read_bw_now(b->bwbuf, b->bwn, 2, &sink);
     bench_mark m0 = bench_mark_now();
     for (int i = 0; i < steps; i++) v[i] = timed_forward(b, b->tokens + ctx + i, 1, ctx + i, b->logits);
     bench_stat tok_s = bench_rate(bench_done(v, steps, m0), 1.0);
+    const double bw1 = bench_read_bw_now(b->bwbuf, b->bwn, 2, &sink);
+    bench_row(b->csv, "decode_read_bw", b->name, b->dtype, threads, steps, ctx, bench_one(bw0 > bw1 ? bw0 : bw1),
+              "GB/s", NAN, 1);
     const ds3_config *c = &b->m->cfg;
-    double bytes = b->w.decode_bytes, bw = bw_limit(b, threads);
+    double bytes = b->w.decode_bytes, bw = (bw0 > bw1 ? bw0 : bw1) * 1e9;
+    bw_sink += sink;  /* keeps the reads */
     bench_row(b->csv, "decode", b->name, b->dtype, threads, steps, ctx, tok_s, "tok/s", bw / bytes, 1);
     bench_row(b->csv, "decode_gbps", b->name, b->dtype, threads, steps, ctx, bench_scale(tok_s, bytes / 1e9),
               "GB/s", bw / 1e9, 1);
@@ -511,6 +528,11 @@ int main(int argc, char **argv) {
     b.m = m;
     b.w = count_work(m);
     b.nmax = max_threads();
+    b.bwn = (size_t)512 << 17;  /* 512 MiB of 64-bit words */
+    b.bwbuf = malloc(b.bwn * sizeof *b.bwbuf);
+    if (!b.bwbuf) die("allocating", DS3_ERR_NOMEM);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < b.bwn; i++) b.bwbuf[i] = i;  /* first touch, split as the reads are */
     const ds3_config *c = &m->cfg;
     const int V = c->vocab_size;
     int max_seq = (ctx_long > 512 ? ctx_long : 512) + b.steps + 1;
@@ -549,6 +571,7 @@ int main(int argc, char **argv) {
         fclose(b.csv);
         free(b.tokens);
         free(b.logits);
+        free(b.bwbuf);
         ds3_state_free(b.s);
         ds3_model_free(m);
         return 0;
@@ -624,6 +647,7 @@ int main(int argc, char **argv) {
     fclose(b.csv);
     free(b.tokens);
     free(b.logits);
+    free(b.bwbuf);
     ds3_state_free(b.s);
     ds3_model_free(m);
     return 0;

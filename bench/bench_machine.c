@@ -51,52 +51,8 @@ static void set_threads(int t) {
 /* Read bandwidth                                                              */
 /* ========================================================================== */
 
-/*
- * Sum n 64-bit words (n a multiple of 4) with the current thread count, each
- * thread over its own contiguous slice (the static schedule). Four independent
- * sums keep two loads in flight per cycle even without vectorisation: 16 B per
- * cycle per core, well above what memory delivers, so the loop measures memory.
- */
-static uint64_t sum_words(const uint64_t *a, size_t n) {
-    uint64_t s = 0;
-#pragma omp parallel for schedule(static) reduction(+ : s)
-    for (size_t i = 0; i < n; i += 4) s += (a[i] + a[i + 1]) ^ (a[i + 2] + a[i + 3]);
-    return s;
-}
-
-/*
- * The same sum, asking for each cache line 4 KiB ahead (__builtin_prefetch: a
- * hint). On some machines (the 2-vCPU EPYC VM of docs/BENCHMARKS.md) the
- * hardware prefetchers alone keep fewer reads in flight than memory can serve,
- * and ds3's decode loop, which prefetches, read faster than the plain sum: a
- * "limit" below what a kernel reaches is no limit, so the larger of the two is.
- */
-static uint64_t sum_words_prefetch(const uint64_t *a, size_t n) {
-    uint64_t s = 0;
-#pragma omp parallel for schedule(static) reduction(+ : s)
-    for (size_t i = 0; i < n; i += 8) {
-#if defined(__GNUC__) || defined(__clang__)
-        if (i + 512 < n) __builtin_prefetch(a + i + 512);
-#endif
-        s += (a[i] + a[i + 1]) ^ (a[i + 2] + a[i + 3]);
-        s += (a[i + 4] + a[i + 5]) ^ (a[i + 6] + a[i + 7]);
-    }
-    return s;
-}
-
-/* GB/s (1e9 bytes) of `runs` reads of the buffer by `sum`, after one warm-up read. */
-static bench_stat read_bandwidth(uint64_t (*sum)(const uint64_t *, size_t), const uint64_t *a, size_t n, int runs,
-                                 uint64_t *sink) {
-    double v[64];
-    *sink += sum(a, n);  /* warm-up: TLB, thread team */
-    bench_mark m0 = bench_mark_now();
-    for (int r = 0; r < runs; r++) {
-        double t0 = bench_now();
-        *sink += sum(a, n);
-        v[r] = bench_now() - t0;
-    }
-    return bench_rate(bench_done(v, runs, m0), (double)n * sizeof *a / 1e9);
-}
+/* The read loops, sum_words and sum_words_prefetch, and read_bandwidth are
+ * bench.h's: bench_ds3 measures the bandwidth around each decode cell too. */
 
 /* ========================================================================== */
 /* sgemm peak                                                                  */
