@@ -137,6 +137,8 @@ static ds3_status enter(ds3_fpenv *e, int workers) {
             }
         }
     }
+#else
+    (void)workers;  /* no threads but the caller's */
 #endif
     return DS3_OK;
 }
