@@ -255,7 +255,7 @@ static void test_fp8_rows(void) {
     }
     memcpy(sbuf + 3, scales, sizeof scales);
 
-    ds3_tensor w = {"test.fp8", DS3_DT_F8_E4M3, R, C, q, sbuf + 3, NULL};
+    ds3_tensor w = {"test.fp8", DS3_DT_F8_E4M3, R, C, q, sbuf + 3, NULL, NULL};
     double *got = malloc(sizeof(double) * R * C), *ref = malloc(sizeof(double) * R * C);
     ds3_real *out = malloc(sizeof(ds3_real) * R * C);
     ds3_tensor_rows(out, &w, 0, R);
@@ -292,7 +292,7 @@ static void test_fp8_rows(void) {
     CHECK(bad_get == 0, "%d ds3_tensor_get values differ from ds3_tensor_rows", bad_get);
 
     /* Without scales the weight is plain e4m3. */
-    ds3_tensor w1 = {"test.fp8.unscaled", DS3_DT_F8_E4M3, R, C, q, NULL, NULL};
+    ds3_tensor w1 = {"test.fp8.unscaled", DS3_DT_F8_E4M3, R, C, q, NULL, NULL, NULL};
     CHECK(ds3_tensor_get(&w1, 5, 6) == ref_e4m3(q[5 * C + 6]), "unscaled F8 element");
 
     free(qbuf); free(sbuf); free(got); free(ref); free(out);
@@ -315,7 +315,7 @@ static void test_other_rows(void) {
         memcpy(buf + 1 + 2 * k, &h, 2);
         ref[k] = f32_of((uint32_t)h << 16);
     }
-    ds3_tensor wb = {"bf16", DS3_DT_BF16, R, C, buf + 1, NULL, NULL};
+    ds3_tensor wb = {"bf16", DS3_DT_BF16, R, C, buf + 1, NULL, NULL, NULL};
     ds3_tensor_rows(out, &wb, 0, R);
     for (int k = 0; k < N; k++) got[k] = out[k];
     th_check_close("bf16 rows", got, ref, N, 0, 0);
@@ -328,14 +328,14 @@ static void test_other_rows(void) {
         memcpy(buf + 1 + 2 * k, &h, 2);
         ref[k] = ref_f16(h);
     }
-    ds3_tensor wh = {"f16", DS3_DT_F16, R, C, buf + 1, NULL, NULL};
+    ds3_tensor wh = {"f16", DS3_DT_F16, R, C, buf + 1, NULL, NULL, NULL};
     ds3_tensor_rows(out, &wh, 0, R);
     for (int k = 0; k < N; k++) got[k] = out[k];
     th_check_close("f16 rows", got, ref, N, 0, 0);
 
     memcpy(buf + 1, vals, sizeof vals);
     for (int k = 0; k < N; k++) ref[k] = vals[k];
-    ds3_tensor wf = {"f32", DS3_DT_F32, R, C, buf + 1, NULL, NULL};
+    ds3_tensor wf = {"f32", DS3_DT_F32, R, C, buf + 1, NULL, NULL, NULL};
     ds3_tensor_rows(out, &wf, 1, 4);
     for (int k = 0; k < 4 * C; k++) got[k] = out[k];
     th_check_close("f32 rows 1..4", got, ref + C, 4 * C, 0, 0);
@@ -344,13 +344,13 @@ static void test_other_rows(void) {
     double dv[N];
     for (int k = 0; k < N; k++) dv[k] = vals[k] / 3.0;
     memcpy(buf + 1, dv, sizeof dv);
-    ds3_tensor wd = {"f64", DS3_DT_F64, R, C, buf + 1, NULL, NULL};
+    ds3_tensor wd = {"f64", DS3_DT_F64, R, C, buf + 1, NULL, NULL, NULL};
     ds3_tensor_rows(out, &wd, 0, R);
     for (int k = 0; k < N; k++) { got[k] = out[k]; ref[k] = (double)(ds3_real)dv[k]; }
     th_check_close("f64 rows (in the scalar type)", got, ref, N, 0, 0);
 
     /* A 1-D tensor is one row. */
-    ds3_tensor w1 = {"vec", DS3_DT_F32, 1, N, buf + 1, NULL, NULL};
+    ds3_tensor w1 = {"vec", DS3_DT_F32, 1, N, buf + 1, NULL, NULL, NULL};
     memcpy(buf + 1, vals, sizeof vals);
     ds3_tensor_rows(out, &w1, 0, 1);
     CHECK(out[N - 1] == (ds3_real)vals[N - 1], "1-D tensor read as one row");
@@ -373,16 +373,16 @@ static void test_rows_avx2(void) {
     for (int k = 0; k < R * C; k++) q[k] = (uint8_t)(k < 256 ? (uint64_t)k : next_u64()); /* every code, NaNs too */
     for (int k = 0; k < 2 * R * C + 2; k++) h[k] = (uint8_t)next_u64();
     for (int k = 0; k < RB * CB; k++) scales[k] = (float)ldexp(0.5 + 0.5 * next_unit(), (int)(next_u64() % 40) - 20);
-    ds3_tensor w8 = {"t.fp8", DS3_DT_F8_E4M3, R, C, q, scales, NULL};
-    ds3_tensor w8u = {"t.fp8u", DS3_DT_F8_E4M3, R, C, q, NULL, NULL};
-    ds3_tensor wb = {"t.bf16", DS3_DT_BF16, R, C, h + 1, NULL, NULL}; /* unaligned */
+    ds3_tensor w8 = {"t.fp8", DS3_DT_F8_E4M3, R, C, q, scales, NULL, NULL};
+    ds3_tensor w8u = {"t.fp8u", DS3_DT_F8_E4M3, R, C, q, NULL, NULL, NULL};
+    ds3_tensor wb = {"t.bf16", DS3_DT_BF16, R, C, h + 1, NULL, NULL, NULL}; /* unaligned */
     /* no NaN codes (every block may take the half decoder), and a scale of
      * 2^121, whose product with 2^8 overflows: that block must not */
     unsigned char *qf = malloc(R * C);
     float scales_f[RB * CB];
     for (int k = 0; k < R * C; k++) qf[k] = (q[k] & 0x7f) == 0x7f ? 0x3a : q[k];
     for (int k = 0; k < RB * CB; k++) scales_f[k] = k == 4 ? 0x1p121f : scales[k];
-    ds3_tensor w8f = {"t.fp8-finite", DS3_DT_F8_E4M3, R, C, qf, scales_f, NULL};
+    ds3_tensor w8f = {"t.fp8-finite", DS3_DT_F8_E4M3, R, C, qf, scales_f, NULL, NULL};
     /* the same two with a block record as the loader gives them (kernels.h
      * fp8_seen): what the first call learns the later ones decode by */
     static _Atomic unsigned char seen[RB * CB], seen_f[RB * CB];

@@ -156,7 +156,7 @@ static f8_eye make_f8_eye(int n, float diag_scale) {
     e.scale = malloc(sizeof(float) * nb * nb);
     for (int i = 0; i < n; i++) e.q[(size_t)i * n + i] = 0x38;  /* e4m3 1.0 */
     for (int i = 0; i < nb * nb; i++) e.scale[i] = diag_scale;
-    e.t = (ds3_tensor){"eye", DS3_DT_F8_E4M3, n, n, e.q, e.scale, NULL};
+    e.t = (ds3_tensor){"eye", DS3_DT_F8_E4M3, n, n, e.q, e.scale, NULL, NULL};
     return e;
 }
 
@@ -203,7 +203,7 @@ static void test_actquant(void) {
         /* a BF16 weight is not quantised against: the input passes unchanged */
         uint16_t *bw = calloc((size_t)n * n, 2);
         for (int i = 0; i < n; i++) bw[(size_t)i * n + i] = 0x3f80;  /* bf16 1.0 */
-        ds3_tensor bt = {"eye16", DS3_DT_BF16, n, n, bw, NULL, NULL};
+        ds3_tensor bt = {"eye16", DS3_DT_BF16, n, n, bw, NULL, NULL, NULL};
         ds3_emul_linear(st.emul, DS3_KERNELS_FAST, out, x, &bt, T, DS3_EMUL_LINEAR);
         bool same = true;
         for (int i = 0; i < T * n; i++) same &= out[i] == x[i];

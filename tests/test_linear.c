@@ -76,10 +76,10 @@ int main(void) {
     for (int i = 0; i < ROWS; i++)
         for (int j = 0; j < COLS; j++) w8[i * COLS + j] = ds3_f32_to_e4m3((float)(urand() * 400));
 
-    ds3_tensor t32 = {"w.f32", DS3_DT_F32, ROWS, COLS, w32, NULL, NULL};
-    ds3_tensor tb16 = {"w.bf16", DS3_DT_BF16, ROWS, COLS, wb16, NULL, NULL};
-    ds3_tensor t16 = {"w.f16", DS3_DT_F16, ROWS, COLS, w16, NULL, NULL};
-    ds3_tensor t8 = {"w.fp8", DS3_DT_F8_E4M3, ROWS, COLS, w8, sc8, NULL};
+    ds3_tensor t32 = {"w.f32", DS3_DT_F32, ROWS, COLS, w32, NULL, NULL, NULL};
+    ds3_tensor tb16 = {"w.bf16", DS3_DT_BF16, ROWS, COLS, wb16, NULL, NULL, NULL};
+    ds3_tensor t16 = {"w.f16", DS3_DT_F16, ROWS, COLS, w16, NULL, NULL, NULL};
+    ds3_tensor t8 = {"w.fp8", DS3_DT_F8_E4M3, ROWS, COLS, w8, sc8, NULL, NULL};
     run_case("F32", &t32, x);
     run_case("BF16", &tb16, x);
     run_case("F16", &t16, x);
@@ -148,7 +148,7 @@ int main(void) {
         float sc[2] = {0.5f, 0.5f};  /* [ceil(256/128)][ceil(16/128)] */
         memset(codes, 0, sizeof codes);
         for (int r = 0; r < 256; r++) codes[r * 16] = (uint8_t)r;
-        ds3_tensor tc = {"codes", DS3_DT_F8_E4M3, 256, 16, codes, sc, NULL};
+        ds3_tensor tc = {"codes", DS3_DT_F8_E4M3, 256, 16, codes, sc, NULL, NULL};
         ds3_real e0[2 * 16] = {0}, o1[256], o2[2 * 256];
         e0[0] = 1; e0[16] = 1;
         for (int c = 0; c < ncopies; c++) {
@@ -171,6 +171,41 @@ int main(void) {
     }
 
 #ifndef DS3_F64
+    th_section("decode's four-row loop on a BF16 copy with its rows interleaved (ds3_tensor.rows4): the same bits");
+    {
+        /* the layout kernels.h documents, written out here: for row group g and
+         * columns j..j+7, rows 4g..4g+3's eight values side by side */
+        static uint16_t il[ROWS * COLS];
+        for (int g = 0; g < ROWS / 4; g++)
+            for (int j = 0; j < COLS; j += 8)
+                for (int r = 0; r < 4; r++)
+                    memcpy(il + (size_t)g * 4 * COLS + (size_t)j * 4 + (size_t)r * 8, wb16 + (size_t)(4 * g + r) * COLS + j,
+                           16);
+        ds3_tensor ti = tb16;
+        ti.rows4 = il;
+        static ds3_real want[ROWS], got[ROWS];
+        const int ncopies = ds3_lanes_select_avx2(true) ? 2 : 1;
+        int bad = 0, runs = 0;
+        for (int c = 0; c < ncopies; c++)
+            for (int th = 1; th <= 2; th++)
+                for (int t = 0; t < T; t++) {
+                    ds3_lanes_select_avx2(c == 1);
+#ifdef _OPENMP
+                    omp_set_num_threads(th);
+#endif
+                    ds3_linear(DS3_KERNELS_FAST, want, x + t * COLS, &tb16, 1);
+                    ds3_linear(DS3_KERNELS_FAST, got, x + t * COLS, &ti, 1);
+                    bad += memcmp(want, got, sizeof want) != 0;
+                    runs++;
+                }
+#ifdef _OPENMP
+        omp_set_num_threads(2);
+#endif
+        ds3_lanes_select_avx2(true);
+        CHECK(bad == 0, "%d one-token products (%d copies, 1 and 2 threads): the interleaved copy gives the rows' bits "
+              "(%d differ)", runs, ncopies, bad);
+    }
+
     th_section("decode's kernels (T = 1: four rows at a time; FP8 through IEEE half) against the lane rule");
     {
         /* 261 rows (not a multiple of 4), 392 columns (whole groups of eight, the
@@ -200,8 +235,8 @@ int main(void) {
         }
         q[3 * C2 + 130] = 0x7f, q[200 * C2 + 5] = 0xff;  /* two blocks with a NaN code */
         for (int i = 0; i < 5 * C2; i++) xs[i] = (float)urand();
-        ds3_tensor tq = {"w.fp8-kinds", DS3_DT_F8_E4M3, R2, C2, q, s2, NULL};
-        ds3_tensor th = {"w.bf16-wide", DS3_DT_BF16, R2, C2, hb, NULL, NULL};
+        ds3_tensor tq = {"w.fp8-kinds", DS3_DT_F8_E4M3, R2, C2, q, s2, NULL, NULL};
+        ds3_tensor th = {"w.bf16-wide", DS3_DT_BF16, R2, C2, hb, NULL, NULL, NULL};
         /* the FP8 weight again with a block record as the loader gives it
          * (kernels.h fp8_seen): the first call learns which blocks hold a NaN
          * code, the later ones decode from what it learned */
@@ -287,7 +322,7 @@ int main(void) {
         float *wv = malloc(sizeof(float) * R * Cc);
         for (int i = 0; i < M * Cc; i++) xi[i] = (ds3_real)urand();
         for (int i = 0; i < R * Cc; i++) wv[i] = (float)urand();
-        ds3_tensor tw = {"w.shape", DS3_DT_F32, R, Cc, wv, NULL, NULL};
+        ds3_tensor tw = {"w.shape", DS3_DT_F32, R, Cc, wv, NULL, NULL, NULL};
 #ifdef _OPENMP
         omp_set_num_threads(1);
 #endif

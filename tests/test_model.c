@@ -281,6 +281,31 @@ static void two_modes_at_once(const char *dir, const char *name) {
     ds3_model_free(m);
 }
 
+/* The loader's interleaved copy of a BF16 lm_head (loader.c, head_rows4):
+ * made in float builds, not with DS3_NO_ROWS4=1, and decode's logits are the
+ * same bits either way. */
+static void head_rows4_case(const char *dir, const char *name) {
+    th_section("%s: lm_head's interleaved copy for decode", name);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ds3_model *a = NULL, *b = NULL;
+    CHECK(ds3_model_load(path, &a) == DS3_OK, "load %s: %s", path, ds3_last_error());
+    setenv("DS3_NO_ROWS4", "1", 1);
+    CHECK(ds3_model_load(path, &b) == DS3_OK, "load %s with DS3_NO_ROWS4=1: %s", path, ds3_last_error());
+    unsetenv("DS3_NO_ROWS4");
+    if (!a || !b) { ds3_model_free(a); ds3_model_free(b); return; }
+    const bool want = sizeof(ds3_real) == 4 && a->lm_head.dtype == DS3_DT_BF16;
+    CHECK((a->lm_head.rows4 != NULL) == want, "the copy is made: %s (a float build, a BF16 head)", want ? "yes" : "no");
+    CHECK(b->lm_head.rows4 == NULL, "DS3_NO_ROWS4=1: no copy");
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % ds3_model_vocab_size(a));
+    ds3_real *la = run(a, DS3_ATTN_ABSORB, tok, 1), *lb = run(b, DS3_ATTN_ABSORB, tok, 1);
+    CHECK(la && lb && memcmp(la, lb, sizeof(ds3_real) * (size_t)N * ds3_model_vocab_size(a)) == 0,
+          "decode logits identical with and without the copy");
+    free(la); free(lb);
+    ds3_model_free(a); ds3_model_free(b);
+}
+
 int main(void) {
     const char *dir = getenv("DS3_MODELS");
     if (!dir) dir = "build/models";
@@ -289,6 +314,7 @@ int main(void) {
     model_case(dir, "tiny-v2");
     two_modes_at_once(dir, "tiny-fp8");
     forward_last(dir, "tiny-fp8");
+    head_rows4_case(dir, "tiny-fp8");
 
     th_section("state and argument errors");
     char path[1024];

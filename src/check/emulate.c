@@ -286,7 +286,7 @@ static void linear_bf16_weight(ds3_kernels k, ds3_real *out, const ds3_real *in,
             ds3_tensor_rows(tl_row, w, r0 + r, 1);
             for (int64_t j = 0; j < cols; j++) tl_tile[r * cols + j] = (float)bf16(tl_row[j]);
         }
-        ds3_tensor tile = {w->name, DS3_DT_F32, nr, cols, tl_tile, NULL, NULL};
+        ds3_tensor tile = {w->name, DS3_DT_F32, nr, cols, tl_tile, NULL, NULL, NULL};
         ds3_linear(k, tl_out, in, &tile, T);
         for (int t = 0; t < T; t++)
             memcpy(out + (size_t)t * rows + r0, tl_out + (size_t)t * nr, (size_t)nr * sizeof(ds3_real));

@@ -127,6 +127,13 @@ typedef struct {
      * 2 some NaN code (lanes.h, fp8_block_scale_w). The loader gives every FP8
      * weight one; without it each row's block is scanned at every use. */
     _Atomic unsigned char *fp8_seen;
+    /* BF16 only, or NULL: the same weight with each group of four rows
+     * interleaved eight columns at a time — for row group g and columns
+     * j..j+7, rows 4g..4g+3's values side by side, 64 bytes — which decode's
+     * four-row loop reads as one contiguous stream instead of four (lanes.h).
+     * The same values, so the same bits; every other reader uses `data`.
+     * The loader makes one for lm_head (loader.c). */
+    const void *rows4;
 } ds3_tensor;
 
 #define DS3_FP8_BLOCK 128

@@ -12,16 +12,21 @@
  * checkpoint fails here, with the tensor's name, the shape found and the shape
  * expected, rather than as garbage logits later. Tensors the config does not
  * imply are ignored. Norm vectors are small and read on every token, so they
- * are dequantised once into the scalar type.
+ * are dequantised once into the scalar type. A BF16 lm_head also gets a copy
+ * with its rows interleaved four at a time for decode (head_rows4).
  */
+#define _DEFAULT_SOURCE   /* madvise */
 #include "model/model.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ========================================================================== */
 /* Allocations owned by the model                                              */
@@ -500,6 +505,111 @@ static ds3_status load(ds3_model *m, const char *dir) {
     return DS3_OK;
 }
 
+/*
+ * Decode's four-row loop reads rows 4g..4g+3 side by side: four streams, which
+ * on some machines read markedly slower than one (docs/BENCHMARKS.md, "What
+ * bounds the head's GEMV"). For lm_head, the largest weight a decode step reads
+ * (BF16 in DeepSeek's checkpoints, FP8 ones included), the loader makes a copy
+ * in which each group of four rows is interleaved eight columns at a time
+ * (kernels.h, ds3_tensor.rows4), read as one stream. The values are the same
+ * bytes, so every output keeps its bits. The copy is built a slice at a time
+ * and each slice's pages of the original are handed back to the page cache
+ * (MADV_DONTNEED: a read-only file mapping; a later read faults them in again),
+ * so the process does not hold the head twice: decode reads only the copy,
+ * and only a caller asking for many rows' logits reads the original again.
+ * Float builds only (the f64 build's decode does not use the fused loop). Not
+ * made where the checkpoint and the copy would not both fit in memory (RAM or
+ * a memory cgroup's limit: copy_fits), nor with DS3_NO_ROWS4=1, nor when it
+ * cannot be allocated: the same bits either way.
+ */
+#ifndef DS3_F64
+/* A memory cgroup's limit on this process, in bytes (INFINITY if none is
+ * found): cgroup v2's memory.max or v1's memory.limit_in_bytes, of the
+ * process's group and each group above it. */
+static double cgroup_limit(void) {
+    double limit = INFINITY;
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return limit;
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        const char *v2 = strncmp(line, "0::", 3) == 0 ? line + 3 : NULL;
+        const char *v1 = strstr(line, ":memory:");
+        const char *path = v2 ? v2 : v1 ? v1 + 8 : NULL;
+        if (!path) continue;
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s", path);
+        for (;;) {  /* this group, then each one above it */
+            char file[1100];
+            snprintf(file, sizeof file, v2 ? "/sys/fs/cgroup%s/memory.max" : "/sys/fs/cgroup/memory%s/memory.limit_in_bytes",
+                     strcmp(dir, "/") ? dir : "");
+            FILE *g = fopen(file, "r");
+            double x;
+            if (g && fscanf(g, "%lf", &x) == 1 && x > 0 && x < limit) limit = x;  /* "max" reads as no number */
+            if (g) fclose(g);
+            char *slash = strrchr(dir, '/');
+            if (!slash || slash == dir) break;
+            *slash = 0;
+        }
+    }
+    fclose(f);
+    return limit;
+}
+
+/* Whether the checkpoint and a copy of `bytes` fit in this machine's memory
+ * (its RAM, and a memory cgroup's limit where there is one). Where they do not,
+ * the checkpoint's pages stream from disk anyway, and an anonymous copy would
+ * only hold memory the page cache needs (docs/ROBUSTNESS.md, resource limits). */
+static bool copy_fits(const ds3_model *m, size_t bytes) {
+    double need = (double)bytes;
+    for (int f = 0; f < m->n_files; f++) need += (double)m->files[f]->map_size;
+    const long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    double limit = pages > 0 && psz > 0 ? (double)pages * (double)psz : INFINITY;
+    const double cg = cgroup_limit();
+    if (cg < limit) limit = cg;
+    return need <= limit;
+}
+#endif
+
+static void head_rows4(ds3_model *m) {
+#ifndef DS3_F64
+    ds3_tensor *w = &m->lm_head;
+    if (w->dtype != DS3_DT_BF16 || w->rows % 4 || w->cols % 8 || w->rows < 4 || getenv("DS3_NO_ROWS4")) return;
+    const int64_t rows = w->rows, cols = w->cols;
+    const size_t bytes = (size_t)rows * (size_t)cols * 2;
+    if (!copy_fits(m, bytes)) return;
+    void *copy = NULL;
+    if (posix_memalign(&copy, 64, bytes) != 0) return;
+    const unsigned char *src = w->data;
+    unsigned char *dst = copy;
+    /* the original's pages may be given back when the head is not also the
+     * embedding (a tied checkpoint reads its rows at every token) */
+    const bool give_back = w->data != m->embed_tokens.data;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t given = ((uintptr_t)src + page - 1) & ~(page - 1);  /* first whole page not yet given back */
+    const int64_t slice = 1024;  /* row groups per slice: 8 MB of small's head */
+    for (int64_t g0 = 0; g0 < rows / 4; g0 += slice) {
+        const int64_t g1 = g0 + slice < rows / 4 ? g0 + slice : rows / 4;
+        for (int64_t g = g0; g < g1; g++)
+            for (int64_t j = 0; j < cols; j += 8)
+                for (int r = 0; r < 4; r++)
+                    memcpy(dst + (size_t)g * 8 * cols + (size_t)j * 8 + (size_t)r * 16,
+                           src + ((size_t)(4 * g + r) * cols + (size_t)j) * 2, 16);
+        const uintptr_t done = ((uintptr_t)src + (size_t)g1 * 8 * cols) & ~(page - 1);
+        if (give_back && done > given) {
+            madvise((void *)given, done - given, MADV_DONTNEED);
+            given = done;
+        }
+    }
+    m->head_rows4 = copy;
+    w->rows4 = copy;
+    for (int k = 0; k < m->n_mtp; k++)  /* MTP layers that share the main head (bind_mtp) */
+        if (m->mtp[k].shared_head_head.data == w->data) m->mtp[k].shared_head_head.rows4 = copy;
+#else
+    (void)m;
+#endif
+}
+
 static ds3_status model_load_body(const char *dir, ds3_model **out) {
     *out = NULL;
     if (!dir) return ds3_fail(DS3_ERR_ARG, "ds3_model_load: no directory given");
@@ -510,6 +620,7 @@ static ds3_status model_load_body(const char *dir, ds3_model **out) {
         ds3_model_free(m);
         return st;
     }
+    head_rows4(m);
     *out = m;
     return DS3_OK;
 }
@@ -526,6 +637,7 @@ ds3_status ds3_model_load(const char *dir, ds3_model **out) {
 
 void ds3_model_free(ds3_model *m) {
     if (!m) return;
+    free(m->head_rows4);
     for (int f = 0; f < m->n_files; f++) ds3_st_close(m->files[f]);
     free(m->files);
     for (owned_block *b = m->owned; b;) {
