@@ -453,7 +453,7 @@ static void memory_rows(bench *b, int logits_rows) {
                      sizeof(int32_t) * (double)s->iwork_n +
                      (double)b->nmax * 128.0 * maxcols * sizeof(ds3_real);  /* BLAS tile buffers */
     double logits = (double)logits_rows * c->vocab_size * sizeof(ds3_real);
-    /* the loader's interleaved copy of lm_head for decode (loader.c, head_rows4):
+    /* ds3_model_prepare_decode's interleaved copy of lm_head (loader.c):
      * page_in and the prefill cells read the original rows too, so both count */
     double rows4 = m->lm_head.rows4 ? (double)m->lm_head.rows * m->lm_head.cols * 2 : 0;
     double cap = 1.1 * (ckpt + rows4 + kv + scratch + logits);
@@ -532,6 +532,8 @@ int main(int argc, char **argv) {
     ds3_status st = ds3_model_load(dir, &m);
     if (st != DS3_OK) die("loading the model", st);
     b.m = m;
+    /* laid out for decode as `ds3 run` has it (the decode cells' subject) */
+    if ((st = ds3_model_prepare_decode(m)) != DS3_OK) die("ds3_model_prepare_decode", st);
     b.w = count_work(m);
     b.nmax = max_threads();
     b.bwn = (size_t)512 << 17;  /* 512 MiB of 64-bit words */

@@ -225,6 +225,7 @@ int cli_chat(int argc, char **argv) {
     free(probe);
 
     if (ds3_model_load(o.model, &c.m) != DS3_OK) lib_die("loading model");
+    if (ds3_model_prepare_decode(c.m) != DS3_OK) lib_die("preparing the model for decode");
     c.V = ds3_model_vocab_size(c.m);
     if (ds3_tokenizer_n_ids(c.tok) > c.V)
         cli_die("the tokenizer has %d ids, more than the model's vocabulary %d: is it the model's?",

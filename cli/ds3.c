@@ -713,6 +713,7 @@ static void run_load_model(run_opts *o, run_ctx *r) {
     r->smp = cli_sampler_new(&o->so);
 
     if ((st = ds3_model_load(o->model, &r->m)) != DS3_OK) lib_die(st, "loading model");
+    if ((st = ds3_model_prepare_decode(r->m)) != DS3_OK) lib_die(st, "preparing the model for decode");
     const int V = r->V = ds3_model_vocab_size(r->m);
     for (int i = 0; i < r->T && o->prompt; i++)
         if (r->tokens[i] >= V)

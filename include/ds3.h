@@ -58,6 +58,18 @@ typedef struct ds3_model ds3_model;
 ds3_status ds3_model_load(const char *dir, ds3_model **out);
 void ds3_model_free(ds3_model *m);
 
+/* Before decoding many tokens (optional, once): lay lm_head out for one-token
+ * steps — a copy with its rows interleaved four at a time, which decode reads
+ * as one stream (docs/ARCHITECTURE.md §6) — handing the original's pages back
+ * as it goes. The same bits with or without it; it only costs the copy's time
+ * and, for a caller that also asks for many rows' logits, the copy's memory.
+ * Skipped (still DS3_OK) for a head that is not BF16, in the f64 build, with
+ * DS3_NO_ROWS4=1, where the checkpoint and the copy would not fit in RAM or the
+ * memory cgroup, or when the copy cannot be allocated. Call it with no forward
+ * running on the model; a second call does nothing. `ds3 run`, `ds3 chat` and
+ * the Python package's generate call it; a replay or a dump need not. */
+ds3_status ds3_model_prepare_decode(ds3_model *m);
+
 /* Are the model's files still the ones loaded? DS3_ERR_IO naming the file when
  * one was truncated under the mapping ("FILE changed size while mapped": the
  * pages that vanished read as zeros, so a run finishes instead of dying of

@@ -76,6 +76,8 @@ static void model_case(const char *dir, const char *name) {
     ds3_status st = ds3_model_load(path, &m);
     CHECK(st == DS3_OK, "load %s: %s", path, ds3_last_error());
     if (st) return;
+    /* laid out for decode as ds3 run has it: every check below then runs with it */
+    CHECK(ds3_model_prepare_decode(m) == DS3_OK, "%s: ds3_model_prepare_decode: %s", name, ds3_last_error());
     th_section("%s", name);
     int V = ds3_model_vocab_size(m);
     long n = (long)N * V;
@@ -281,22 +283,27 @@ static void two_modes_at_once(const char *dir, const char *name) {
     ds3_model_free(m);
 }
 
-/* The loader's interleaved copy of a BF16 lm_head (loader.c, head_rows4):
- * made in float builds, not with DS3_NO_ROWS4=1, and decode's logits are the
- * same bits either way. */
+/* ds3_model_prepare_decode's interleaved copy of a BF16 lm_head (loader.c):
+ * not made by the load alone, made in float builds, not with DS3_NO_ROWS4=1,
+ * and decode's logits are the same bits either way. */
 static void head_rows4_case(const char *dir, const char *name) {
     th_section("%s: lm_head's interleaved copy for decode", name);
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     ds3_model *a = NULL, *b = NULL;
     CHECK(ds3_model_load(path, &a) == DS3_OK, "load %s: %s", path, ds3_last_error());
-    setenv("DS3_NO_ROWS4", "1", 1);
-    CHECK(ds3_model_load(path, &b) == DS3_OK, "load %s with DS3_NO_ROWS4=1: %s", path, ds3_last_error());
-    unsetenv("DS3_NO_ROWS4");
+    CHECK(ds3_model_load(path, &b) == DS3_OK, "load %s again: %s", path, ds3_last_error());
     if (!a || !b) { ds3_model_free(a); ds3_model_free(b); return; }
+    CHECK(a->lm_head.rows4 == NULL, "the load alone makes no copy");
+    CHECK(ds3_model_prepare_decode(a) == DS3_OK, "ds3_model_prepare_decode: %s", ds3_last_error());
+    const void *first = a->lm_head.rows4;
+    CHECK(ds3_model_prepare_decode(a) == DS3_OK && a->lm_head.rows4 == first, "a second call does nothing");
     const bool want = sizeof(ds3_real) == 4 && a->lm_head.dtype == DS3_DT_BF16;
-    CHECK((a->lm_head.rows4 != NULL) == want, "the copy is made: %s (a float build, a BF16 head)", want ? "yes" : "no");
-    CHECK(b->lm_head.rows4 == NULL, "DS3_NO_ROWS4=1: no copy");
+    CHECK((first != NULL) == want, "the copy is made: %s (a float build, a BF16 head)", want ? "yes" : "no");
+    setenv("DS3_NO_ROWS4", "1", 1);
+    CHECK(ds3_model_prepare_decode(b) == DS3_OK && b->lm_head.rows4 == NULL, "DS3_NO_ROWS4=1: no copy");
+    unsetenv("DS3_NO_ROWS4");
+    CHECK(ds3_model_prepare_decode(NULL) == DS3_ERR_ARG, "a NULL model is refused");
     int32_t tok[N];
     for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % ds3_model_vocab_size(a));
     ds3_real *la = run(a, DS3_ATTN_ABSORB, tok, 1), *lb = run(b, DS3_ATTN_ABSORB, tok, 1);

@@ -109,6 +109,7 @@ class Model:
         self._lock = threading.Lock()
         self._users = 0
         self._closing = False
+        self._decode_ready = False
         p = c_void_p()
         self._lib.check(self._lib.model_load(cstr(path, "path"), byref(p)))
         self._m = p
@@ -148,6 +149,16 @@ class Model:
                 raise ArgumentError("the model is closed")
             self._users += 1
             return self._m
+
+    def _prepare_decode(self, m):
+        """ds3_model_prepare_decode once, before the first generate: lm_head laid out
+        for one-token steps (the same ids; only faster). It wants no forward running
+        on the model, so only a generate that is the model's one user does it, with
+        the lock held so that none starts meanwhile."""
+        with self._lock:
+            if not self._decode_ready and self._users == 1:
+                self._lib.check(self._lib.model_prepare_decode(m), "prepare decode")
+                self._decode_ready = True
 
     def _release(self):
         with self._lock:
@@ -295,6 +306,7 @@ class Model:
         L.check(L.sampler_new(float(temperature), float(top_p), int(seed), byref(smp)), "sampler")
         m = self._acquire()
         try:
+            self._prepare_decode(m)
             s = self._state(m, T + n)
             try:
                 if mtp:

@@ -151,6 +151,7 @@ class Lib:
         # models
         fn("ds3_model_load", st, c_char_p, POINTER(P))
         fn("ds3_model_free", None, P)
+        fn("ds3_model_prepare_decode", st, P)
         for name in ("vocab_size", "num_layers", "num_mtp", "top_k", "max_positions"):
             fn("ds3_model_" + name, c_int, P)
         fn("ds3_model_describe_str", st, P, POINTER(c_void_p))

@@ -132,7 +132,7 @@ typedef struct {
      * j..j+7, rows 4g..4g+3's values side by side, 64 bytes — which decode's
      * four-row loop reads as one contiguous stream instead of four (lanes.h).
      * The same values, so the same bits; every other reader uses `data`.
-     * The loader makes one for lm_head (loader.c). */
+     * ds3_model_prepare_decode makes one for lm_head (loader.c). */
     const void *rows4;
 } ds3_tensor;
 

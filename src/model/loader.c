@@ -12,8 +12,8 @@
  * checkpoint fails here, with the tensor's name, the shape found and the shape
  * expected, rather than as garbage logits later. Tensors the config does not
  * imply are ignored. Norm vectors are small and read on every token, so they
- * are dequantised once into the scalar type. A BF16 lm_head also gets a copy
- * with its rows interleaved four at a time for decode (head_rows4).
+ * are dequantised once into the scalar type. ds3_model_prepare_decode gives a
+ * BF16 lm_head a copy with its rows interleaved four at a time for decode.
  */
 #define _DEFAULT_SOURCE   /* madvise */
 #include "model/model.h"
@@ -509,7 +509,8 @@ static ds3_status load(ds3_model *m, const char *dir) {
  * Decode's four-row loop reads rows 4g..4g+3 side by side: four streams, which
  * on some machines read markedly slower than one (docs/BENCHMARKS.md, "What
  * bounds the head's GEMV"). For lm_head, the largest weight a decode step reads
- * (BF16 in DeepSeek's checkpoints, FP8 ones included), the loader makes a copy
+ * (BF16 in DeepSeek's checkpoints, FP8 ones included), ds3_model_prepare_decode
+ * makes a copy (not the load: `ds3 info`, a replay or a dump need none)
  * in which each group of four rows is interleaved eight columns at a time
  * (kernels.h, ds3_tensor.rows4), read as one stream. The values are the same
  * bytes, so every output keeps its bits. The copy is built a slice at a time
@@ -571,15 +572,17 @@ static bool copy_fits(const ds3_model *m, size_t bytes) {
 }
 #endif
 
-static void head_rows4(ds3_model *m) {
+ds3_status ds3_model_prepare_decode(ds3_model *m) {
+    if (!m) return ds3_fail(DS3_ERR_ARG, "ds3_model_prepare_decode: model is NULL");
 #ifndef DS3_F64
     ds3_tensor *w = &m->lm_head;
-    if (w->dtype != DS3_DT_BF16 || w->rows % 4 || w->cols % 8 || w->rows < 4 || getenv("DS3_NO_ROWS4")) return;
+    if (w->rows4 || w->dtype != DS3_DT_BF16 || w->rows % 4 || w->cols % 8 || w->rows < 4 || getenv("DS3_NO_ROWS4"))
+        return DS3_OK;
     const int64_t rows = w->rows, cols = w->cols;
     const size_t bytes = (size_t)rows * (size_t)cols * 2;
-    if (!copy_fits(m, bytes)) return;
+    if (!copy_fits(m, bytes)) return DS3_OK;
     void *copy = NULL;
-    if (posix_memalign(&copy, 64, bytes) != 0) return;
+    if (posix_memalign(&copy, 64, bytes) != 0) return DS3_OK;
     const unsigned char *src = w->data;
     unsigned char *dst = copy;
     /* the original's pages may be given back when the head is not also the
@@ -601,13 +604,11 @@ static void head_rows4(ds3_model *m) {
             given = done;
         }
     }
-    m->head_rows4 = copy;
-    w->rows4 = copy;
+    w->rows4 = copy;  /* freed with the model */
     for (int k = 0; k < m->n_mtp; k++)  /* MTP layers that share the main head (bind_mtp) */
         if (m->mtp[k].shared_head_head.data == w->data) m->mtp[k].shared_head_head.rows4 = copy;
-#else
-    (void)m;
 #endif
+    return DS3_OK;
 }
 
 static ds3_status model_load_body(const char *dir, ds3_model **out) {
@@ -620,7 +621,6 @@ static ds3_status model_load_body(const char *dir, ds3_model **out) {
         ds3_model_free(m);
         return st;
     }
-    head_rows4(m);
     *out = m;
     return DS3_OK;
 }
@@ -637,7 +637,7 @@ ds3_status ds3_model_load(const char *dir, ds3_model **out) {
 
 void ds3_model_free(ds3_model *m) {
     if (!m) return;
-    free(m->head_rows4);
+    free((void *)m->lm_head.rows4);  /* ds3_model_prepare_decode's copy, or NULL */
     for (int f = 0; f < m->n_files; f++) ds3_st_close(m->files[f]);
     free(m->files);
     for (owned_block *b = m->owned; b;) {

@@ -151,7 +151,6 @@ struct ds3_model {
     double rope_attn_factor;             /* cos/sin multiplier (1 when mscale == mscale_all_dim) */
     double attn_scale;                   /* (Dn+Dr)^-0.5 · m² */
     void *owned;                         /* allocations freed with the model */
-    void *head_rows4;                    /* lm_head.rows4, or NULL (loader.c, head_rows4) */
     /* expert parallelism (dist.c): this process is rank ep_rank of ep_size and
      * holds routed experts ds3_dist_range(E, ep_rank, ep_size); 0 of 1 alone */
     int ep_rank, ep_size;
