@@ -208,6 +208,13 @@ void ds3_moe_combine(const ds3_state *s, ds3_real *out, ds3_real *ye, const int3
     }
 }
 
+/* The shared experts on all T tokens: one MLP of width S·Im into b->shared. */
+static void moe_shared(ds3_state *s, const ds3_layer *l, const moe_bufs *b, const ds3_real *x, int T) {
+    const int W = s->m->cfg.n_shared_experts * s->m->cfg.moe_intermediate_size;
+    ds3_arena sa = ds3_arena_over(b->shid, ds3_mlp_need(T, W));
+    ds3_mlp(s, b->shared, x, &l->shared_experts, W, T, &sa);
+}
+
 void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x, int T, int start,
              const char *prefix) {
     const ds3_config *c = &s->m->cfg;
@@ -286,8 +293,7 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
     for (int it = 0; it < n_items; it++) {
         const int e = items[it];
         if (e < 0) {
-            ds3_arena sa = ds3_arena_over(b.shid, ds3_mlp_need(T, S * Im));
-            ds3_mlp(s, b.shared, x, &l->shared_experts, S * Im, T, &sa);
+            moe_shared(s, l, &b, x, T);
             continue;
         }
         int n = off[e + 1] - off[e];
@@ -297,9 +303,6 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
     ds3_dist_gather_rows(b.ye, off, E, D, s->m->ep_size);
 
     /* ---- the shared experts (if not above), then the combination ---------- */
-    if (S > 0 && !shared_inside) {
-        ds3_arena sa = ds3_arena_over(b.shid, ds3_mlp_need(T, S * Im));
-        ds3_mlp(s, b.shared, x, &l->shared_experts, S * Im, T, &sa);
-    }
+    if (S > 0 && !shared_inside) moe_shared(s, l, &b, x, T);
     ds3_moe_combine(s, out, b.ye, b.slot, idx, b.w, S > 0 ? b.shared : NULL, b.order, T);
 }
