@@ -206,9 +206,10 @@ static const char *const help_info =
     "  --config NAME|PATH  a built-in config or a config.json, no weights needed\n"
     "  --list              list the built-in configs\n";
 
-#define KERNELS_HELP                                                                      \
-    "  --kernels K         fast (default: OpenBLAS beyond 32 tokens), deterministic\n" \
-    "                      (a prefill has the bits of token-by-token decoding) or ref\n"  \
+#define KERNELS_HELP                                                                       \
+    "  --kernels K         fast (default: OpenBLAS beyond 32 tokens, and AMX from 2\n"     \
+    "                      for BF16 weights where the CPU has it), deterministic\n"        \
+    "                      (a prefill has the bits of token-by-token decoding) or ref\n"   \
     "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
 
 static const char *const help_run =
@@ -1050,6 +1051,8 @@ int main(int argc, char **argv) {
         printf("OpenMP: %s, %d threads by default\n", b.openmp ? "yes" : "no (one thread)", ds3_threads());
         printf("SIMD: lane kernel %s on this CPU (AVX2+F16C copy %s)\n", b.simd,
                b.simd_built ? "built in" : "not built: not x86-64, or the f64 build");
+        printf("AMX: %s\n", b.amx ? "fast mode's products of 2 or more tokens with BF16 weights (DS3_NO_AMX=1 turns it off)"
+                          : "not used (not on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX)");
         printf("compiler: %s\n", __VERSION__);
         return 0;
     }

@@ -7,7 +7,9 @@
 #include "harness.h"
 #include "generate/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -60,6 +62,84 @@ static void run_case(const char *name, const ds3_tensor *w, const ds3_real *x) {
     for (int i = 0; i < ROWS; i++) { g1[i] = one[i]; r1[i] = a[i]; }
     snprintf(what, sizeof what, "%s T=1 vs plain", name);
     th_check_close(what, g1, r1, ROWS, tol, tol);
+}
+
+/*
+ * The AMX product (linear_amx.c), where it runs. Three kinds of check:
+ *  - exact: with w a signed permutation whose entries are powers of two, every
+ *    product and sum is exact, so out must be x permuted and scaled, bit for
+ *    bit: the three-part split, the packing and the transposed store all right
+ *    (a split that dropped x3 fails it: random x uses all 24 bits);
+ *  - against float64, per element within the bound on an fp32 sum of 3·cols
+ *    exact products, |err| <= 3·cols·2^-24·Σ|x·w| (and the BLAS path within
+ *    its own cols·2^-24·Σ|x·w|);
+ *  - the same bits for 1 and 2 threads, and for a token whatever T.
+ * Shapes with rows not a multiple of 16 and cols not of 32 (the padded copy)
+ * and T not of 16 or 32 (the token tail) are among them.
+ */
+static void amx_checks(void) {
+    static const int shapes[][3] = {{2, 16, 32}, {17, 48, 64}, {33, 40, 200}, {70, 300, 200}, {64, 256, 1024}};
+    for (int k = 0; k < 5; k++) {
+        const int M = shapes[k][0], R = shapes[k][1], C = shapes[k][2];
+        ds3_real *x = malloc(sizeof(ds3_real) * M * C), *o = malloc(sizeof(ds3_real) * M * R),
+                 *o2 = malloc(sizeof(ds3_real) * M * R), *want = malloc(sizeof(ds3_real) * M * R);
+        uint16_t *wv = malloc(sizeof(uint16_t) * R * C);
+        for (int i = 0; i < M * C; i++) x[i] = (ds3_real)urand();
+        ds3_tensor tw = {"w.amx", DS3_DT_BF16, R, C, wv, NULL, NULL, NULL};
+
+        /* exact: row n of w is ±2^e at column (7n + 3) mod C */
+        memset(wv, 0, sizeof(uint16_t) * R * C);
+        for (int n = 0; n < R; n++) {
+            float v = ldexpf(n % 3 ? 1.0f : -1.0f, n % 5 - 2);
+            wv[(size_t)n * C + (7 * n + 3) % C] = ds3_f32_to_bf16(v);
+            for (int t = 0; t < M; t++) want[t * R + n] = v * x[t * C + (7 * n + 3) % C];
+        }
+        ds3_linear(DS3_KERNELS_FAST, o, x, &tw, M);
+        CHECK(memcmp(o, want, sizeof(ds3_real) * M * R) == 0,
+              "T=%d, %d x %d, w a scaled permutation: out is x permuted and scaled, exactly", M, R, C);
+
+        /* random weights against float64, and the BLAS path */
+        for (int i = 0; i < R * C; i++) wv[i] = ds3_f32_to_bf16((float)(urand() * 0.1));
+        ds3_linear(DS3_KERNELS_FAST, o, x, &tw, M);
+        ds3_linear_select_amx(false);
+        ds3_linear(DS3_KERNELS_FAST, o2, x, &tw, M);
+        ds3_linear_select_amx(true);
+        int over = 0, over_blas = 0;
+        double worst = 0;
+        for (int t = 0; t < M; t++)
+            for (int n = 0; n < R; n++) {
+                double ref = 0, mag = 0;
+                for (int j = 0; j < C; j++) {
+                    double p = (double)x[t * C + j] * ds3_bf16_to_f32(wv[(size_t)n * C + j]);
+                    ref += p;
+                    mag += fabs(p);
+                }
+                double err = fabs(o[t * R + n] - ref), bound = 3.0 * C * 0x1p-24 * mag;
+                if (err / bound > worst) worst = err / bound;
+                over += err > bound;
+                over_blas += fabs(o2[t * R + n] - ref) > C * 0x1p-24 * mag;
+            }
+        CHECK(over == 0 && over_blas == 0,
+              "T=%d, %d x %d: AMX within 3·cols·2^-24·Σ|xw| of float64 (%d over; worst %.3f of it), BLAS path "
+              "within cols·2^-24·Σ|xw| (%d over)", M, R, C, over, worst, over_blas);
+
+        /* threads, and T */
+#ifdef _OPENMP
+        omp_set_num_threads(1);
+        ds3_linear(DS3_KERNELS_FAST, o2, x, &tw, M);
+        omp_set_num_threads(2);
+        CHECK(memcmp(o, o2, sizeof(ds3_real) * M * R) == 0, "T=%d, %d x %d: 1 and 2 threads give the same bits",
+              M, R, C);
+#endif
+        int diff = 0;
+        for (int t0 = 0; t0 + 2 <= M; t0 += 5) {
+            ds3_linear(DS3_KERNELS_FAST, o2, x + t0 * C, &tw, 2);
+            diff += memcmp(o + t0 * R, o2, sizeof(ds3_real) * 2 * R) != 0;
+        }
+        CHECK(diff == 0, "T=%d, %d x %d: tokens computed two at a time give the same bits (%d pairs differ)", M,
+              R, C, diff);
+        free(x); free(o); free(o2); free(want); free(wv);
+    }
 }
 
 int main(void) {
@@ -296,6 +376,11 @@ int main(void) {
         ds3_lanes_select_avx512(nruns == 3);
     }
 #endif
+
+    th_section("AMX: BF16 weights, fast mode, several tokens");
+    if (ds3_amx_ok()) amx_checks();
+    else fprintf(stderr, "   (no AMX on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX set: "
+                         "not compared)\n");
 
     th_section("thread-count invariance");
     static ds3_real r1[T * ROWS], r2[T * ROWS], p1[T * ROWS], p2[T * ROWS];

@@ -35,6 +35,12 @@
 #else
 #define DS3_AVX2_COPY 0
 #endif
+/* linear_amx.c's AMX product exists where the AVX2 copies do, in float builds. */
+#if DS3_AVX2_COPY && !defined(DS3_F64)
+#define DS3_AMX_COPY 1
+#else
+#define DS3_AMX_COPY 0
+#endif
 
 /* ========================================================================== */
 /* dmath.c — exp, log, pow, sin, cos of ds3's own (the same bits on any libc)  */
@@ -157,6 +163,23 @@ bool ds3_rows_select_avx2(bool on);
 bool ds3_cpu_has_avx2_f16c(void);
 /* The CPU has AVX-512 F, VL and DQ (and AVX2 and F16C): linear_avx2.c's wide tiles. */
 bool ds3_cpu_has_avx512(void);
+
+/* linear_amx.c — fast mode's several-token product for BF16 weights on Intel
+ * AMX, the activations split exactly into three bf16 parts (see there). */
+/* The CPU has AMX-TILE and AMX-BF16 and the OS saves their state. */
+bool ds3_cpu_has_amx(void);
+/* AMX runs: the CPU has it, Linux granted the process its state, DS3_NO_AMX
+ * unset (false in builds without the AMX copy). Tests switch it; false if on is
+ * asked for and AMX cannot run. */
+bool ds3_amx_ok(void);
+bool ds3_linear_select_amx(bool on);
+/* The weight is one the AMX product takes: BF16. */
+bool ds3_linear_amx_fits(const ds3_tensor *w);
+/* out = in · wᵀ on AMX (w fits); 1 done, -1 out of memory (nothing written).
+ * Call only when ds3_amx_ok. */
+int ds3_linear_amx(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
+/* Frees the calling thread's packing buffer. */
+void ds3_linear_amx_release(void);
 
 /* ========================================================================== */
 /* linear.c — out[T][w.rows] = in[T][w.cols] · wᵀ                              */

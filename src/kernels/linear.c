@@ -114,6 +114,11 @@ void ds3_get_build_info(ds3_build_info *out) {
     out->simd_built = 0;
 #endif
     out->simd = ds3_rows_avx2_ok() ? "avx2+f16c" : "portable";
+#ifdef DS3_BLAS
+    out->amx = ds3_use_blas && ds3_amx_ok();
+#else
+    out->amx = 0;
+#endif
 }
 
 /* Columns decoded at once in the plain path: one FP8 scale block. */
@@ -457,6 +462,8 @@ ds3_status ds3_threads_start(void) {
 
 /* Calls of at most this many tokens use the lane kernel in fast mode too. */
 #define LANES_MAX_T 32
+/* Calls of at least this many tokens with BF16 weights use AMX, where it runs. */
+#define AMX_MIN_T 2
 
 ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out) {
     static const char *const names[] = {"fast", "deterministic", "ref"};
@@ -475,6 +482,12 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
         return;
     case DS3_KERNELS_FAST:
 #ifdef DS3_BLAS
+        /* BF16 weights on a CPU with AMX: from two tokens on, the AMX product
+         * (linear_amx.c), the activations split exactly into three bf16 parts. */
+        if (ds3_use_blas && T >= AMX_MIN_T && ds3_linear_amx_fits(w) && ds3_amx_ok()) {
+            if (ds3_linear_amx(out, in, w, T) < 0) atomic_fetch_add(&tile_failures, 1);
+            return;
+        }
         /* A GEMM on a dequantised tile pays for the dequantisation and the
          * packing once per call; up to LANES_MAX_T tokens the lane kernel,
          * which decodes each weight once per call and multiplies it into
@@ -506,5 +519,6 @@ void ds3_linear_release(void) {
         free(lanes_buf);
         lanes_buf = NULL;
         lanes_cap = 0;
+        ds3_linear_amx_release();
     }
 }

@@ -1,0 +1,409 @@
+/*
+ * linear_amx.c — fast mode's product for BF16 weights on Intel AMX (Advanced
+ * Matrix Extensions: Xeon from Sapphire Rapids on), float build.
+ *
+ *   out[T][rows] = in[T][cols] · w[rows][cols]ᵀ,   w BF16, in and out fp32
+ *
+ * AMX multiplies bf16 by bf16 and accumulates in fp32: one TDPBF16PS adds to
+ * each element of a 16×16 fp32 tile the 32 products of a row of a 16×32 bf16
+ * tile and a column of a 32×16 one, sixteen times the multiply-adds of an
+ * AVX-512 fp32 FMA per cycle. The weights are bf16 already. The activations are
+ * fp32, and rounding them to bf16 (what a bf16 GPU build and llama.cpp's BF16
+ * path do) would lose 16 of their 24 bits. Instead each is split, exactly, into
+ * three bf16 parts:
+ *
+ *   x1 = x with its low 16 bits cleared,   r = x − x1,
+ *   x2 = r with its low 16 bits cleared,   x3 = r − x2,      x = x1 + x2 + x3
+ *
+ * x has 24 significant bits; x1 takes the top 8, r holds the other 16 (the
+ * subtraction is exact: same sign, same exponent), x2 the next 8 and x3 the
+ * last 8, so x3 is a bf16 too. Then w·x = w·x1 + w·x2 + w·x3, and each of the
+ * three products of two bf16 is exact in fp32 (8 × 8 significant bits). Every
+ * output is the fp32 accumulation of 3·cols exact products, as the BLAS path's
+ * sgemm accumulates cols of them: the same accuracy (tests/test_linear.c holds
+ * both to a float64 reference), at about 16/3 times the arithmetic rate. What
+ * differs is the order of the additions, so the bits differ from the BLAS
+ * path's, as the BLAS path's differ between CPUs: fast mode promises the same
+ * bits for any thread count on one machine (docs/PORTABILITY.md). Here an
+ * element is computed by the same instructions on the same data whatever T, the
+ * other rows or the thread count: threads split weight rows, and an element's
+ * sum runs over k in 32-column blocks, in each block the x1, x2, x3 parts in
+ * that order.
+ *
+ * Two edges of the split, both below anything a forward pass meets: AMX reads a
+ * bf16 subnormal as zero and flushes a subnormal result to zero, so parts of
+ * magnitude below 2^-126 (activations below about 2^-110) are lost; and an
+ * infinite or NaN input gives NaN outputs (x − x1 is NaN), where sgemm could
+ * give an infinity.
+ *
+ * The layout. A tile is 16 rows of 64 bytes. The weights are the A tiles as
+ * stored: 16 weight rows × 32 columns, read from the checkpoint with the row
+ * stride (no copy, no conversion). The activations are the B tiles, packed once
+ * per call: TDPBF16PS wants B's 32 reduction indices as 16 rows of pairs, so
+ * row r of the tile for tokens t0..t0+15, columns k0..k0+31 and part p holds,
+ * for each token c, the pair (x_p[t0+c][k0+2r], x_p[t0+c][k0+2r+1]). A tile of
+ * results is C[n][t]: weight rows down, tokens across; it is stored and copied
+ * into out transposed. Four result tiles (two row blocks × two token blocks),
+ * two A and two B tiles fill the eight tile registers.
+ *
+ * A row block that would reach past the tensor (rows not a multiple of 16, cols
+ * not of 32: tiny's shapes; V3's and small's never) is copied, zero-padded,
+ * and the padding meets zeros in the packed activations.
+ *
+ * Used by ds3_linear in fast mode for T >= 2 when the weight is BF16, the CPU
+ * has AMX-BF16, Linux grants the process the tile state (arch_prctl
+ * ARCH_REQ_XCOMP_PERM) and DS3_NO_AMX is unset.
+ */
+#define _DEFAULT_SOURCE   /* syscall */
+#include "kernels/kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if DS3_AMX_COPY
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define TARGET_AMX __attribute__((target("amx-tile,amx-bf16")))
+
+/* Tiles: 0..3 results (C[row block][token block]), 4 and 5 weights, 6 and 7
+ * activations; all 16 rows of 64 bytes. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+/* Bytes of one packed tile, and of the three parts of one 32-column block. */
+#define TILE_BYTES 1024
+#define KBLOCK_U16 (3 * TILE_BYTES / 2)
+
+/* The packed activations of the calling thread (grown, never shrunk; freed by
+ * ds3_linear_release). */
+static _Thread_local uint16_t *pack_buf;
+static _Thread_local size_t pack_cap;
+/* Each thread's copy of a weight row block whose tiles would reach past the
+ * tensor (the last block when rows is not a multiple of 16, every block when
+ * cols is not one of 32), zero-padded. */
+static _Thread_local uint16_t *edge_buf;
+static _Thread_local size_t edge_cap;
+
+/*
+ * Token block tb of the packed activations: for each 32-column block its three
+ * parts' tiles, one after the other; tokens past T and columns past cols are
+ * zeros. For one block and part: each token's 32 values in two registers, the
+ * part taken (x1 = x & 0xffff0000; r = x − x1, x2 = r & 0xffff0000, x3 = r − x2:
+ * the subtractions are exact, above), its top halves gathered into 16 pairs
+ * (vpermt2w), one register per token; the 16×16 pairs transposed so that a
+ * register holds pair r of every token, which is row r of the tile.
+ */
+#define TARGET_AVX512BW __attribute__((target("avx512f,avx512bw")))
+
+TARGET_AVX512BW static inline __m512i part_of(__m512 x, int p) {
+    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    const __m512i x1 = _mm512_and_si512(_mm512_castps_si512(x), top);
+    if (p == 0) return x1;
+    const __m512 r = _mm512_sub_ps(x, _mm512_castsi512_ps(x1));
+    const __m512i x2 = _mm512_and_si512(_mm512_castps_si512(r), top);
+    if (p == 1) return x2;
+    return _mm512_castps_si512(_mm512_sub_ps(r, _mm512_castsi512_ps(x2)));
+}
+
+/* v[i] holds row i of a 16×16 matrix of 32-bit pairs; afterwards, column i.
+ * Four-by-four transposes inside each 128-bit lane (unpack), then of the lanes
+ * themselves (shuffle_i32x4). */
+TARGET_AVX512BW static inline void transpose16(__m512i v[16]) {
+    __m512i s[16];
+    for (int g = 0; g < 4; g++) {
+        const __m512i t0 = _mm512_unpacklo_epi32(v[4 * g], v[4 * g + 1]), t1 = _mm512_unpackhi_epi32(v[4 * g], v[4 * g + 1]);
+        const __m512i t2 = _mm512_unpacklo_epi32(v[4 * g + 2], v[4 * g + 3]),
+                      t3 = _mm512_unpackhi_epi32(v[4 * g + 2], v[4 * g + 3]);
+        s[4 * g] = _mm512_unpacklo_epi64(t0, t2);
+        s[4 * g + 1] = _mm512_unpackhi_epi64(t0, t2);
+        s[4 * g + 2] = _mm512_unpacklo_epi64(t1, t3);
+        s[4 * g + 3] = _mm512_unpackhi_epi64(t1, t3);
+    }
+    /* s[4g + j], lane l: elements 4l + j of rows 4g .. 4g + 3; row 4l + j of the
+     * result is lane l of s[j], s[4 + j], s[8 + j], s[12 + j] */
+    for (int j = 0; j < 4; j++) {
+        const __m512i u0 = _mm512_shuffle_i32x4(s[j], s[4 + j], _MM_SHUFFLE(1, 0, 1, 0)),
+                      u1 = _mm512_shuffle_i32x4(s[j], s[4 + j], _MM_SHUFFLE(3, 2, 3, 2)),
+                      u2 = _mm512_shuffle_i32x4(s[8 + j], s[12 + j], _MM_SHUFFLE(1, 0, 1, 0)),
+                      u3 = _mm512_shuffle_i32x4(s[8 + j], s[12 + j], _MM_SHUFFLE(3, 2, 3, 2));
+        v[j] = _mm512_shuffle_i32x4(u0, u2, _MM_SHUFFLE(2, 0, 2, 0));
+        v[4 + j] = _mm512_shuffle_i32x4(u0, u2, _MM_SHUFFLE(3, 1, 3, 1));
+        v[8 + j] = _mm512_shuffle_i32x4(u1, u3, _MM_SHUFFLE(2, 0, 2, 0));
+        v[12 + j] = _mm512_shuffle_i32x4(u1, u3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
+TARGET_AVX512BW static void pack_tokens(uint16_t *dst, const float *in, int T, int64_t cols, int64_t tb) {
+    const int64_t kblocks = (cols + 31) / 32;
+    const int ntok = T - tb * 16 < 16 ? (int)(T - tb * 16) : 16;
+    const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                                         25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const float *x = in + tb * 16 * cols;
+    for (int64_t kb = 0; kb < kblocks; kb++) {
+        const int64_t left = cols - kb * 32;
+        const __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        const __mmask16 m1 = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+        for (int p = 0; p < 3; p++) {
+            __m512i v[16];
+            for (int c = 0; c < 16; c++) {
+                if (c >= ntok) {
+                    v[c] = _mm512_setzero_si512();
+                    continue;
+                }
+                const float *xc = x + c * cols + kb * 32;
+                v[c] = _mm512_permutex2var_epi16(part_of(_mm512_maskz_loadu_ps(m0, xc), p), odd,
+                                                 part_of(_mm512_maskz_loadu_ps(m1, xc + 16), p));
+            }
+            transpose16(v);
+            uint16_t *t = dst + kb * KBLOCK_U16 + p * (TILE_BYTES / 2);
+            for (int r = 0; r < 16; r++) _mm512_store_si512((void *)(t + r * 32), v[r]);
+        }
+    }
+}
+
+/* (A constant in memory: gcc 12 treats _tile_loadconfig's operand as unread
+ * and dropped the stores that filled a local configuration.) */
+static const tile_config tile_shapes __attribute__((aligned(64))) = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+TARGET_AMX static void tiles_configure(void) { _tile_loadconfig(&tile_shapes); }
+
+TARGET_AMX static void tiles_release(void) { _tile_release(); }
+
+/* A stored result tile C[n][t] into out[t][n0 + n], rows below `rows`,
+ * tokens t0.. below T: transposed in registers, one masked store per token. */
+TARGET_AVX512BW static void scatter(float *out, int64_t rows, const float *c, int64_t n0, int64_t t0, int T) {
+    const int nmax = rows - n0 < 16 ? (int)(rows - n0) : 16;
+    const __mmask16 m = (__mmask16)((1u << nmax) - 1);
+    __m512i v[16];
+    for (int n = 0; n < 16; n++) v[n] = _mm512_load_si512((const void *)(c + n * 16));
+    transpose16(v);
+    for (int t = 0; t < 16 && t0 + t < T; t++)
+        _mm512_mask_storeu_ps(out + (t0 + t) * rows + n0, m, _mm512_castsi512_ps(v[t]));
+}
+
+/*
+ * Rows n0 .. n0 + 16·nn − 1 of the output for token blocks tb .. tb + nt − 1
+ * (nn, nt ∈ {1, 2}): the sum over the 32-column blocks, in each the parts x1,
+ * x2, x3 in turn. Inlined into block(), whose calls pass the constants.
+ */
+TARGET_AMX static inline __attribute__((always_inline)) void block_nt(float *out, const ds3_tensor *w,
+                                                                      const unsigned char *w0, size_t stride,
+                                                                      const uint16_t *pack, int64_t n0,
+                                                                      int64_t tb, int T, const int nn,
+                                                                      const int nt) {
+    const int64_t kblocks = (w->cols + 31) / 32;
+    const unsigned char *w1 = w0 + 16 * stride;
+    const uint16_t *b0 = pack + tb * kblocks * KBLOCK_U16, *b1 = b0 + kblocks * KBLOCK_U16;
+    _tile_zero(0);
+    if (nt == 2) _tile_zero(1);
+    if (nn == 2) _tile_zero(2);
+    if (nn == 2 && nt == 2) _tile_zero(3);
+    for (int64_t kb = 0; kb < kblocks; kb++) {
+        _tile_loadd(4, w0 + kb * 64, stride);
+        if (nn == 2) _tile_loadd(5, w1 + kb * 64, stride);
+        for (int p = 0; p < 3; p++) {
+            const size_t off = (size_t)kb * KBLOCK_U16 + (size_t)p * (TILE_BYTES / 2);
+            _tile_loadd(6, b0 + off, 64);
+            if (nt == 2) _tile_loadd(7, b1 + off, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (nt == 2) _tile_dpbf16ps(1, 4, 7);
+            if (nn == 2) _tile_dpbf16ps(2, 5, 6);
+            if (nn == 2 && nt == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    float c[256] __attribute__((aligned(64)));
+    _tile_stored(0, c, 64);
+    scatter(out, w->rows, c, n0, tb * 16, T);
+    if (nt == 2) {
+        _tile_stored(1, c, 64);
+        scatter(out, w->rows, c, n0, tb * 16 + 16, T);
+    }
+    if (nn == 2) {
+        _tile_stored(2, c, 64);
+        scatter(out, w->rows, c, n0 + 16, tb * 16, T);
+    }
+    if (nn == 2 && nt == 2) {
+        _tile_stored(3, c, 64);
+        scatter(out, w->rows, c, n0 + 16, tb * 16 + 16, T);
+    }
+}
+
+TARGET_AMX static void block(float *out, const ds3_tensor *w, const unsigned char *w0, size_t stride,
+                             const uint16_t *pack, int64_t n0, int64_t tb, int T, int nn, int nt) {
+    if (nn == 2 && nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, T, 2, 2);
+    else if (nn == 2) block_nt(out, w, w0, stride, pack, n0, tb, T, 2, 1);
+    else if (nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, T, 1, 2);
+    else block_nt(out, w, w0, stride, pack, n0, tb, T, 1, 1);
+}
+
+/* Where the tiles of weight rows n0 .. n0 + 16·nn − 1 are read: the tensor
+ * itself, or (at an edge) the thread's zero-padded copy; NULL if that copy
+ * cannot be allocated. */
+static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, size_t *stride) {
+    const int64_t rows = w->rows, cols = w->cols, kpad = (cols + 31) / 32 * 32;
+    if (cols == kpad && n0 + 16 * nn <= rows) {
+        *stride = (size_t)cols * 2;
+        return (const unsigned char *)w->data + (size_t)n0 * (size_t)cols * 2;
+    }
+    const size_t need = (size_t)(32 * kpad);
+    if (need > edge_cap) {
+        free(edge_buf);
+        edge_buf = malloc(need * sizeof *edge_buf);
+        edge_cap = edge_buf ? need : 0;
+        if (!edge_buf) return NULL;
+    }
+    memset(edge_buf, 0, need * sizeof *edge_buf);
+    for (int64_t r = n0; r < n0 + 16 * nn && r < rows; r++)
+        memcpy(edge_buf + (r - n0) * kpad, (const unsigned char *)w->data + (size_t)r * (size_t)cols * 2,
+               (size_t)cols * 2);
+    *stride = (size_t)kpad * 2;
+    return (const unsigned char *)edge_buf;
+}
+
+/* ---- may AMX run here? ------------------------------------------------------------------ */
+
+/* The CPU has AMX-TILE and AMX-BF16 and the OS saves the tile state (XCR0
+ * bits 17 and 18). */
+bool ds3_cpu_has_amx(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  /* OSXSAVE */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!(d & (1u << 24)) || !(d & (1u << 22))) return false;                 /* AMX-TILE, AMX-BF16 */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & (3u << 17)) == (3u << 17);
+}
+
+/* Linux hands a process the 8 KB tile state only when asked (5.16 on). */
+static bool amx_permitted(void) {
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+/* -1 until asked; then whether AMX runs: the CPU has it, Linux granted it, and
+ * DS3_NO_AMX is unset. Tests switch it (ds3_linear_select_amx). */
+static int amx_state = -1;
+static int amx_granted = -1;
+
+static bool granted(void) {
+    int g;
+#pragma omp atomic read
+    g = amx_granted;
+    if (g < 0) {
+        g = ds3_cpu_has_amx() && amx_permitted();
+#pragma omp atomic write
+        amx_granted = g;
+    }
+    return g;
+}
+
+bool ds3_amx_ok(void) {
+    int v;
+#pragma omp atomic read
+    v = amx_state;
+    if (v < 0) {
+        v = !getenv("DS3_NO_AMX") && granted();
+#pragma omp atomic write
+        amx_state = v;
+    }
+    return v;
+}
+
+bool ds3_linear_select_amx(bool on) {
+    if (on && !granted()) return false;
+    amx_state = on;
+    return true;
+}
+
+bool ds3_linear_amx_fits(const ds3_tensor *w) { return w->dtype == DS3_DT_BF16 && w->rows > 0 && w->cols > 0; }
+
+/* ---- the product ------------------------------------------------------------------------ */
+
+#ifdef _OPENMP
+static bool in_parallel(void) { return omp_in_parallel(); }
+#endif
+
+/* Token blocks whose packed activations fit in about 1 MiB, so that they stay
+ * in the core's L2 while every weight row block runs over them (even: two
+ * token blocks per step). */
+static int64_t chunk_blocks(int64_t kblocks) {
+    int64_t n = ((int64_t)1 << 20) / (kblocks * 3 * TILE_BYTES);
+    n &= ~(int64_t)1;
+    return n < 2 ? 2 : n;
+}
+
+int ds3_linear_amx(float *out, const float *in, const ds3_tensor *w, int T) {
+    const int64_t rows = w->rows, cols = w->cols;
+    const int64_t tblocks = (T + 15) / 16, rblocks = (rows + 15) / 16, kblocks = (cols + 31) / 32;
+    const size_t need = (size_t)(tblocks * kblocks) * 3 * TILE_BYTES;
+    if (need > pack_cap) {
+        free(pack_buf);
+        pack_buf = aligned_alloc(64, need);
+        pack_cap = pack_buf ? need : 0;
+        if (!pack_buf) return -1;
+    }
+    uint16_t *pack = pack_buf;
+    const int64_t chunk = chunk_blocks(kblocks), rpairs = (rblocks + 1) / 2;
+    bool fail = false;
+#pragma omp parallel if (rows * cols * (int64_t)T > 32768 && !in_parallel()) reduction(|| : fail)
+    {
+#pragma omp for schedule(static)
+        for (int64_t tb = 0; tb < tblocks; tb++)
+            pack_tokens(pack + tb * kblocks * KBLOCK_U16, in, T, cols, tb);
+        tiles_configure();
+        for (int64_t t0 = 0; t0 < tblocks; t0 += chunk) {
+            const int64_t t1 = t0 + chunk < tblocks ? t0 + chunk : tblocks;
+#pragma omp for schedule(static) nowait
+            for (int64_t rp = 0; rp < rpairs; rp++) {
+                const int nn = 2 * rp + 1 < rblocks ? 2 : 1;
+                size_t stride;
+                const unsigned char *a = row_block(w, rp * 32, nn, &stride);
+                if (!a) {
+                    fail = true;
+                    continue;
+                }
+                for (int64_t tb = t0; tb < t1; tb += 2)
+                    block(out, w, a, stride, pack, rp * 32, tb, T, nn, tb + 1 < t1 ? 2 : 1);
+            }
+        }
+        tiles_release();
+    }
+    return fail ? -1 : 1;
+}
+
+void ds3_linear_amx_release(void) {
+    free(pack_buf);
+    pack_buf = NULL;
+    pack_cap = 0;
+    free(edge_buf);
+    edge_buf = NULL;
+    edge_cap = 0;
+}
+
+#else /* no AMX copy: x86-64 with GCC or clang, float build, not PLAIN_C */
+
+bool ds3_cpu_has_amx(void) { return false; }
+bool ds3_amx_ok(void) { return false; }
+bool ds3_linear_select_amx(bool on) { return !on; }
+bool ds3_linear_amx_fits(const ds3_tensor *w) { (void)w; return false; }
+int ds3_linear_amx(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    (void)out, (void)in, (void)w, (void)T;
+    return 0;
+}
+void ds3_linear_amx_release(void) {}
+
+#endif
