@@ -365,19 +365,26 @@ int ds3_linear_amx(float *out, const float *in, const ds3_tensor *w, int T) {
         for (int64_t tb = 0; tb < tblocks; tb++)
             pack_tokens(pack + tb * kblocks * KBLOCK_U16, in, T, cols, tb);
         tiles_configure();
+        /* the thread's current row block (an edge block is copied once per call) */
+        int64_t have = -1;
+        const unsigned char *a = NULL;
+        size_t stride = 0;
         for (int64_t t0 = 0; t0 < tblocks; t0 += chunk) {
-            const int64_t t1 = t0 + chunk < tblocks ? t0 + chunk : tblocks;
+            /* work items: (row pair, token pair), row pairs outer, split evenly */
+            const int64_t t1 = t0 + chunk < tblocks ? t0 + chunk : tblocks, tpairs = (t1 - t0 + 1) / 2;
 #pragma omp for schedule(static) nowait
-            for (int64_t rp = 0; rp < rpairs; rp++) {
+            for (int64_t it = 0; it < rpairs * tpairs; it++) {
+                const int64_t rp = it / tpairs, tb = t0 + 2 * (it % tpairs);
                 const int nn = 2 * rp + 1 < rblocks ? 2 : 1;
-                size_t stride;
-                const unsigned char *a = row_block(w, rp * 32, nn, &stride);
+                if (rp != have) {
+                    a = row_block(w, rp * 32, nn, &stride);
+                    have = a ? rp : -1;
+                }
                 if (!a) {
                     fail = true;
                     continue;
                 }
-                for (int64_t tb = t0; tb < t1; tb += 2)
-                    block(out, w, a, stride, pack, rp * 32, tb, T, nn, tb + 1 < t1 ? 2 : 1);
+                block(out, w, a, stride, pack, rp * 32, tb, T, nn, tb + 1 < t1 ? 2 : 1);
             }
         }
         tiles_release();
