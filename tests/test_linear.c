@@ -74,12 +74,15 @@ static void run_case(const char *name, const ds3_tensor *w, const ds3_real *x) {
  *    exact products, |err| <= 3·cols·2^-24·Σ|x·w| (and the BLAS path within
  *    its own cols·2^-24·Σ|x·w|);
  *  - the same bits for 1 and 2 threads, and for a token whatever T.
- * Shapes with rows not a multiple of 16 and cols not of 32 (the padded copy)
- * and T not of 16 or 32 (the token tail) are among them.
+ * Shapes with rows not a multiple of 16 and cols not of 32 (the padded copy),
+ * T not of 16 or 32 (the token tail) and T over several packed chunks are
+ * among them.
  */
 static void amx_checks(void) {
-    static const int shapes[][3] = {{2, 16, 32}, {17, 48, 64}, {33, 40, 200}, {70, 300, 200}, {64, 256, 1024}};
-    for (int k = 0; k < 5; k++) {
+    /* the last: T spans four chunks of token blocks (linear_amx.c packs ~1 MiB at a time) */
+    static const int shapes[][3] = {{2, 16, 32}, {17, 48, 64}, {33, 40, 200}, {70, 300, 200}, {64, 256, 1024},
+                                    {200, 48, 2048}};
+    for (int k = 0; k < 6; k++) {
         const int M = shapes[k][0], R = shapes[k][1], C = shapes[k][2];
         ds3_real *x = malloc(sizeof(ds3_real) * M * C), *o = malloc(sizeof(ds3_real) * M * R),
                  *o2 = malloc(sizeof(ds3_real) * M * R), *want = malloc(sizeof(ds3_real) * M * R);

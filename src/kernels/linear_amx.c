@@ -203,11 +203,11 @@ TARGET_AVX512BW static void scatter(float *out, int64_t rows, const float *c, in
 TARGET_AMX static inline __attribute__((always_inline)) void block_nt(float *out, const ds3_tensor *w,
                                                                       const unsigned char *w0, size_t stride,
                                                                       const uint16_t *pack, int64_t n0,
-                                                                      int64_t tb, int T, const int nn,
-                                                                      const int nt) {
+                                                                      int64_t tb, int64_t tl, int T,
+                                                                      const int nn, const int nt) {
     const int64_t kblocks = (w->cols + 31) / 32;
     const unsigned char *w1 = w0 + 16 * stride;
-    const uint16_t *b0 = pack + tb * kblocks * KBLOCK_U16, *b1 = b0 + kblocks * KBLOCK_U16;
+    const uint16_t *b0 = pack + tl * kblocks * KBLOCK_U16, *b1 = b0 + kblocks * KBLOCK_U16;
     _tile_zero(0);
     if (nt == 2) _tile_zero(1);
     if (nn == 2) _tile_zero(2);
@@ -243,11 +243,11 @@ TARGET_AMX static inline __attribute__((always_inline)) void block_nt(float *out
 }
 
 TARGET_AMX static void block(float *out, const ds3_tensor *w, const unsigned char *w0, size_t stride,
-                             const uint16_t *pack, int64_t n0, int64_t tb, int T, int nn, int nt) {
-    if (nn == 2 && nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, T, 2, 2);
-    else if (nn == 2) block_nt(out, w, w0, stride, pack, n0, tb, T, 2, 1);
-    else if (nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, T, 1, 2);
-    else block_nt(out, w, w0, stride, pack, n0, tb, T, 1, 1);
+                             const uint16_t *pack, int64_t n0, int64_t tb, int64_t tl, int T, int nn, int nt) {
+    if (nn == 2 && nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 2, 2);
+    else if (nn == 2) block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 2, 1);
+    else if (nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 1, 2);
+    else block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 1, 1);
 }
 
 /* Where the tiles of weight rows n0 .. n0 + 16·nn − 1 are read: the tensor
@@ -349,7 +349,10 @@ static int64_t chunk_blocks(int64_t kblocks) {
 int ds3_linear_amx(float *out, const float *in, const ds3_tensor *w, int T) {
     const int64_t rows = w->rows, cols = w->cols;
     const int64_t tblocks = (T + 15) / 16, rblocks = (rows + 15) / 16, kblocks = (cols + 31) / 32;
-    const size_t need = (size_t)(tblocks * kblocks) * 3 * TILE_BYTES;
+    const int64_t chunk = chunk_blocks(kblocks), rpairs = (rblocks + 1) / 2;
+    /* one chunk of token blocks packed at a time: the buffer stays about 1 MiB
+     * whatever T (V3's widest input, 18,432 columns, takes 3.4 MiB: two blocks) */
+    const size_t need = (size_t)((chunk < tblocks ? chunk : tblocks) * kblocks) * 3 * TILE_BYTES;
     if (need > pack_cap) {
         free(pack_buf);
         pack_buf = aligned_alloc(64, need);
@@ -357,24 +360,23 @@ int ds3_linear_amx(float *out, const float *in, const ds3_tensor *w, int T) {
         if (!pack_buf) return -1;
     }
     uint16_t *pack = pack_buf;
-    const int64_t chunk = chunk_blocks(kblocks), rpairs = (rblocks + 1) / 2;
     bool fail = false;
 #pragma omp parallel if (rows * cols * (int64_t)T > 32768 && !in_parallel()) reduction(|| : fail)
     {
-#pragma omp for schedule(static)
-        for (int64_t tb = 0; tb < tblocks; tb++)
-            pack_tokens(pack + tb * kblocks * KBLOCK_U16, in, T, cols, tb);
         tiles_configure();
         /* the thread's current row block (an edge block is copied once per call) */
         int64_t have = -1;
         const unsigned char *a = NULL;
         size_t stride = 0;
         for (int64_t t0 = 0; t0 < tblocks; t0 += chunk) {
-            /* work items: (row pair, token pair), row pairs outer, split evenly */
             const int64_t t1 = t0 + chunk < tblocks ? t0 + chunk : tblocks, tpairs = (t1 - t0 + 1) / 2;
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(static)
+            for (int64_t tb = t0; tb < t1; tb++) pack_tokens(pack + (tb - t0) * kblocks * KBLOCK_U16, in, T, cols, tb);
+            /* work items: (row pair, token pair), row pairs outer, split evenly; the
+             * loop's barrier keeps the next chunk's packing from overwriting this one */
+#pragma omp for schedule(static)
             for (int64_t it = 0; it < rpairs * tpairs; it++) {
-                const int64_t rp = it / tpairs, tb = t0 + 2 * (it % tpairs);
+                const int64_t rp = it / tpairs, tl = 2 * (it % tpairs);
                 const int nn = 2 * rp + 1 < rblocks ? 2 : 1;
                 if (rp != have) {
                     a = row_block(w, rp * 32, nn, &stride);
@@ -384,7 +386,7 @@ int ds3_linear_amx(float *out, const float *in, const ds3_tensor *w, int T) {
                     fail = true;
                     continue;
                 }
-                block(out, w, a, stride, pack, rp * 32, tb, T, nn, tb + 1 < t1 ? 2 : 1);
+                block(out, w, a, stride, pack, rp * 32, t0 + tl, tl, T, nn, t0 + tl + 1 < t1 ? 2 : 1);
             }
         }
         tiles_release();
