@@ -245,17 +245,8 @@ bool ds3_tensor_rows_avx2(float *out, const ds3_tensor *w, int64_t r0, int64_t n
  * Tests flip it with ds3_rows_select_avx2 to compare the two loops. */
 static int rows_avx2 = -1;
 
-bool ds3_rows_avx2_ok(void) {
-    int v;
-#pragma omp atomic read
-    v = rows_avx2;
-    if (v < 0) {
-        v = ds3_cpu_has_avx2_f16c() && !getenv("DS3_NO_AVX2");
-#pragma omp atomic write
-        rows_avx2 = v;
-    }
-    return v;
-}
+static bool rows_avx2_decide(void) { return ds3_cpu_has_avx2_f16c() && !getenv("DS3_NO_AVX2"); }
+bool ds3_rows_avx2_ok(void) { return ds3_decided(&rows_avx2, rows_avx2_decide); }
 
 bool ds3_rows_select_avx2(bool on) {
     if (on && !ds3_cpu_has_avx2_f16c()) return false;

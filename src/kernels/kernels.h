@@ -159,6 +159,22 @@ extern const float ds3_e4m3_table[256];
  * switch them (false if AVX2 is asked for and missing). */
 bool ds3_rows_avx2_ok(void);
 bool ds3_rows_select_avx2(bool on);
+/* A choice made once: *state is -1 until asked, then decide()'s answer, 0 or 1
+ * (which copy of a kernel runs: AVX2, AVX-512, AMX; tests set *state through
+ * their select functions to compare the copies). Threads that ask at once get
+ * the same answer. */
+static inline bool ds3_decided(int *state, bool (*decide)(void)) {
+    int v;
+#pragma omp atomic read
+    v = *state;
+    if (v < 0) {
+        v = decide();
+#pragma omp atomic write
+        *state = v;
+    }
+    return v;
+}
+
 /* The CPU has AVX2 and F16C (what linear_avx2.c is built with). */
 bool ds3_cpu_has_avx2_f16c(void);
 /* The CPU has AVX-512 F, VL and DQ (and AVX2 and F16C): linear_avx2.c's wide tiles. */

@@ -38,8 +38,10 @@
  *
  * The layout. A tile is 16 rows of 64 bytes. The weights are the A tiles as
  * stored: 16 weight rows × 32 columns, read from the checkpoint with the row
- * stride (no copy, no conversion). The activations are the B tiles, packed once
- * per call: TDPBF16PS wants B's 32 reduction indices as 16 rows of pairs, so
+ * stride (no copy, no conversion). The activations are the B tiles, packed a
+ * chunk of token blocks (about 1 MiB) at a time, which stays in L2 while every
+ * row block goes over it: TDPBF16PS wants B's 32 reduction indices as 16 rows
+ * of pairs, so
  * row r of the tile for tokens t0..t0+15, columns k0..k0+31 and part p holds,
  * for each token c, the pair (x_p[t0+c][k0+2r], x_p[t0+c][k0+2r+1]). A tile of
  * results is C[n][t]: weight rows down, tokens across; it is stored and copied
@@ -121,7 +123,8 @@ TARGET_AVX512BW static inline __m512i part_of(__m512 x, int p) {
 TARGET_AVX512BW static inline void transpose16(__m512i v[16]) {
     __m512i s[16];
     for (int g = 0; g < 4; g++) {
-        const __m512i t0 = _mm512_unpacklo_epi32(v[4 * g], v[4 * g + 1]), t1 = _mm512_unpackhi_epi32(v[4 * g], v[4 * g + 1]);
+        const __m512i t0 = _mm512_unpacklo_epi32(v[4 * g], v[4 * g + 1]),
+                      t1 = _mm512_unpackhi_epi32(v[4 * g], v[4 * g + 1]);
         const __m512i t2 = _mm512_unpacklo_epi32(v[4 * g + 2], v[4 * g + 3]),
                       t3 = _mm512_unpackhi_epi32(v[4 * g + 2], v[4 * g + 3]);
         s[4 * g] = _mm512_unpacklo_epi64(t0, t2);
@@ -277,8 +280,10 @@ static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, s
 /* ---- may AMX run here? ------------------------------------------------------------------ */
 
 /* The CPU has AMX-TILE and AMX-BF16 and the OS saves the tile state (XCR0
- * bits 17 and 18). */
+ * bits 17 and 18), and AVX-512 F and BW, which the packing uses (every AMX CPU
+ * has them; a hypervisor could hide them). */
 bool ds3_cpu_has_amx(void) {
+    if (!ds3_cpu_has_avx512() || !__builtin_cpu_supports("avx512bw")) return false;
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  /* OSXSAVE */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
@@ -299,29 +304,10 @@ static bool amx_permitted(void) {
 static int amx_state = -1;
 static int amx_granted = -1;
 
-static bool granted(void) {
-    int g;
-#pragma omp atomic read
-    g = amx_granted;
-    if (g < 0) {
-        g = ds3_cpu_has_amx() && amx_permitted();
-#pragma omp atomic write
-        amx_granted = g;
-    }
-    return g;
-}
-
-bool ds3_amx_ok(void) {
-    int v;
-#pragma omp atomic read
-    v = amx_state;
-    if (v < 0) {
-        v = !getenv("DS3_NO_AMX") && granted();
-#pragma omp atomic write
-        amx_state = v;
-    }
-    return v;
-}
+static bool granted_decide(void) { return ds3_cpu_has_amx() && amx_permitted(); }
+static bool granted(void) { return ds3_decided(&amx_granted, granted_decide); }
+static bool amx_decide(void) { return !getenv("DS3_NO_AMX") && granted(); }
+bool ds3_amx_ok(void) { return ds3_decided(&amx_state, amx_decide); }
 
 bool ds3_linear_select_amx(bool on) {
     if (on && !granted()) return false;

@@ -309,17 +309,10 @@ bool ds3_axpy_rows_avx512(float *restrict y, const float *a, const float *restri
  * DS3_NO_AVX512 nor DS3_NO_AVX2 is set. Tests flip it (ds3_lanes_select_avx512). */
 static int avx512_state = -1;
 
-static bool avx512_ok(void) {
-    int v;
-#pragma omp atomic read
-    v = avx512_state;
-    if (v < 0) {
-        v = ds3_cpu_has_avx512() && !getenv("DS3_NO_AVX512") && !getenv("DS3_NO_AVX2");
-#pragma omp atomic write
-        avx512_state = v;
-    }
-    return v;
+static bool avx512_decide(void) {
+    return ds3_cpu_has_avx512() && !getenv("DS3_NO_AVX512") && !getenv("DS3_NO_AVX2");
 }
+static bool avx512_ok(void) { return ds3_decided(&avx512_state, avx512_decide); }
 
 bool ds3_lanes_select_avx512(bool on) {
     if (on && !ds3_cpu_has_avx512()) return false;
