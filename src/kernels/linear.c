@@ -8,7 +8,7 @@
  * into the scalar type as they are read (docs/MODEL.md §1, §7), 128 columns at a time,
  * so each weight byte is read once per call.
  *
- * Three implementations of the same product:
+ * Implementations of the same product:
  *   - ds3_linear_ref: the plain loops. Each output element is one sequential
  *     sum over j = 0..cols-1. The slow, obviously-right twin the tests hold the
  *     others to (and the path of DS3_KERNELS_REF).
@@ -23,6 +23,9 @@
  *   - the BLAS path (more tokens): rows are dequantised 128 at a time into a tile
  *     and each tile is one single-threaded sgemm (dgemm in the f64 build);
  *     OpenMP runs the tiles in parallel.
+ *   - the AMX product (linear_amx.c): in fast mode, BF16 weights and 2 tokens or
+ *     more on a CPU with AMX, the activations split exactly into three bf16
+ *     parts; it takes the place of the other two there.
  *
  * Determinism. An element's value depends only on its input row and weight
  * row, never on T or on the thread count: OpenMP splits output rows (and
