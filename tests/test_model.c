@@ -184,6 +184,7 @@ static void forward_last(const char *dir, const char *name) {
     static int32_t tok[P];
     for (int i = 0; i < P; i++) tok[i] = (int32_t)((i * 53 + 5) % V);
     ds3_real *all = malloc((size_t)P * V * sizeof *all), *last = malloc((size_t)V * sizeof *last);
+    ds3_real *fast_all = malloc((size_t)P * V * sizeof *fast_all);
     static const char *const kname[] = {"fast", "deterministic", "ref"};
     for (int k = 0; k < 3; k++) {
         ds3_state *a = NULL, *b = NULL;
@@ -195,6 +196,12 @@ static void forward_last(const char *dir, const char *name) {
         for (int i = 0; i < V; i++) last[i] = NAN;
         if (!st) st = ds3_forward_last(b, tok, P, 0, last);
         CHECK(st == DS3_OK, "%s kernels: runs: %s", kname[k], ds3_last_error());
+        if (!st && k == DS3_KERNELS_FAST) memcpy(fast_all, all, (size_t)P * V * sizeof *all);
+        /* fast mode's attention in causal blocks of query rows (mla.c, several
+         * blocks in each 256-token chunk) against the plain loops, every position */
+        if (!st && k == DS3_KERNELS_REF)
+            compare("fast kernels: all 300 positions' logits within rounding of ref's", fast_all, all, (long)P * V,
+                    sizeof(ds3_real) == 4 ? 2e-5 : 1e-12);
         if (!st && k == DS3_KERNELS_FAST)
             compare("fast kernels: last row within rounding of ds3_forward's", last, all + (size_t)(P - 1) * V, V,
                     sizeof(ds3_real) == 4 ? 1e-5 : 1e-13);
@@ -213,6 +220,23 @@ static void forward_last(const char *dir, const char *name) {
         ds3_state_free(a);
         ds3_state_free(b);
     }
+    /* fast mode, 1 and 2 threads: the same bits over 300 positions */
+    {
+        ds3_state *a = NULL;
+        const int threads = ds3_threads();
+        set_threads(1);
+        ds3_status st = ds3_state_new(m, P, DS3_ATTN_ABSORB, &a);
+        if (!st) st = ds3_forward(a, tok, P, 0, all);
+        set_threads(2);
+        ds3_state_free(a);
+        a = NULL;
+        if (!st) st = ds3_state_new(m, P, DS3_ATTN_ABSORB, &a);
+        if (!st) st = ds3_forward(a, tok, P, 0, fast_all);
+        CHECK(!st && memcmp(all, fast_all, (size_t)P * V * sizeof *all) == 0,
+              "fast kernels, %d positions: 1 and 2 threads give the same bits", P);
+        set_threads(threads);
+        ds3_state_free(a);
+    }
     /* no logits at all */
     ds3_state *s = NULL;
     CHECK(ds3_state_new(m, P, DS3_ATTN_ABSORB, &s) == DS3_OK && ds3_forward_last(s, tok, 3, 0, NULL) == DS3_OK,
@@ -220,6 +244,7 @@ static void forward_last(const char *dir, const char *name) {
     CHECK(ds3_forward_last(s, tok, 0, 3, last) == DS3_ERR_ARG, "zero tokens refused");
     ds3_state_free(s);
     free(all);
+    free(fast_all);
     free(last);
     ds3_model_free(m);
 }

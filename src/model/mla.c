@@ -297,6 +297,9 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
     }
 }
 
+/* Query rows per causal block of mla_attend_absorbed_gemm. */
+#define ATTN_ROWS 64
+
 /*
  * Absorbed, fast kernels, several tokens: the same sums as blocked GEMMs,
  * one head at a time (OpenBLAS, single-threaded; heads in parallel). For
@@ -309,6 +312,12 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
  *            rest set to exact zeros), as mla_softmax does it
  *   o_c    = P · c^KV                   [T][P] · [P][C]
  *   o      = o_c · W^UVᵀ                [T][C] · [C][Dv]
+ *
+ * The scores, softmax and o_c run over blocks of ATTN_ROWS query rows, each
+ * block over the positions its last row sees (start + t0 + n), not all P: a
+ * block's rows see no later position, so what is skipped is what the mask
+ * would have zeroed. The blocks are fixed (not by thread), so the bits still
+ * do not depend on the thread count.
  *
  * A GEMM sums each product with fused multiply-adds in an order its kernel
  * blocks, so these are not the lane order's bits (mla_attend_absorbed):
@@ -324,7 +333,7 @@ static void mla_attend_absorbed_gemm(const ds3_state *s, const ds3_layer *l, con
                                      int T, int start) {
     const ds3_config *c = &s->m->cfg;
     const int H = c->num_attention_heads, C = c->kv_lora_rank, Dn = c->qk_nope_head_dim,
-              Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, S = s->max_seq, Dq = Dn + Dr, P = start + T;
+              Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, S = s->max_seq, Dq = Dn + Dr;
     absorbed_begin(s, l, b, kv, T, start);
     ds3_gemm_prepare();
 #pragma omp parallel for schedule(static)
@@ -333,15 +342,22 @@ static void mla_attend_absorbed_gemm(const ds3_state *s, const ds3_layer *l, con
         ds3_real *qc = b->qc + (size_t)h * C, *sc = b->scores + (size_t)h * S, *oc = b->oc + (size_t)h * C;
         const ds3_real *q = b->q + (size_t)h * Dq;
         ds3_gemm(false, T, C, Dn, q, H * Dq, wuk, C, 0, qc, H * C);
-        ds3_gemm(true, T, P, C, qc, H * C, kv->c, C, 0, sc, H * S);
-        ds3_gemm(true, T, P, Dr, q + Dn, H * Dq, kv->k_pe, Dr, 1, sc, H * S);
-        for (int t = 0; t < T; t++) {
-            ds3_real *row = sc + (size_t)t * H * S;
-            const int pos = start + t;
-            mla_softmax(s, row, pos + 1);
-            for (int u = pos + 1; u < P; u++) row[u] = 0;  /* the future: no weight */
+        /* Query rows in blocks of ATTN_ROWS: rows t0 .. t0 + n − 1 see positions
+         * below pb = start + t0 + n only, so the scores and o_c products skip the
+         * masked part (in a prefill about half of their work) */
+        for (int t0 = 0; t0 < T; t0 += ATTN_ROWS) {
+            const int n = T - t0 < ATTN_ROWS ? T - t0 : ATTN_ROWS, pb = start + t0 + n;
+            ds3_real *sb = sc + (size_t)t0 * H * S;
+            ds3_gemm(true, n, pb, C, qc + (size_t)t0 * H * C, H * C, kv->c, C, 0, sb, H * S);
+            ds3_gemm(true, n, pb, Dr, q + Dn + (size_t)t0 * H * Dq, H * Dq, kv->k_pe, Dr, 1, sb, H * S);
+            for (int t = t0; t < t0 + n; t++) {
+                ds3_real *row = sc + (size_t)t * H * S;
+                const int pos = start + t;
+                mla_softmax(s, row, pos + 1);
+                for (int u = pos + 1; u < pb; u++) row[u] = 0;  /* the future: no weight */
+            }
+            ds3_gemm(false, n, C, pb, sb, H * S, kv->c, C, 0, oc + (size_t)t0 * H * C, H * C);
         }
-        ds3_gemm(false, T, C, P, sc, H * S, kv->c, C, 0, oc, H * C);
         ds3_gemm(true, T, Dv, C, oc, H * C, wuv, C, 0, b->o + (size_t)h * Dv, H * Dv);
     }
 }
