@@ -1051,8 +1051,9 @@ int main(int argc, char **argv) {
         printf("OpenMP: %s, %d threads by default\n", b.openmp ? "yes" : "no (one thread)", ds3_threads());
         printf("SIMD: lane kernel %s on this CPU (AVX2+F16C copy %s)\n", b.simd,
                b.simd_built ? "built in" : "not built: not x86-64, or the f64 build");
-        printf("AMX: %s\n", b.amx ? "fast mode's products of 2 or more tokens with BF16 weights (DS3_NO_AMX=1 turns it off)"
-                          : "not used (not on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX)");
+        printf("AMX: %s\n",
+               b.amx ? "fast mode's products of 2 or more tokens with BF16 weights (DS3_NO_AMX=1 turns it off)"
+                     : "not used (not on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX)");
         printf("compiler: %s\n", __VERSION__);
         return 0;
     }

@@ -194,7 +194,7 @@ bool ds3_linear_amx_fits(const ds3_tensor *w);
 /* out = in · wᵀ on AMX (w fits); 1 done, -1 out of memory (out incomplete: the
  * caller reports it, as for the BLAS tiles). Call only when ds3_amx_ok. */
 int ds3_linear_amx(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
-/* Frees the calling thread's packing buffer. */
+/* Frees the calling thread's buffers (packed activations, padded edge block). */
 void ds3_linear_amx_release(void);
 
 /* ========================================================================== */

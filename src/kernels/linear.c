@@ -486,7 +486,9 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
     case DS3_KERNELS_FAST:
 #ifdef DS3_BLAS
         /* BF16 weights on a CPU with AMX: from two tokens on, the AMX product
-         * (linear_amx.c), the activations split exactly into three bf16 parts. */
+         * (linear_amx.c), the activations split exactly into three bf16 parts.
+         * Like the BLAS tiles it is off with ds3_use_blas, where fast mode is the
+         * lane kernel throughout. */
         if (ds3_use_blas && T >= AMX_MIN_T && ds3_linear_amx_fits(w) && ds3_amx_ok()) {
             if (ds3_linear_amx(out, in, w, T) < 0) atomic_fetch_add(&tile_failures, 1);
             return;
