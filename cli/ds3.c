@@ -207,8 +207,9 @@ static const char *const help_info =
     "  --list              list the built-in configs\n";
 
 #define KERNELS_HELP                                                                       \
-    "  --kernels K         fast (default: OpenBLAS beyond 32 tokens, and AMX from 2\n"     \
-    "                      for BF16 weights where the CPU has it), deterministic\n"        \
+    "  --kernels K         fast (default: OpenBLAS beyond 32 tokens, AMX from 2 for\n"     \
+    "                      BF16 weights and a decode step's attention in fused\n"          \
+    "                      multiply-adds where the CPU has them), deterministic\n"         \
     "                      (a prefill has the bits of token-by-token decoding) or ref\n"   \
     "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
 

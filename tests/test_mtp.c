@@ -145,7 +145,10 @@ static void greedy_equality(const char *dir, const char *name, ds3_attn_mode att
 
 /* ========================================================================== */
 
-/* A verification (4 tokens, deterministic kernels) vs 4 one-token decodes. */
+/* A verification (4 tokens) vs 4 one-token decodes: with the deterministic
+ * kernels; and as ds3_generate_spec runs a fast state's verification (the
+ * deterministic kernels, the attention of a fast decode step: decode_rows)
+ * against a fast state's decodes. */
 static void verify_rows_bits(const char *dir, const char *name) {
     ds3_model *m = load(dir, name);
     if (!m) return;
@@ -153,20 +156,25 @@ static void verify_rows_bits(const char *dir, const char *name) {
     int32_t tok[P + N];
     prompt_of(tok, P + N, V, 21);
     ds3_real *lv = malloc((size_t)N * V * sizeof *lv), *ld = malloc((size_t)N * V * sizeof *ld);
-    ds3_state *a = NULL, *b = NULL;
-    ds3_status st = ds3_state_new(m, P + N, DS3_ATTN_ABSORB, &a);
-    if (!st) st = ds3_state_new(m, P + N, DS3_ATTN_ABSORB, &b);
-    if (!st) st = ds3_forward(a, tok, P, 0, NULL);
-    if (!st) st = ds3_forward(b, tok, P, 0, NULL);
-    if (!st) st = ds3_state_set_kernels(a, DS3_KERNELS_DETERMINISTIC);
-    if (!st) st = ds3_forward(a, tok + P, N, P, lv);
-    for (int i = 0; i < N && !st; i++) st = ds3_forward(b, tok + P + i, 1, P + i, ld + (size_t)i * V);
-    CHECK(st == DS3_OK, "runs: %s", ds3_last_error());
-    if (!st)
-        CHECK(memcmp(lv, ld, (size_t)N * V * sizeof *lv) == 0,
-              "%s: a %d-token verification's logits have the bits of %d one-token decodes", name, N, N);
-    ds3_state_free(a);
-    ds3_state_free(b);
+    for (int fast = 0; fast < 2; fast++) {
+        ds3_state *a = NULL, *b = NULL;
+        ds3_status st = ds3_state_new(m, P + N, DS3_ATTN_ABSORB, &a);
+        if (!st) st = ds3_state_new(m, P + N, DS3_ATTN_ABSORB, &b);
+        if (!st) st = ds3_forward(a, tok, P, 0, NULL);
+        if (!st) st = ds3_forward(b, tok, P, 0, NULL);
+        if (!st) st = ds3_state_set_kernels(a, DS3_KERNELS_DETERMINISTIC);
+        if (!st && !fast) st = ds3_state_set_kernels(b, DS3_KERNELS_DETERMINISTIC);
+        if (!st) a->decode_rows = fast;
+        if (!st) st = ds3_forward(a, tok + P, N, P, lv);
+        for (int i = 0; i < N && !st; i++) st = ds3_forward(b, tok + P + i, 1, P + i, ld + (size_t)i * V);
+        CHECK(st == DS3_OK, "runs: %s", ds3_last_error());
+        if (!st)
+            CHECK(memcmp(lv, ld, (size_t)N * V * sizeof *lv) == 0,
+                  "%s: a %d-token verification's logits have the bits of %d one-token decodes (%s)", name, N, N,
+                  fast ? "fast: decode_rows" : "deterministic");
+        ds3_state_free(a);
+        ds3_state_free(b);
+    }
     free(lv);
     free(ld);
     ds3_model_free(m);

@@ -1,7 +1,8 @@
 /*
  * test_ops.c — RMSNorm, SiLU and softmax against their definitions computed
  * here in long double; the attention dot product (fixed lane order) against
- * the plain sum and against its own definition; axpy against the plain loop.
+ * the plain sum and against its own definition; axpy against the plain loop;
+ * fast mode's fused decode attention (attend.c) against long double.
  */
 #include "harness.h"
 #include "generate/generate.h"
@@ -155,5 +156,82 @@ int main(void) {
         ds3_lanes_select_avx512(nruns == 3);
     }
     ds3_rows_select_avx2(true);
+
+#ifndef DS3_F64
+    th_section("decode attention, fused (attend.c)");
+    if (!ds3_attend_select(true)) {
+        CHECK(!ds3_attend_ok(), "no AVX-512 copy or CPU here: the fused kernels are off");
+    } else {
+        /* G heads against P cached rows, small's widths (C 256, Dr 32) and odd
+         * ones (C 40, Dr 8: masked ends); every G from 1 to 7 (groups of four
+         * and the rest) and P around the blocks of four positions */
+        enum { GM = 7, PM = 70, LS = 80 };
+        static const int Cs[] = {256, 40}, Drs[] = {32, 8}, Ps[] = {1, 2, 3, 4, 5, 17, 64, 70};
+        static float q[GM * (256 + 32)], c[PM * 256], kr[PM * 32], p[GM * LS];
+        static float sc[GM * LS], sc1[GM * LS], oc[GM * 256], oc1[GM * 256];
+        int bad_acc = 0, bad_bits = 0, bad_edge = 0, calls = 0;
+        double worst = 0;
+        for (int w = 0; w < 2; w++) {
+            const int C = Cs[w], Dr = Drs[w], Dq = C + Dr;
+            for (int i = 0; i < GM * Dq; i++) q[i] = (float)sin(i * 0.37 + w) * (float)(1 + i % 3);
+            for (int i = 0; i < PM * C; i++) c[i] = (float)cos(i * 0.113) * (float)(1 + i % 5);
+            for (int i = 0; i < PM * Dr; i++) kr[i] = (float)sin(i * 0.71);
+            for (int g = 0; g < GM; g++)
+                for (int u = 0; u < LS; u++) p[g * LS + u] = (float)(1 + (g * 7 + u * 3) % 11) / 64;
+            for (size_t pi = 0; pi < sizeof Ps / sizeof Ps[0]; pi++)
+                for (int G = 1; G <= GM; G++) {
+                    const int P = Ps[pi];
+                    for (int i = 0; i < GM * LS; i++) sc[i] = sc1[i] = 7;
+                    for (int i = 0; i < GM * 256; i++) oc[i] = oc1[i] = 7;
+                    ds3_attend_scores(sc, LS, q, Dq, q + C, Dq, G, c, C, kr, Dr, P);
+                    ds3_attend_values(oc, 256, p, LS, G, c, C, P);
+                    for (int g = 0; g < G; g++) {  /* each head alone: the same bits */
+                        ds3_attend_scores(sc1 + g * LS, LS, q + g * Dq, Dq, q + g * Dq + C, Dq, 1, c, C, kr, Dr, P);
+                        ds3_attend_values(oc1 + g * 256, 256, p + g * LS, LS, 1, c, C, P);
+                    }
+                    bad_bits += memcmp(sc, sc1, sizeof sc) != 0 || memcmp(oc, oc1, sizeof oc) != 0;
+                    calls++;
+                    for (int g = 0; g < GM; g++) {
+                        for (int u = 0; u < LS; u++) {
+                            if (g >= G || u >= P) {
+                                bad_edge += sc[g * LS + u] != 7;
+                                continue;
+                            }
+                            /* an FMA chain of n products: within n·2^-24·Σ|terms| */
+                            long double e = 0, m = 0;
+                            for (int k = 0; k < C; k++) {
+                                e += (long double)q[g * Dq + k] * c[u * C + k];
+                                m += fabsl((long double)q[g * Dq + k] * c[u * C + k]);
+                            }
+                            for (int k = 0; k < Dr; k++) {
+                                e += (long double)q[g * Dq + C + k] * kr[u * Dr + k];
+                                m += fabsl((long double)q[g * Dq + C + k] * kr[u * Dr + k]);
+                            }
+                            const double err = (double)fabsl(sc[g * LS + u] - e), bound = Dq * 0x1p-24 * (double)m;
+                            bad_acc += err > bound;
+                            if (m > 0 && err / (double)m > worst) worst = err / (double)m;
+                        }
+                        for (int k = 0; k < 256; k++) {
+                            if (g >= G || k >= C) {
+                                bad_edge += oc[g * 256 + k] != 7;
+                                continue;
+                            }
+                            long double e = 0, m = 0;
+                            for (int u = 0; u < P; u++) {
+                                e += (long double)p[g * LS + u] * c[u * C + k];
+                                m += fabsl((long double)p[g * LS + u] * c[u * C + k]);
+                            }
+                            bad_acc += (double)fabsl(oc[g * 256 + k] - e) > P * 0x1p-24 * (double)m;
+                        }
+                    }
+                }
+        }
+        CHECK(bad_acc == 0, "scores and o_c within n·2^-24·Σ|terms| of long double (%d over; worst %.3g of Σ|terms|)",
+              bad_acc, worst);
+        CHECK(bad_bits == 0, "%d calls: a group of G heads gives each head's bits alone (%d differ)", calls, bad_bits);
+        CHECK(bad_edge == 0, "nothing written past P positions, G heads or C columns (%d)", bad_edge);
+        ds3_attend_select(true);
+    }
+#endif
     return th_finish();
 }

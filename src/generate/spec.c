@@ -40,9 +40,9 @@
  * output without drafts, token for token — provided every verified row is
  * computed with the very bits of a one-token decode. That holds because a
  * verification runs the deterministic kernels (an element's bits depend only
- * on its own input row, never on T; linear.c), the attention and the experts
- * work per token, and the caches at positions < P are the ones a decode would
- * have written. tests/test_mtp.c checks it for 1..3 drafts, f32 and fp8.
+ * on its own input row, never on T; linear.c), the attention (a fast state's:
+ * its decode step's, decode_rows) and the experts work per token, and the
+ * caches at positions < P are the ones a decode would have written. tests/test_mtp.c checks it for 1..3 drafts, f32 and fp8.
  */
 #include "generate/generate.h"
 
@@ -161,9 +161,14 @@ static ds3_status generate_spec_body(ds3_state *s, ds3_sampler *smp, int n_past,
 
     /* Rounds run a few tokens at a time, with the deterministic kernels: every
      * verified row then has a one-token decode's bits (greedy equality), and
-     * the weights are read once for all of a call's tokens (linear.c). The
-     * mode is this state's: nothing else in the process changes. */
-    if (kmode == DS3_KERNELS_FAST) s->kernels = DS3_KERNELS_DETERMINISTIC;
+     * the weights are read once for all of a call's tokens (linear.c). A fast
+     * state's decode step has its own attention (mla.c, attend.c): its rows
+     * keep it (decode_rows). The mode is this state's: nothing else in the
+     * process changes. */
+    if (kmode == DS3_KERNELS_FAST) {
+        s->kernels = DS3_KERNELS_DETERMINISTIC;
+        s->decode_rows = true;
+    }
 
     while (st.generated < n_gen) {
         const int left = n_gen - (int)st.generated;
@@ -228,6 +233,7 @@ static ds3_status generate_spec_body(ds3_state *s, ds3_sampler *smp, int n_past,
 restore:
     s->mtp_on = saved_on;
     s->kernels = kmode;
+    s->decode_rows = false;
 done:
     if (stats) *stats = st;
     free(vlog);

@@ -197,6 +197,20 @@ int ds3_linear_amx(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T
 /* Frees the calling thread's buffers (packed activations, padded edge block). */
 void ds3_linear_amx_release(void);
 
+/* attend.c — fast mode's attention of a decode step with AVX-512 fused
+ * multiply-adds (see there), G heads against P cached positions:
+ *   sc[g·lds + u] = qc[g·ldqc ..]·c[u·C ..] (C values) + qr[g·ldqr ..]·kr[u·Dr ..] (Dr values)
+ *   oc[g·ldo + k] = Σ_u p[g·ldp + u] · c[u·C + k]
+ * Each element the same operations whatever G, P or the thread count. Call
+ * only when ds3_attend_ok: float build, AVX-512 F, DS3_NO_AVX512 and
+ * DS3_NO_AVX2 unset; tests switch it (false if on is asked for and missing). */
+bool ds3_attend_ok(void);
+bool ds3_attend_select(bool on);
+void ds3_attend_scores(ds3_real *sc, size_t lds, const ds3_real *qc, size_t ldqc, const ds3_real *qr, size_t ldqr,
+                       int G, const ds3_real *c, int C, const ds3_real *kr, int Dr, int P);
+void ds3_attend_values(ds3_real *oc, size_t ldo, const ds3_real *p, size_t ldp, int G, const ds3_real *c, int C,
+                       int P);
+
 /* ========================================================================== */
 /* linear.c — out[T][w.rows] = in[T][w.cols] · wᵀ                              */
 /* ========================================================================== */

@@ -243,6 +243,12 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
                 break;
             }
     const int G = H / groups;
+    /* A fast decode step's scores and o_c (attend.c), where the CPU has AVX-512:
+     * not the lane order's bits, fast mode's own (with BLAS, as its other
+     * products); every element still the same operations whatever G or T, so
+     * a verification of drafts (decode_rows) has a decode step's bits. */
+    const bool fused = ((T == 1 && s->kernels == DS3_KERNELS_FAST) || s->decode_rows) && !s->emul && ds3_gemm_ok() &&
+                       ds3_attend_ok();
 #pragma omp parallel for schedule(static, 1)
     for (int tg = 0; tg < T * groups; tg++) {
         const int t = tg / groups, h0 = (tg % groups) * G, pos = start + t;
@@ -260,8 +266,12 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
         }
 
         /* Causal: position pos sees keys 0..pos. The score is the sum of two
-         * products (two einsums in the official code, each a bf16 result). */
-        for (int u = 0; u <= pos; u++) {
+         * products (two einsums in the official code, each a bf16 result).
+         * A fast decode step: one chain of fused multiply-adds (attend.c). */
+        if (fused)
+            ds3_attend_scores(scores + th0 * S, (size_t)S, qc + th0 * C, (size_t)C, q + th0 * Dq + Dn, (size_t)Dq, G,
+                              kv->c, C, kv->k_pe, Dr, pos + 1);
+        else for (int u = 0; u <= pos; u++) {
             const ds3_real *cu = kv->c + (size_t)u * C, *ku = kv->k_pe + (size_t)u * Dr;
             for (int g0 = 0; g0 < G; g0 += 16) {  /* the item's heads against this row, 16 at a time */
                 const int ng = G - g0 < 16 ? G - g0 : 16;
@@ -275,17 +285,21 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
         for (int g = 0; g < G; g++) mla_softmax(s, scores + (th0 + g) * S, pos + 1);
 
         /* Attend in latent space, then expand with W^UV. */
-        for (int g = 0; g < G; g++)
-            for (int k = 0; k < C; k++) oc[(th0 + g) * C + k] = 0;
-        /* Σ_u P_u c^KV_u in u order, a block of cached rows at a time for all
-         * the item's heads: 32 KB of them, which stay in a core's L1 for the
-         * heads (32 rows of small's 256 latents; each element's sum is in u
-         * order whatever the block). */
-        const int blk = C * (int)sizeof(ds3_real) >= 8192 ? 4 : 32768 / (C * (int)sizeof(ds3_real));
-        for (int u0 = 0; u0 <= pos; u0 += blk) {
-            const int nu = pos + 1 - u0 < blk ? pos + 1 - u0 : blk;
+        if (fused) ds3_attend_values(oc + th0 * C, (size_t)C, scores + th0 * S, (size_t)S, G, kv->c, C, pos + 1);
+        else {
             for (int g = 0; g < G; g++)
-                ds3_axpy_rows(oc + (th0 + g) * C, scores + (th0 + g) * S + u0, kv->c + (size_t)u0 * C, nu, (size_t)C, C);
+                for (int k = 0; k < C; k++) oc[(th0 + g) * C + k] = 0;
+            /* Σ_u P_u c^KV_u in u order, a block of cached rows at a time for
+             * all the item's heads: 32 KB of them, which stay in a core's L1
+             * for the heads (32 rows of small's 256 latents; each element's
+             * sum is in u order whatever the block). */
+            const int blk = C * (int)sizeof(ds3_real) >= 8192 ? 4 : 32768 / (C * (int)sizeof(ds3_real));
+            for (int u0 = 0; u0 <= pos; u0 += blk) {
+                const int nu = pos + 1 - u0 < blk ? pos + 1 - u0 : blk;
+                for (int g = 0; g < G; g++)
+                    ds3_axpy_rows(oc + (th0 + g) * C, scores + (th0 + g) * S + u0, kv->c + (size_t)u0 * C, nu,
+                                  (size_t)C, C);
+            }
         }
         for (int g = 0; g < G; g++) {
             const ds3_real *wuv = wkvb + ((size_t)(h0 + g) * (Dn + Dv) + Dn) * C;  /* [Dv][C] */

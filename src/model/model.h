@@ -250,6 +250,8 @@ struct ds3_state {
     int max_seq;                         /* S */
     ds3_attn_mode attn;
     ds3_kernels kernels;                 /* which kernels this state's products run */
+    bool decode_rows;                    /* every row's attention as a fast decode step's (mla.c;
+                                          * set by spec.c's verification of a fast state) */
     ds3_emul *emul;                      /* GPU rounding points (check/emulate.c); NULL: off */
     ds3_kv_cache *cache;                 /* [L + n_mtp] */
     int max_T;                           /* tokens per forward call the scratch holds */
