@@ -208,7 +208,7 @@ static const char *const help_info =
 
 #define KERNELS_HELP                                                                       \
     "  --kernels K         fast (default: OpenBLAS beyond 32 tokens, AMX from 2 for\n"     \
-    "                      BF16 weights and a decode step's attention in fused\n"          \
+    "                      BF16 and FP8 weights, a decode step's attention in fused\n"     \
     "                      multiply-adds where the CPU has them), deterministic\n"         \
     "                      (a prefill has the bits of token-by-token decoding) or ref\n"   \
     "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
@@ -1053,7 +1053,7 @@ int main(int argc, char **argv) {
         printf("SIMD: lane kernel %s on this CPU (AVX2+F16C copy %s)\n", b.simd,
                b.simd_built ? "built in" : "not built: not x86-64, or the f64 build");
         printf("AMX: %s\n",
-               b.amx ? "fast mode's products of 2 or more tokens with BF16 weights (DS3_NO_AMX=1 turns it off)"
+               b.amx ? "BF16 and FP8 weights, fast mode, calls of 2 tokens or more (DS3_NO_AMX=1 turns it off)"
                      : "not used (not on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX)");
         printf("compiler: %s\n", __VERSION__);
         return 0;

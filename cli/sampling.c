@@ -153,7 +153,7 @@ void cli_banner(const cli_sampling *so, bool quiet) {
     ds3_get_build_info(&b);
     fprintf(stderr, "system: %s build, %d thread%s, OpenMP %s, BLAS %s, lane kernel %s%s\n", b.precision,
             ds3_threads(), ds3_threads() == 1 ? "" : "s", b.openmp ? "on" : "off", b.blas, b.simd,
-            b.amx ? ", AMX for BF16" : "");
+            b.amx ? ", AMX for BF16 and FP8" : "");
     if (so->from_config) {
         char line[512];
         cli_sampling_describe(so, line, sizeof line);

@@ -78,31 +78,49 @@ static void run_case(const char *name, const ds3_tensor *w, const ds3_real *x) {
  * T not of 16 or 32 (the token tail) and T over several packed chunks are
  * among them.
  */
-static void amx_checks(void) {
+static void amx_checks(int fp8) {
     /* the last: T spans four chunks of token blocks (linear_amx.c packs ~1 MiB at a time) */
     static const int shapes[][3] = {{2, 16, 32}, {17, 48, 64}, {33, 40, 200}, {70, 300, 200}, {64, 256, 1024},
                                     {200, 48, 2048}};
+    const char *dt = fp8 ? "FP8" : "BF16";
     for (int k = 0; k < 6; k++) {
         const int M = shapes[k][0], R = shapes[k][1], C = shapes[k][2];
+        const int SR = (R + 127) / 128, SC = (C + 127) / 128;
         ds3_real *x = malloc(sizeof(ds3_real) * M * C), *o = malloc(sizeof(ds3_real) * M * R),
                  *o2 = malloc(sizeof(ds3_real) * M * R), *want = malloc(sizeof(ds3_real) * M * R);
         uint16_t *wv = malloc(sizeof(uint16_t) * R * C);
+        unsigned char *q = malloc((size_t)R * C);
+        float *sc = malloc(sizeof(float) * SR * SC);
         for (int i = 0; i < M * C; i++) x[i] = (ds3_real)urand();
-        ds3_tensor tw = {"w.amx", DS3_DT_BF16, R, C, wv, NULL, NULL, NULL};
+        ds3_tensor tw = fp8 ? (ds3_tensor){"w.amx", DS3_DT_F8_E4M3, R, C, q, sc, NULL, NULL}
+                            : (ds3_tensor){"w.amx", DS3_DT_BF16, R, C, wv, NULL, NULL, NULL};
 
-        /* exact: row n of w is ±2^e at column (7n + 3) mod C */
+        /* exact: row n of w is ±2^e at column (7n + 3) mod C (FP8: a code 2^e2 times a
+         * power-of-two scale) */
         memset(wv, 0, sizeof(uint16_t) * R * C);
+        memset(q, 0, (size_t)R * C);
+        for (int b = 0; b < SR * SC; b++) sc[b] = ldexpf(1.0f, b % 3 - 1);
         for (int n = 0; n < R; n++) {
+            const int j = (7 * n + 3) % C;
             float v = ldexpf(n % 3 ? 1.0f : -1.0f, n % 5 - 2);
-            wv[(size_t)n * C + (7 * n + 3) % C] = ds3_f32_to_bf16(v);
-            for (int t = 0; t < M; t++) want[t * R + n] = v * x[t * C + (7 * n + 3) % C];
+            if (fp8) {
+                q[(size_t)n * C + j] = ds3_f32_to_e4m3(v);
+                v *= sc[(n / 128) * SC + j / 128];
+            } else {
+                wv[(size_t)n * C + j] = ds3_f32_to_bf16(v);
+            }
+            for (int t = 0; t < M; t++) want[t * R + n] = v * x[t * C + j];
         }
         ds3_linear(DS3_KERNELS_FAST, o, x, &tw, M);
         CHECK(memcmp(o, want, sizeof(ds3_real) * M * R) == 0,
-              "T=%d, %d x %d, w a scaled permutation: out is x permuted and scaled, exactly", M, R, C);
+              "%s, T=%d, %d x %d, w a scaled permutation: out is x permuted and scaled, exactly", dt, M, R, C);
 
-        /* random weights against float64, and the BLAS path */
+        /* random weights against float64, and the BLAS path. An FP8 output is
+         * Σ_b s_b · (the fp32 sum of block b's 3·128 exact products): within
+         * (3·cols + 2·blocks)·2^-24·Σ|xw| */
         for (int i = 0; i < R * C; i++) wv[i] = ds3_f32_to_bf16((float)(urand() * 0.1));
+        for (int i = 0; i < R * C; i++) q[i] = ds3_f32_to_e4m3((float)(urand() * 400));
+        for (int b = 0; b < SR * SC; b++) sc[b] = (float)(0.0003 * (b % 7 + 1));
         ds3_linear(DS3_KERNELS_FAST, o, x, &tw, M);
         ds3_linear_select_amx(false);
         ds3_linear(DS3_KERNELS_FAST, o2, x, &tw, M);
@@ -113,35 +131,55 @@ static void amx_checks(void) {
             for (int n = 0; n < R; n++) {
                 double ref = 0, mag = 0;
                 for (int j = 0; j < C; j++) {
-                    double p = (double)x[t * C + j] * ds3_bf16_to_f32(wv[(size_t)n * C + j]);
+                    double wj = fp8 ? (double)ds3_e4m3_table[q[(size_t)n * C + j]] * sc[(n / 128) * SC + j / 128]
+                                    : ds3_bf16_to_f32(wv[(size_t)n * C + j]);
+                    double p = (double)x[t * C + j] * wj;
                     ref += p;
                     mag += fabs(p);
                 }
-                double err = fabs(o[t * R + n] - ref), bound = 3.0 * C * 0x1p-24 * mag;
+                double err = fabs(o[t * R + n] - ref), bound = (3.0 * C + (fp8 ? 2 * SC : 0)) * 0x1p-24 * mag;
                 if (err / bound > worst) worst = err / bound;
                 over += err > bound;
-                over_blas += fabs(o2[t * R + n] - ref) > C * 0x1p-24 * mag;
+                /* the BLAS path rounds an FP8 weight once (value·scale), then cols products */
+                over_blas += fabs(o2[t * R + n] - ref) > (fp8 ? 2.0 : 1.0) * C * 0x1p-24 * mag;
             }
         CHECK(over == 0 && over_blas == 0,
-              "T=%d, %d x %d: AMX within 3·cols·2^-24·Σ|xw| of float64 (%d over; worst %.3f of it), BLAS path "
-              "within cols·2^-24·Σ|xw| (%d over)", M, R, C, over, worst, over_blas);
+              "%s, T=%d, %d x %d: AMX within %s2^-24·Σ|xw| of float64 (%d over; worst %.3f of it), BLAS path "
+              "within %scols·2^-24·Σ|xw| (%d over)", dt, M, R, C, fp8 ? "(3·cols + 2·blocks)·" : "3·cols·", over,
+              worst, fp8 ? "2·" : "", over_blas);
 
         /* threads, and T */
 #ifdef _OPENMP
         omp_set_num_threads(1);
         ds3_linear(DS3_KERNELS_FAST, o2, x, &tw, M);
         omp_set_num_threads(2);
-        CHECK(memcmp(o, o2, sizeof(ds3_real) * M * R) == 0, "T=%d, %d x %d: 1 and 2 threads give the same bits",
-              M, R, C);
+        CHECK(memcmp(o, o2, sizeof(ds3_real) * M * R) == 0, "%s, T=%d, %d x %d: 1 and 2 threads give the same bits",
+              dt, M, R, C);
 #endif
         int diff = 0;
         for (int t0 = 0; t0 + 2 <= M; t0 += 5) {
             ds3_linear(DS3_KERNELS_FAST, o2, x + t0 * C, &tw, 2);
             diff += memcmp(o + t0 * R, o2, sizeof(ds3_real) * 2 * R) != 0;
         }
-        CHECK(diff == 0, "T=%d, %d x %d: tokens computed two at a time give the same bits (%d pairs differ)", M,
-              R, C, diff);
-        free(x); free(o); free(o2); free(want); free(wv);
+        CHECK(diff == 0, "%s, T=%d, %d x %d: tokens computed two at a time give the same bits (%d pairs differ)", dt,
+              M, R, C, diff);
+        free(x); free(o); free(o2); free(want); free(wv); free(q); free(sc);
+    }
+    if (fp8) {
+        /* a NaN code makes its outputs NaN, and only those rows' */
+        const int M = 4, R = 32, C = 128;
+        ds3_real x[4 * 128], o[4 * 32];
+        unsigned char q[32 * 128];
+        float sc1 = 0.5f;
+        for (int i = 0; i < M * C; i++) x[i] = (ds3_real)urand();
+        for (int i = 0; i < R * C; i++) q[i] = ds3_f32_to_e4m3((float)(urand() * 4));
+        q[5 * C + 17] = 0x7f, q[20 * C + 3] = 0xff;
+        ds3_tensor tn = {"w.nan", DS3_DT_F8_E4M3, R, C, q, &sc1, NULL, NULL};
+        ds3_linear(DS3_KERNELS_FAST, o, x, &tn, M);
+        int bad = 0;
+        for (int t = 0; t < M; t++)
+            for (int n = 0; n < R; n++) bad += isnan(o[t * R + n]) != (n == 5 || n == 20);
+        CHECK(bad == 0, "FP8: NaN codes 0x7f and 0xff give NaN outputs in their rows only (%d wrong)", bad);
     }
 }
 
@@ -380,8 +418,11 @@ int main(void) {
     }
 #endif
 
-    th_section("AMX: BF16 weights, fast mode, several tokens");
-    if (ds3_amx_ok()) amx_checks();
+    th_section("AMX: BF16 and FP8 weights, fast mode, several tokens");
+    if (ds3_amx_ok()) {
+        amx_checks(0);
+        amx_checks(1);
+    }
     else fprintf(stderr, "   (no AMX on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX set: "
                          "not compared)\n");
 

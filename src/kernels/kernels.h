@@ -180,8 +180,8 @@ bool ds3_cpu_has_avx2_f16c(void);
 /* The CPU has AVX-512 F, VL and DQ (and AVX2 and F16C): linear_avx2.c's wide tiles. */
 bool ds3_cpu_has_avx512(void);
 
-/* linear_amx.c — fast mode's several-token product for BF16 weights on Intel
- * AMX, the activations split exactly into three bf16 parts (see there). */
+/* linear_amx.c — fast mode's several-token product for BF16 and FP8 weights on
+ * Intel AMX, the activations split exactly into three bf16 parts (see there). */
 /* The CPU has AMX-TILE and AMX-BF16 and the OS saves their state. */
 bool ds3_cpu_has_amx(void);
 /* AMX runs: the CPU has it, Linux granted the process its state, DS3_NO_AMX
@@ -189,7 +189,7 @@ bool ds3_cpu_has_amx(void);
  * asked for and AMX cannot run. */
 bool ds3_amx_ok(void);
 bool ds3_linear_select_amx(bool on);
-/* The weight is one the AMX product takes: BF16. */
+/* The weight is one the AMX product takes: BF16, or FP8 with its block scales. */
 bool ds3_linear_amx_fits(const ds3_tensor *w);
 /* out = in · wᵀ on AMX (w fits); 1 done, -1 out of memory (out incomplete: the
  * caller reports it, as for the BLAS tiles). Call only when ds3_amx_ok. */

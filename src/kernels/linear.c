@@ -23,8 +23,8 @@
  *   - the BLAS path (more tokens): rows are dequantised 128 at a time into a tile
  *     and each tile is one single-threaded sgemm (dgemm in the f64 build);
  *     OpenMP runs the tiles in parallel.
- *   - the AMX product (linear_amx.c): in fast mode, BF16 weights and 2 tokens or
- *     more on a CPU with AMX, the activations split exactly into three bf16
+ *   - the AMX product (linear_amx.c): in fast mode, BF16 and FP8 weights and 2
+ *     tokens or more on a CPU with AMX, the activations split exactly into three bf16
  *     parts; it takes the place of the other two there.
  *
  * Determinism. An element's value depends only on its input row and weight
@@ -465,7 +465,7 @@ ds3_status ds3_threads_start(void) {
 
 /* Calls of at most this many tokens use the lane kernel in fast mode too. */
 #define LANES_MAX_T 32
-/* Calls of at least this many tokens with BF16 weights use AMX, where it runs. */
+/* Calls of at least this many tokens with BF16 or FP8 weights use AMX, where it runs. */
 #define AMX_MIN_T 2
 
 ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out) {
@@ -485,7 +485,7 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
         return;
     case DS3_KERNELS_FAST:
 #ifdef DS3_BLAS
-        /* BF16 weights on a CPU with AMX: from two tokens on, the AMX product
+        /* BF16 and FP8 weights on a CPU with AMX: from two tokens on, the AMX product
          * (linear_amx.c), the activations split exactly into three bf16 parts.
          * Like the BLAS tiles it is off with ds3_use_blas, where fast mode is the
          * lane kernel throughout. */

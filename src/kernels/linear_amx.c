@@ -1,8 +1,8 @@
 /*
- * linear_amx.c — fast mode's product for BF16 weights on Intel AMX (Advanced
- * Matrix Extensions: Xeon from Sapphire Rapids on), float build.
+ * linear_amx.c — fast mode's product for BF16 and FP8 weights on Intel AMX
+ * (Advanced Matrix Extensions: Xeon from Sapphire Rapids on), float build.
  *
- *   out[T][rows] = in[T][cols] · w[rows][cols]ᵀ,   w BF16, in and out fp32
+ *   out[T][rows] = in[T][cols] · w[rows][cols]ᵀ,   w BF16 or FP8, in and out fp32
  *
  * AMX multiplies bf16 by bf16 and accumulates in fp32: one TDPBF16PS adds to
  * each element of a 16×16 fp32 tile the 32 products of a row of a 16×32 bf16
@@ -52,7 +52,16 @@
  * not of 32: tiny's shapes; V3's and small's never) is copied, zero-padded,
  * and the padding meets zeros in the packed activations.
  *
- * Used by ds3_linear in fast mode for T >= 2 when the weight is BF16, the CPU
+ * FP8 weights (block_fp8_nt). An e4m3 code is exact in bf16, so each row pair's
+ * codes are converted into the thread's copy (fp8_to_bf16, once per row pair
+ * and chunk of tokens) and multiplied as above; the block scale, which changes
+ * every 128 columns, is applied to each 128-column block's sum: an output is
+ * Σ_b s_b · (the fp32 sum of block b's 3·128 exact products), as DeepSeek's
+ * fp8_gemm applies its scales — not the BLAS path's sum of x·(value·scale
+ * rounded once) (docs/MODEL.md §7): other bits, the same accuracy or better
+ * (no weight is rounded).
+ *
+ * Used by ds3_linear in fast mode for T >= 2 when the weight is BF16 or FP8, the CPU
  * has AMX-BF16, Linux grants the process the tile state (arch_prctl
  * ARCH_REQ_XCOMP_PERM) and DS3_NO_AMX is unset.
  */
@@ -73,6 +82,8 @@
 #include <unistd.h>
 
 #define TARGET_AMX __attribute__((target("amx-tile,amx-bf16")))
+/* (and AVX-512 F, for the FP8 blocks' scaled sums) */
+#define TARGET_AMX512 __attribute__((target("amx-tile,amx-bf16,avx512f")))
 
 /* Tiles: 0..3 results (C[row block][token block]), 4 and 5 weights, 6 and 7
  * activations; all 16 rows of 64 bytes. */
@@ -245,23 +256,109 @@ TARGET_AMX static inline __attribute__((always_inline)) void block_nt(float *out
     }
 }
 
-TARGET_AMX static void block(float *out, const ds3_tensor *w, const unsigned char *w0, size_t stride,
+/* acc[i] += s · (result tile i), through c. */
+#define TILE_ADD(i, acc, s)                                                                    \
+    do {                                                                                       \
+        _tile_stored(i, c, 64);                                                                \
+        for (int e = 0; e < 256; e += 16)                                                      \
+            _mm512_store_ps(acc + e, _mm512_fmadd_ps(_mm512_load_ps(c + e), s, _mm512_load_ps(acc + e))); \
+    } while (0)
+
+/*
+ * The same for FP8 weights (their codes as bf16, times 2^-8: fp8_to_bf16),
+ * whose scale changes every 128 columns: each 128-column block's sum (four
+ * 32-column blocks, the three parts in each) is a tile of its own, added to
+ * the output times the block's scale·2^8 — w·x = Σ_b s_b · Σ_{k in b} q_k·x_k,
+ * as DeepSeek's fp8_gemm applies its scales, the codes' products exact. The
+ * 32 rows lie in one 128-row block, so one scale per tile and block.
+ */
+TARGET_AMX512 static inline __attribute__((always_inline)) void block_fp8_nt(float *out, const ds3_tensor *w,
+                                                                          const unsigned char *w0, size_t stride,
+                                                                          const uint16_t *pack, int64_t n0,
+                                                                          int64_t tb, int64_t tl, int T,
+                                                                          const int nn, const int nt) {
+    const int64_t kblocks = (w->cols + 31) / 32, sblocks = (w->cols + DS3_FP8_BLOCK - 1) / DS3_FP8_BLOCK;
+    const unsigned char *w1 = w0 + 16 * stride;
+    const uint16_t *b0 = pack + tl * kblocks * KBLOCK_U16, *b1 = b0 + kblocks * KBLOCK_U16;
+    const unsigned char *srow = (const unsigned char *)w->scale_inv + (size_t)(n0 / DS3_FP8_BLOCK) * sblocks * 4;
+    float acc[4][256] __attribute__((aligned(64))), c[256] __attribute__((aligned(64)));
+    memset(acc, 0, sizeof acc);
+    for (int64_t sb = 0; sb < sblocks; sb++) {
+        float sf;
+        memcpy(&sf, srow + sb * 4, sizeof sf);
+        const __m512 s = _mm512_set1_ps(sf * 256.0f);
+        _tile_zero(0);
+        if (nt == 2) _tile_zero(1);
+        if (nn == 2) _tile_zero(2);
+        if (nn == 2 && nt == 2) _tile_zero(3);
+        const int64_t k1 = sb * 4 + 4 < kblocks ? sb * 4 + 4 : kblocks;
+        for (int64_t kb = sb * 4; kb < k1; kb++) {
+            _tile_loadd(4, w0 + kb * 64, stride);
+            if (nn == 2) _tile_loadd(5, w1 + kb * 64, stride);
+            for (int p = 0; p < 3; p++) {
+                const size_t off = (size_t)kb * KBLOCK_U16 + (size_t)p * (TILE_BYTES / 2);
+                _tile_loadd(6, b0 + off, 64);
+                if (nt == 2) _tile_loadd(7, b1 + off, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                if (nt == 2) _tile_dpbf16ps(1, 4, 7);
+                if (nn == 2) _tile_dpbf16ps(2, 5, 6);
+                if (nn == 2 && nt == 2) _tile_dpbf16ps(3, 5, 7);
+            }
+        }
+        TILE_ADD(0, acc[0], s);
+        if (nt == 2) TILE_ADD(1, acc[1], s);
+        if (nn == 2) TILE_ADD(2, acc[2], s);
+        if (nn == 2 && nt == 2) TILE_ADD(3, acc[3], s);
+    }
+    scatter(out, w->rows, acc[0], n0, tb * 16, T);
+    if (nt == 2) scatter(out, w->rows, acc[1], n0, tb * 16 + 16, T);
+    if (nn == 2) scatter(out, w->rows, acc[2], n0 + 16, tb * 16, T);
+    if (nn == 2 && nt == 2) scatter(out, w->rows, acc[3], n0 + 16, tb * 16 + 16, T);
+}
+#undef TILE_ADD
+
+TARGET_AMX512 static void block(float *out, const ds3_tensor *w, const unsigned char *w0, size_t stride,
                              const uint16_t *pack, int64_t n0, int64_t tb, int64_t tl, int T, int nn, int nt) {
-    if (nn == 2 && nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 2, 2);
+    if (w->dtype == DS3_DT_F8_E4M3) {
+        if (nn == 2 && nt == 2) block_fp8_nt(out, w, w0, stride, pack, n0, tb, tl, T, 2, 2);
+        else if (nn == 2) block_fp8_nt(out, w, w0, stride, pack, n0, tb, tl, T, 2, 1);
+        else if (nt == 2) block_fp8_nt(out, w, w0, stride, pack, n0, tb, tl, T, 1, 2);
+        else block_fp8_nt(out, w, w0, stride, pack, n0, tb, tl, T, 1, 1);
+    } else if (nn == 2 && nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 2, 2);
     else if (nn == 2) block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 2, 1);
     else if (nt == 2) block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 1, 2);
     else block_nt(out, w, w0, stride, pack, n0, tb, tl, T, 1, 1);
 }
 
-/* Where the tiles of weight rows n0 .. n0 + 16·nn − 1 are read: the tensor
- * itself, or (at an edge) the thread's zero-padded copy; NULL if that copy
- * cannot be allocated. */
-static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, size_t *stride) {
-    const int64_t rows = w->rows, cols = w->cols, kpad = (cols + 31) / 32 * 32;
-    if (cols == kpad && n0 + 16 * nn <= rows) {
-        *stride = (size_t)cols * 2;
-        return (const unsigned char *)w->data + (size_t)n0 * (size_t)cols * 2;
+/*
+ * n FP8 codes as bf16, zeros up to kpad: each code's value times 2^-8, exactly
+ * (the caller multiplies the block scale by 2^8). An e4m3 code s eeee mmm
+ * shifted into fp16's bit positions, s eeeee mmmmmmmmmm with the code's four
+ * exponent bits in the low four, is the same number times 2^-8 (fp16's bias is
+ * 15, e4m3's 7), subnormals included; fp16 → fp32 is exact, and so is keeping
+ * the top 16 bits (at most 4 significant bits). NaN codes (0x7f, 0xff) become
+ * a bf16 NaN.
+ */
+#define TARGET_AVX512BWVL __attribute__((target("avx512f,avx512bw,avx512vl")))
+TARGET_AVX512BWVL static void fp8_to_bf16(uint16_t *dst, const unsigned char *q, int64_t n, int64_t kpad) {
+    const __m512i low7 = _mm512_set1_epi16(0x7f), sign = _mm512_set1_epi16(0x80), nan = _mm512_set1_epi16(0x7fc0);
+    for (int64_t j = 0; j < kpad; j += 32) {
+        const int64_t left = n - j;
+        const __mmask32 m = left >= 32 ? 0xffffffffu : left > 0 ? (__mmask32)((1u << left) - 1) : 0;
+        const __m512i v = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, q + j));
+        const __m512i mag = _mm512_and_si512(v, low7);
+        const __m512i h = _mm512_or_si512(_mm512_slli_epi16(mag, 7), _mm512_slli_epi16(_mm512_and_si512(v, sign), 8));
+        const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h)), hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+        const __m256i lo16 = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(lo), 16));
+        const __m256i hi16 = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(hi), 16));
+        const __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(lo16), hi16, 1);
+        _mm512_storeu_si512((void *)(dst + j), _mm512_mask_mov_epi16(r, _mm512_cmpeq_epi16_mask(mag, low7), nan));
     }
+}
+
+/* The thread's bf16 copy of weight rows n0 .. n0 + 16·nn − 1, kpad columns,
+ * zero-padded; NULL if it cannot be allocated. */
+static uint16_t *edge_rows(int64_t kpad) {
     const size_t need = (size_t)(32 * kpad);
     if (need > edge_cap) {
         free(edge_buf);
@@ -270,6 +367,27 @@ static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, s
         if (!edge_buf) return NULL;
     }
     memset(edge_buf, 0, need * sizeof *edge_buf);
+    return edge_buf;
+}
+
+/* Where the tiles of weight rows n0 .. n0 + 16·nn − 1 are read: a BF16
+ * tensor itself, or (at an edge, and every FP8 block: its codes as bf16) the
+ * thread's zero-padded copy; NULL if that copy cannot be allocated. */
+static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, size_t *stride) {
+    const int64_t rows = w->rows, cols = w->cols, kpad = (cols + 31) / 32 * 32;
+    if (w->dtype == DS3_DT_F8_E4M3) {
+        uint16_t *e = edge_rows(kpad);
+        if (!e) return NULL;
+        for (int64_t r = n0; r < n0 + 16 * nn && r < rows; r++)
+            fp8_to_bf16(e + (r - n0) * kpad, (const unsigned char *)w->data + (size_t)r * (size_t)cols, cols, kpad);
+        *stride = (size_t)kpad * 2;
+        return (const unsigned char *)e;
+    }
+    if (cols == kpad && n0 + 16 * nn <= rows) {
+        *stride = (size_t)cols * 2;
+        return (const unsigned char *)w->data + (size_t)n0 * (size_t)cols * 2;
+    }
+    if (!edge_rows(kpad)) return NULL;
     for (int64_t r = n0; r < n0 + 16 * nn && r < rows; r++)
         memcpy(edge_buf + (r - n0) * kpad, (const unsigned char *)w->data + (size_t)r * (size_t)cols * 2,
                (size_t)cols * 2);
@@ -315,7 +433,9 @@ bool ds3_linear_select_amx(bool on) {
     return true;
 }
 
-bool ds3_linear_amx_fits(const ds3_tensor *w) { return w->dtype == DS3_DT_BF16 && w->rows > 0 && w->cols > 0; }
+bool ds3_linear_amx_fits(const ds3_tensor *w) {
+    return (w->dtype == DS3_DT_BF16 || (w->dtype == DS3_DT_F8_E4M3 && w->scale_inv)) && w->rows > 0 && w->cols > 0;
+}
 
 /* ---- the product ------------------------------------------------------------------------ */
 
