@@ -175,6 +175,15 @@ static inline bool ds3_decided(int *state, bool (*decide)(void)) {
     return v;
 }
 
+/* Whether the caller runs inside an OpenMP parallel region (false without
+ * OpenMP): loops that split their own work across the threads stay on the
+ * calling thread there (experts run in parallel). */
+bool ds3_in_parallel(void);
+/* Element-wise and per-token loops over at least this many values split them
+ * across the threads (src/model): the same bits, each value's operations its
+ * own; fewer stay on one thread, where a fork would cost more than it saves. */
+#define DS3_PAR_MIN 32768
+
 /* The CPU has AVX2 and F16C (what linear_avx2.c is built with). */
 bool ds3_cpu_has_avx2_f16c(void);
 /* The CPU has AVX-512 F, VL and DQ (and AVX2 and F16C): linear_avx2.c's wide tiles. */

@@ -52,10 +52,15 @@
 
 /* Inside another parallel region (experts run in parallel) the kernels stay
  * on the calling thread rather than rely on the nesting setting. (Without
- * OpenMP the pragmas that ask are ignored, and so is this.) */
+ * OpenMP the pragmas that ask are ignored.) */
+bool ds3_in_parallel(void) {
 #ifdef _OPENMP
-static bool in_parallel(void) { return omp_in_parallel(); }
+    return omp_in_parallel();
+#else
+    return false;
 #endif
+}
+#define in_parallel ds3_in_parallel
 
 #ifdef DS3_BLAS
 #include <cblas.h>

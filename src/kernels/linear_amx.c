@@ -440,6 +440,7 @@ bool ds3_linear_amx_fits(const ds3_tensor *w) {
 /* ---- the product ------------------------------------------------------------------------ */
 
 #ifdef _OPENMP
+/* (linear.c's ds3_in_parallel: the files do not call each other both ways) */
 static bool in_parallel(void) { return omp_in_parallel(); }
 #endif
 

@@ -23,9 +23,11 @@
 void ds3_layer_attn(ds3_state *s, const ds3_layer *l, ds3_kv_cache *kv, int T, int start, const char *prefix) {
     const int D = s->m->cfg.hidden_size;
     const size_t n = (size_t)T * D;
+#pragma omp parallel for schedule(static) if (n >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int t = 0; t < T; t++) ds3_norm(s, s->xn + (size_t)t * D, s->x + (size_t)t * D, l->input_layernorm, D);
     ds3_mla(s, l, kv, s->y, s->xn, T, start);
     ds3_dump_act(s, DS3_DT_REAL, D, start, T, s->y, "%s.attn.out", prefix);
+#pragma omp parallel for schedule(static) if (n >= DS3_PAR_MIN && !ds3_in_parallel())
     for (size_t i = 0; i < n; i++) s->x[i] += s->y[i];
     ds3_round(s, s->x, n, DS3_EMUL_RESIDUAL);
 }
@@ -36,6 +38,7 @@ void ds3_layer_ffn(ds3_state *s, const ds3_layer *l, int T, int start, const cha
     const ds3_config *c = &s->m->cfg;
     const int D = c->hidden_size;
     const size_t n = (size_t)T * D;
+#pragma omp parallel for schedule(static) if (n >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int t = 0; t < T; t++)
         ds3_norm(s, s->xn + (size_t)t * D, s->x + (size_t)t * D, l->post_attention_layernorm, D);
     if (l->is_moe) {
@@ -45,6 +48,7 @@ void ds3_layer_ffn(ds3_state *s, const ds3_layer *l, int T, int start, const cha
         ds3_mlp(s, s->y, s->xn, &l->mlp, c->intermediate_size, T, &a);
     }
     ds3_dump_act(s, DS3_DT_REAL, D, start, T, s->y, "%s.ffn.out", prefix);
+#pragma omp parallel for schedule(static) if (n >= DS3_PAR_MIN && !ds3_in_parallel())
     for (size_t i = 0; i < n; i++) s->x[i] += s->y[i];
     ds3_round(s, s->x, n, DS3_EMUL_RESIDUAL);
     ds3_dump_act(s, DS3_DT_REAL, D, start, T, s->x, "%s.out", prefix);

@@ -36,6 +36,7 @@ void ds3_mlp(const ds3_state *s, ds3_real *out, const ds3_real *x, const ds3_ffn
     ds3_proj(s, b.u, x, &f->up_proj, T);
     ds3_silu_n(b.g, n);
     ds3_round(s, b.g, n, DS3_EMUL_ACT);
+#pragma omp parallel for schedule(static) if (n >= DS3_PAR_MIN && !ds3_in_parallel())
     for (size_t i = 0; i < n; i++) b.g[i] *= b.u[i];
     ds3_round(s, b.g, n, DS3_EMUL_ACT);
     ds3_proj(s, out, b.g, &f->down_proj, T);

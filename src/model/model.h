@@ -368,7 +368,8 @@ void ds3_moe_weights(ds3_real *weight, const ds3_real *s, const int32_t *idx, co
 /* (12)'s weighted sum, in a fixed order: out[t] = Σ_k w[t][k] · ye[slot[t][k]]
  * (+ shared[t] when not NULL), k = 0..K-1, whichever thread ran which expert;
  * a bf16 build adds in ascending expert index, each product and sum rounded
- * (the combine point). Scales the rows of ye in place; order [K] scratch. */
+ * (the combine point). Scales the rows of ye in place; order [T][K] scratch.
+ * Tokens in parallel when there are enough (DS3_PAR_MIN): the same bits. */
 void ds3_moe_combine(const ds3_state *s, ds3_real *out, ds3_real *ye, const int32_t *slot, const int32_t *idx,
                      const ds3_real *w, const ds3_real *shared, int32_t *order, int T);
 /* out[T][D] = routed experts + shared experts (12); dumps "<prefix>.moe.*". */

@@ -154,7 +154,7 @@ typedef struct {
     int32_t *tok;       /* [T·K] token of each row */
     int32_t *off;       /* [E+1] first row of each expert */
     int32_t *next;      /* [E] fill cursor */
-    int32_t *order;     /* [K] the combine order of one token */
+    int32_t *order;     /* [T][K] the combine order of each token */
     int32_t *items;     /* [E+1] the parallel loop's work: -1 the shared experts, else an expert */
 } moe_bufs;
 
@@ -175,7 +175,7 @@ static void plan(moe_bufs *b, ds3_arena *a, const ds3_config *c, int T) {
     b->tok = ds3_take_i32(a, TK);
     b->off = ds3_take_i32(a, E + 1);
     b->next = ds3_take_i32(a, E);
-    b->order = ds3_take_i32(a, K);
+    b->order = ds3_take_i32(a, (size_t)T * K);
     b->items = ds3_take_i32(a, E + 1);
 }
 
@@ -188,12 +188,16 @@ void ds3_moe_combine(const ds3_state *s, ds3_real *out, ds3_real *ye, const int3
                      const ds3_real *w, const ds3_real *shared, int32_t *order, int T) {
     const ds3_config *c = &s->m->cfg;
     const int D = c->hidden_size, K = c->num_experts_per_tok;
+    /* tokens in parallel: each writes its own row of out, its own rows of ye
+     * (its (t, k) slots) and its own K of order */
+#pragma omp parallel for schedule(static) if ((size_t)T * D >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int t = 0; t < T; t++) {
         ds3_real *o = out + (size_t)t * D;
-        ds3_emul_combine_order(s->emul, order, idx + (size_t)t * K, K);
+        int32_t *order_t = order + (size_t)t * K;
+        ds3_emul_combine_order(s->emul, order_t, idx + (size_t)t * K, K);
         for (int d = 0; d < D; d++) o[d] = 0;
         for (int a = 0; a < K; a++) {
-            const int k = order[a];
+            const int k = order_t[a];
             const ds3_real wk = w[(size_t)t * K + k];
             ds3_real *yk = ye + (size_t)slot[(size_t)t * K + k] * D;  /* this (t,k)'s own row */
             for (int d = 0; d < D; d++) yk[d] *= wk;

@@ -34,9 +34,13 @@ ds3_real ds3_silu(ds3_real a) { return silu_e(a, ds3_exp(-(double)a)); }
 
 /* x[i] = silu(x[i]) for n values: ds3_silu's operations, the exps a chunk at a time. */
 void ds3_silu_n(ds3_real *x, size_t n) {
-    double e[EXP_CHUNK];
-    for (size_t i0 = 0; i0 < n; i0 += EXP_CHUNK) {
+    const int64_t chunks = (int64_t)((n + EXP_CHUNK - 1) / EXP_CHUNK);
+    (void)chunks;  /* (without OpenMP the pragma is ignored) */
+#pragma omp parallel for schedule(static) if (n >= DS3_PAR_MIN && !ds3_in_parallel())
+    for (int64_t c = 0; c < chunks; c++) {
+        const size_t i0 = (size_t)c * EXP_CHUNK;
         const int m = n - i0 < EXP_CHUNK ? (int)(n - i0) : EXP_CHUNK;
+        double e[EXP_CHUNK];
         for (int k = 0; k < m; k++) e[k] = -(double)x[i0 + k];
         ds3_exp_n(e, e, m);
         for (int k = 0; k < m; k++) x[i0 + k] = silu_e(x[i0 + k], e[k]);
