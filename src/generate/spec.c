@@ -42,7 +42,8 @@
  * verification runs the deterministic kernels (an element's bits depend only
  * on its own input row, never on T; linear.c), the attention (a fast state's:
  * its decode step's, decode_rows) and the experts work per token, and the
- * caches at positions < P are the ones a decode would have written. tests/test_mtp.c checks it for 1..3 drafts, f32 and fp8.
+ * caches at positions < P are the ones a decode would have written.
+ * tests/test_mtp.c checks it for 1..3 drafts, f32 and fp8.
  */
 #include "generate/generate.h"
 

@@ -59,7 +59,8 @@
  * Σ_b s_b · (the fp32 sum of block b's 3·128 exact products), as DeepSeek's
  * fp8_gemm applies its scales — not the BLAS path's sum of x·(value·scale
  * rounded once) (docs/MODEL.md §7): other bits, the same accuracy or better
- * (no weight is rounded).
+ * (no weight is rounded). (A scale of 2^120 or more, which no checkpoint has,
+ * would overflow as s·2^8 and give infinities where the BLAS path does not.)
  *
  * Used by ds3_linear in fast mode for T >= 2 when the weight is BF16 or FP8, the CPU
  * has AMX-BF16, Linux grants the process the tile state (arch_prctl

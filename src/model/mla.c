@@ -271,15 +271,17 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
         if (fused)
             ds3_attend_scores(scores + th0 * S, (size_t)S, qc + th0 * C, (size_t)C, q + th0 * Dq + Dn, (size_t)Dq, G,
                               kv->c, C, kv->k_pe, Dr, pos + 1);
-        else for (int u = 0; u <= pos; u++) {
-            const ds3_real *cu = kv->c + (size_t)u * C, *ku = kv->k_pe + (size_t)u * Dr;
-            for (int g0 = 0; g0 < G; g0 += 16) {  /* the item's heads against this row, 16 at a time */
-                const int ng = G - g0 < 16 ? G - g0 : 16;
-                ds3_real nope[16], rope[16];
-                ds3_sdot_rows(s, nope, qc + (th0 + g0) * C, (size_t)C, ng, cu, C);
-                ds3_sdot_rows(s, rope, q + (th0 + g0) * Dq + Dn, (size_t)Dq, ng, ku, Dr);
-                for (int g = 0; g < ng; g++)
-                    scores[(th0 + g0 + g) * S + u] = ds3_round_add(s, nope[g], rope[g], DS3_EMUL_SCORES);
+        else {
+            for (int u = 0; u <= pos; u++) {
+                const ds3_real *cu = kv->c + (size_t)u * C, *ku = kv->k_pe + (size_t)u * Dr;
+                for (int g0 = 0; g0 < G; g0 += 16) {  /* the item's heads against this row, 16 at a time */
+                    const int ng = G - g0 < 16 ? G - g0 : 16;
+                    ds3_real nope[16], rope[16];
+                    ds3_sdot_rows(s, nope, qc + (th0 + g0) * C, (size_t)C, ng, cu, C);
+                    ds3_sdot_rows(s, rope, q + (th0 + g0) * Dq + Dn, (size_t)Dq, ng, ku, Dr);
+                    for (int g = 0; g < ng; g++)
+                        scores[(th0 + g0 + g) * S + u] = ds3_round_add(s, nope[g], rope[g], DS3_EMUL_SCORES);
+                }
             }
         }
         for (int g = 0; g < G; g++) mla_softmax(s, scores + (th0 + g) * S, pos + 1);
