@@ -210,6 +210,32 @@ TARGET_AVX512BW static void scatter(float *out, int64_t rows, const float *c, in
         _mm512_mask_storeu_ps(out + (t0 + t) * rows + n0, m, _mm512_castsi512_ps(v[t]));
 }
 
+/* Result tiles 0..3 (those nn and nt use) := the sum over the 32-column blocks
+ * kb0 .. kb1 − 1, in each the parts x1, x2, x3 in turn. */
+TARGET_AMX static inline __attribute__((always_inline)) void tiles_sum(const unsigned char *w0,
+                                                                       const unsigned char *w1, size_t stride,
+                                                                       const uint16_t *b0, const uint16_t *b1,
+                                                                       int64_t kb0, int64_t kb1, const int nn,
+                                                                       const int nt) {
+    _tile_zero(0);
+    if (nt == 2) _tile_zero(1);
+    if (nn == 2) _tile_zero(2);
+    if (nn == 2 && nt == 2) _tile_zero(3);
+    for (int64_t kb = kb0; kb < kb1; kb++) {
+        _tile_loadd(4, w0 + kb * 64, stride);
+        if (nn == 2) _tile_loadd(5, w1 + kb * 64, stride);
+        for (int p = 0; p < 3; p++) {
+            const size_t off = (size_t)kb * KBLOCK_U16 + (size_t)p * (TILE_BYTES / 2);
+            _tile_loadd(6, b0 + off, 64);
+            if (nt == 2) _tile_loadd(7, b1 + off, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (nt == 2) _tile_dpbf16ps(1, 4, 7);
+            if (nn == 2) _tile_dpbf16ps(2, 5, 6);
+            if (nn == 2 && nt == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+}
+
 /*
  * Rows n0 .. n0 + 16·nn − 1 of the output for token blocks tb .. tb + nt − 1
  * (nn, nt ∈ {1, 2}): the sum over the 32-column blocks, in each the parts x1,
@@ -223,23 +249,7 @@ TARGET_AMX static inline __attribute__((always_inline)) void block_nt(float *out
     const int64_t kblocks = (w->cols + 31) / 32;
     const unsigned char *w1 = w0 + 16 * stride;
     const uint16_t *b0 = pack + tl * kblocks * KBLOCK_U16, *b1 = b0 + kblocks * KBLOCK_U16;
-    _tile_zero(0);
-    if (nt == 2) _tile_zero(1);
-    if (nn == 2) _tile_zero(2);
-    if (nn == 2 && nt == 2) _tile_zero(3);
-    for (int64_t kb = 0; kb < kblocks; kb++) {
-        _tile_loadd(4, w0 + kb * 64, stride);
-        if (nn == 2) _tile_loadd(5, w1 + kb * 64, stride);
-        for (int p = 0; p < 3; p++) {
-            const size_t off = (size_t)kb * KBLOCK_U16 + (size_t)p * (TILE_BYTES / 2);
-            _tile_loadd(6, b0 + off, 64);
-            if (nt == 2) _tile_loadd(7, b1 + off, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            if (nt == 2) _tile_dpbf16ps(1, 4, 7);
-            if (nn == 2) _tile_dpbf16ps(2, 5, 6);
-            if (nn == 2 && nt == 2) _tile_dpbf16ps(3, 5, 7);
-        }
-    }
+    tiles_sum(w0, w1, stride, b0, b1, 0, kblocks, nn, nt);
     float c[256] __attribute__((aligned(64)));
     _tile_stored(0, c, 64);
     scatter(out, w->rows, c, n0, tb * 16, T);
@@ -288,24 +298,7 @@ TARGET_AMX512 static inline __attribute__((always_inline)) void block_fp8_nt(flo
         float sf;
         memcpy(&sf, srow + sb * 4, sizeof sf);
         const __m512 s = _mm512_set1_ps(sf * 256.0f);
-        _tile_zero(0);
-        if (nt == 2) _tile_zero(1);
-        if (nn == 2) _tile_zero(2);
-        if (nn == 2 && nt == 2) _tile_zero(3);
-        const int64_t k1 = sb * 4 + 4 < kblocks ? sb * 4 + 4 : kblocks;
-        for (int64_t kb = sb * 4; kb < k1; kb++) {
-            _tile_loadd(4, w0 + kb * 64, stride);
-            if (nn == 2) _tile_loadd(5, w1 + kb * 64, stride);
-            for (int p = 0; p < 3; p++) {
-                const size_t off = (size_t)kb * KBLOCK_U16 + (size_t)p * (TILE_BYTES / 2);
-                _tile_loadd(6, b0 + off, 64);
-                if (nt == 2) _tile_loadd(7, b1 + off, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                if (nt == 2) _tile_dpbf16ps(1, 4, 7);
-                if (nn == 2) _tile_dpbf16ps(2, 5, 6);
-                if (nn == 2 && nt == 2) _tile_dpbf16ps(3, 5, 7);
-            }
-        }
+        tiles_sum(w0, w1, stride, b0, b1, sb * 4, sb * 4 + 4 < kblocks ? sb * 4 + 4 : kblocks, nn, nt);
         TILE_ADD(0, acc[0], s);
         if (nt == 2) TILE_ADD(1, acc[1], s);
         if (nn == 2) TILE_ADD(2, acc[2], s);
