@@ -60,7 +60,6 @@ bool ds3_in_parallel(void) {
     return false;
 #endif
 }
-#define in_parallel ds3_in_parallel
 
 #ifdef DS3_BLAS
 #include <cblas.h>
@@ -135,7 +134,7 @@ void ds3_get_build_info(ds3_build_info *out) {
 void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
     const int64_t rows = w->rows, cols = w->cols;
     for (int64_t i = 0; i < (int64_t)T * rows; i++) out[i] = 0;
-#pragma omp parallel for schedule(static) if (!in_parallel())
+#pragma omp parallel for schedule(static) if (!ds3_in_parallel())
     for (int64_t i = 0; i < rows; i++) {
         ds3_real buf[COL_BLOCK];  /* row i, columns [j0, j0+nb), dequantised */
         for (int64_t j0 = 0; j0 < cols; j0 += COL_BLOCK) {
@@ -246,7 +245,7 @@ static void linear_lanes(ds3_real *out, const ds3_real *in, const ds3_tensor *w,
     lanes_fn *k = pick_lanes();
     const int64_t rows = w->rows;
     const int64_t nchunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
-#pragma omp parallel for schedule(static) if (rows * w->cols * (int64_t)T > 32768 && !in_parallel())
+#pragma omp parallel for schedule(static) if (rows * w->cols * (int64_t)T > 32768 && !ds3_in_parallel())
     for (int64_t c = 0; c < nchunks; c++) {
         int64_t i0 = c * ROW_CHUNK, i1 = i0 + ROW_CHUNK < rows ? i0 + ROW_CHUNK : rows;
         k(out, in, w, T, i0, i1);
@@ -291,7 +290,7 @@ static void linear_blas(ds3_real *out, const ds3_real *in, const ds3_tensor *w, 
     const int64_t ntiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
     blas_single_threaded();
     bool fail = false;
-#pragma omp parallel for schedule(static) reduction(|| : fail) if (!in_parallel())
+#pragma omp parallel for schedule(static) reduction(|| : fail) if (!ds3_in_parallel())
     for (int64_t tile = 0; tile < ntiles; tile++) {
         int64_t r0 = tile * TILE_ROWS;
         int64_t nr = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;

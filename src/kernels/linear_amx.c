@@ -350,8 +350,9 @@ TARGET_AVX512BWVL static void fp8_to_bf16(uint16_t *dst, const unsigned char *q,
     }
 }
 
-/* The thread's bf16 copy of weight rows n0 .. n0 + 16·nn − 1, kpad columns,
- * zero-padded; NULL if it cannot be allocated. */
+/* The thread's buffer for a copy of 32 weight rows of kpad bf16 values (not
+ * cleared: the caller writes or zeroes what the tiles read); NULL if it cannot
+ * be allocated. */
 static uint16_t *edge_rows(int64_t kpad) {
     const size_t need = (size_t)(32 * kpad);
     if (need > edge_cap) {
@@ -360,7 +361,6 @@ static uint16_t *edge_rows(int64_t kpad) {
         edge_cap = edge_buf ? need : 0;
         if (!edge_buf) return NULL;
     }
-    memset(edge_buf, 0, need * sizeof *edge_buf);
     return edge_buf;
 }
 
@@ -372,8 +372,12 @@ static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, s
     if (w->dtype == DS3_DT_F8_E4M3) {
         uint16_t *e = edge_rows(kpad);
         if (!e) return NULL;
-        for (int64_t r = n0; r < n0 + 16 * nn && r < rows; r++)
-            fp8_to_bf16(e + (r - n0) * kpad, (const unsigned char *)w->data + (size_t)r * (size_t)cols, cols, kpad);
+        /* each row written whole (zeros past cols); rows past the tensor zeroed */
+        for (int64_t r = n0; r < n0 + 16 * nn; r++)
+            if (r < rows)
+                fp8_to_bf16(e + (r - n0) * kpad, (const unsigned char *)w->data + (size_t)r * (size_t)cols, cols, kpad);
+            else
+                memset(e + (r - n0) * kpad, 0, (size_t)kpad * sizeof *e);
         *stride = (size_t)kpad * 2;
         return (const unsigned char *)e;
     }
@@ -382,6 +386,7 @@ static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, s
         return (const unsigned char *)w->data + (size_t)n0 * (size_t)cols * 2;
     }
     if (!edge_rows(kpad)) return NULL;
+    memset(edge_buf, 0, (size_t)(32 * kpad) * sizeof *edge_buf);
     for (int64_t r = n0; r < n0 + 16 * nn && r < rows; r++)
         memcpy(edge_buf + (r - n0) * kpad, (const unsigned char *)w->data + (size_t)r * (size_t)cols * 2,
                (size_t)cols * 2);

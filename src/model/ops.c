@@ -35,7 +35,6 @@ ds3_real ds3_silu(ds3_real a) { return silu_e(a, ds3_exp(-(double)a)); }
 /* x[i] = silu(x[i]) for n values: ds3_silu's operations, the exps a chunk at a time. */
 void ds3_silu_n(ds3_real *x, size_t n) {
     const int64_t chunks = (int64_t)((n + EXP_CHUNK - 1) / EXP_CHUNK);
-    (void)chunks;  /* (without OpenMP the pragma is ignored) */
 #pragma omp parallel for schedule(static) if (n >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int64_t c = 0; c < chunks; c++) {
         const size_t i0 = (size_t)c * EXP_CHUNK;
