@@ -208,10 +208,11 @@ static const char *const help_info =
 
 #define KERNELS_HELP                                                                       \
     "  --kernels K         fast (default: OpenBLAS beyond 32 tokens, AMX from 2 for\n"     \
-    "                      BF16 and FP8 weights, a decode step's attention in fused\n"     \
-    "                      multiply-adds where the CPU has them), deterministic\n"         \
-    "                      (a prefill has the bits of token-by-token decoding) or ref\n"   \
-    "                      (the plain loops); docs/ARCHITECTURE.md section 6\n"
+    "                      BF16 and FP8 weights, a decode step's attention and FP8\n"      \
+    "                      products in fused multiply-adds where the CPU has them),\n"     \
+    "                      deterministic (a prefill has the bits of token-by-token\n"      \
+    "                      decoding) or ref (the plain loops); docs/ARCHITECTURE.md\n"     \
+    "                      section 6\n"
 
 static const char *const help_run =
     "usage: ds3 run -m DIR (--tokens IDS | -p TEXT | -f FILE) [-n N] [-c N] [sampling options]\n"
@@ -1055,6 +1056,10 @@ int main(int argc, char **argv) {
         printf("AMX: %s\n",
                b.amx ? "BF16 and FP8 weights, fast mode, calls of 2 tokens or more (DS3_NO_AMX=1 turns it off)"
                      : "not used (not on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX)");
+        printf("AVX-512: %s\n",
+               b.avx512 ? "a fast decode step's attention and FP8 products (DS3_NO_AVX512=1 turns it off)"
+                        : "not used by fast mode's decode steps (not on this CPU, not in this build, or "
+                          "DS3_NO_AVX512)");
         printf("compiler: %s\n", __VERSION__);
         return 0;
     }

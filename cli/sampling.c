@@ -151,9 +151,9 @@ void cli_banner(const cli_sampling *so, bool quiet) {
     if (quiet) return;
     ds3_build_info b;
     ds3_get_build_info(&b);
-    fprintf(stderr, "system: %s build, %d thread%s, OpenMP %s, BLAS %s, lane kernel %s%s\n", b.precision,
+    fprintf(stderr, "system: %s build, %d thread%s, OpenMP %s, BLAS %s, lane kernel %s%s%s\n", b.precision,
             ds3_threads(), ds3_threads() == 1 ? "" : "s", b.openmp ? "on" : "off", b.blas, b.simd,
-            b.amx ? ", AMX for BF16 and FP8" : "");
+            b.amx ? ", AMX for BF16 and FP8" : "", b.avx512 ? ", AVX-512 decode" : "");
     if (so->from_config) {
         char line[512];
         cli_sampling_describe(so, line, sizeof line);

@@ -178,8 +178,11 @@ typedef struct {
     int openmp;             /* the _OPENMP date (e.g. 201511), 0 without OpenMP */
     int simd_built;         /* 1 where the AVX2+F16C lane kernel is compiled in (x86-64) */
     const char *simd;       /* the lane kernel used on this CPU: "avx2+f16c" or "portable" */
-    int amx;                /* 1 where fast mode's several-token products with BF16 weights run on
-                               Intel AMX (the CPU has it, Linux grants it, DS3_NO_AMX unset) */
+    int amx;                /* 1 where fast mode's several-token products with BF16 and FP8 weights
+                               run on Intel AMX (the CPU has it, Linux grants it, DS3_NO_AMX unset) */
+    int avx512;             /* 1 where a fast decode step's attention and FP8 products run AVX-512
+                               fused multiply-adds (float build with BLAS, the CPU has AVX-512 F,
+                               BW and VL, DS3_NO_AVX512 unset) */
 } ds3_build_info;
 void ds3_get_build_info(ds3_build_info *out);
 

@@ -183,6 +183,146 @@ static void amx_checks(int fp8) {
     }
 }
 
+/*
+ * The plain-C twin of linear_fp8.c: the operations it documents, one element
+ * at a time, with the exact code values and C's fmaf — lane l of a block sums
+ * columns ≡ l (mod 16) from zero (a chunk of 32 padded with 0·0), the row adds
+ * each block's lane times its scale with one more fmaf, the lanes are summed
+ * by the tree (l0 + l2) + (l1 + l3) per quarter, then (q0 + q2) + (q1 + q3).
+ */
+static float fp8_rows_twin(const unsigned char *q, const float *sc, int C, int i, const ds3_real *x) {
+    const int SC = (C + 127) / 128;
+    float acc[16] = {0};
+    for (int j0 = 0, b = 0; j0 < C; j0 += 128, b++) {
+        const int j1 = j0 + 128 < C ? j0 + 128 : C;
+        float blk[16] = {0};
+        for (int j = j0; j < j1; j += 16)
+            for (int l = 0; l < 16; l++) {
+                const bool in = j + l < j1;
+                blk[l] = fmaf(in ? ds3_e4m3_table[q[(size_t)i * C + j + l]] : 0.0f, in ? (float)x[j + l] : 0.0f,
+                              blk[l]);
+            }
+        if ((j1 - j0) % 32 > 0 && (j1 - j0) % 32 <= 16)  /* the padded chunk's second half */
+            for (int l = 0; l < 16; l++) blk[l] = fmaf(0.0f, 0.0f, blk[l]);
+        const float s = sc ? sc[(i / 128) * SC + b] : 1.0f;
+        for (int l = 0; l < 16; l++) acc[l] = fmaf(blk[l], s, acc[l]);
+    }
+    float qs[4];
+    for (int k = 0; k < 4; k++) qs[k] = (acc[4 * k] + acc[4 * k + 2]) + (acc[4 * k + 1] + acc[4 * k + 3]);
+    return (qs[0] + qs[2]) + (qs[1] + qs[3]);
+}
+
+/*
+ * Fast mode's decode-step product for FP8 weights (linear_fp8.c), where it
+ * runs: bit for bit its plain-C twin (every finite code, subnormals and zeros
+ * included, scales that are not powers of two, the edges of rows, columns and
+ * blocks); within (cols + 2·blocks)·2^-24·Σ|xw| of float64; the same bits for
+ * each token whatever T, for 1 and 2 threads, with and without the block
+ * record; NaN codes NaN in their rows only; ds3_linear_decode takes it.
+ */
+static void fp8_rows_checks(void) {
+    static const int shapes[][3] = {{1, 5, 16}, {3, 9, 40}, {2, 33, 200}, {5, 300, 200}, {1, 256, 1024},
+                                    {4, 37, 2048}, {17, 130, 384}};
+    for (int k = 0; k < 7; k++) {
+        const int M = shapes[k][0], R = shapes[k][1], C = shapes[k][2];
+        const int SR = (R + 127) / 128, SC = (C + 127) / 128;
+        ds3_real *x = malloc(sizeof(ds3_real) * M * C), *o = malloc(sizeof(ds3_real) * M * R),
+                 *o2 = malloc(sizeof(ds3_real) * M * R);
+        unsigned char *q = malloc((size_t)R * C);
+        float *sc = malloc(sizeof(float) * SR * SC);
+        _Atomic unsigned char *seen = calloc((size_t)SR * SC, 1);
+        for (int i = 0; i < M * C; i++) x[i] = (ds3_real)urand();
+        for (int i = 0; i < R * C; i++) {  /* every finite code, uniformly: zeros and subnormals too */
+            q[i] = (unsigned char)(rng >> 56);
+            urand();
+            if ((q[i] & 0x7f) == 0x7f) q[i] ^= 1;
+        }
+        for (int b = 0; b < SR * SC; b++) sc[b] = (float)(0.0003 * (b % 7 + 1));
+        ds3_tensor tw = {"w.fp8rows", DS3_DT_F8_E4M3, R, C, q, sc, seen, NULL};
+
+        ds3_linear_fp8_rows(o, x, &tw, M);
+        int twin = 0, over = 0;
+        double worst = 0;
+        for (int t = 0; t < M; t++)
+            for (int n = 0; n < R; n++) {
+                const float want = fp8_rows_twin(q, sc, C, n, x + (size_t)t * C);
+                twin += memcmp(&want, &o[t * R + n], sizeof want) != 0;
+                double ref = 0, mag = 0;
+                for (int j = 0; j < C; j++) {
+                    double p = (double)x[t * C + j] * ds3_e4m3_table[q[(size_t)n * C + j]] * sc[(n / 128) * SC + j / 128];
+                    ref += p;
+                    mag += fabs(p);
+                }
+                const double err = fabs(o[t * R + n] - ref), bound = (C + 2.0 * SC) * 0x1p-24 * mag;
+                if (bound > 0 && err / bound > worst) worst = err / bound;
+                over += err > bound;
+            }
+        CHECK(twin == 0, "FP8 decode product, T=%d, %d x %d: bit for bit its plain-C twin (%d of %d differ)", M, R, C,
+              twin, M * R);
+        CHECK(over == 0, "FP8 decode product, T=%d, %d x %d: within (cols + 2·blocks)·2^-24·Σ|xw| of float64 (%d "
+              "over; worst %.3f of it)", M, R, C, over, worst);
+
+        int diff = 0;
+        for (int t = 0; t < M; t++) {
+            ds3_linear_fp8_rows(o2, x + (size_t)t * C, &tw, 1);
+            diff += memcmp(o + (size_t)t * R, o2, sizeof(ds3_real) * R) != 0;
+        }
+        CHECK(diff == 0, "FP8 decode product, T=%d, %d x %d: each token alone gives its bits (%d differ)", M, R, C,
+              diff);
+        tw.fp8_seen = NULL;  /* no block record: the NaN-aware decoder throughout */
+        ds3_linear_fp8_rows(o2, x, &tw, M);
+        CHECK(memcmp(o, o2, sizeof(ds3_real) * M * R) == 0,
+              "FP8 decode product, T=%d, %d x %d: the same bits without the block record", M, R, C);
+        tw.fp8_seen = seen;
+        int wrong = 0;
+        for (int b = 0; b < SR * SC; b++) wrong += seen[b] != 1;
+        CHECK(wrong == 0, "FP8 decode product, %d x %d: every block recorded as free of NaN codes (%d not)", R, C,
+              wrong);
+#ifdef _OPENMP
+        omp_set_num_threads(1);
+        ds3_linear_fp8_rows(o2, x, &tw, M);
+        omp_set_num_threads(2);
+        CHECK(memcmp(o, o2, sizeof(ds3_real) * M * R) == 0,
+              "FP8 decode product, T=%d, %d x %d: 1 and 2 threads give the same bits", M, R, C);
+#endif
+        ds3_linear_decode(o2, x, &tw, M);
+        CHECK(memcmp(o, o2, sizeof(ds3_real) * M * R) == 0 || !ds3_have_blas(),
+              "T=%d, %d x %d: ds3_linear_decode is the FP8 decode product", M, R, C);
+        if (k == 3) {  /* unscaled codes: scale 1 */
+            tw.scale_inv = NULL;
+            ds3_linear_fp8_rows(o2, x, &tw, 1);
+            int bad = 0;
+            for (int n = 0; n < R; n++) {
+                const float want = fp8_rows_twin(q, NULL, C, n, x);
+                bad += memcmp(&want, &o2[n], sizeof want) != 0;
+            }
+            CHECK(bad == 0, "FP8 decode product, unscaled codes: bit for bit its twin (%d differ)", bad);
+        }
+        free(x); free(o); free(o2); free(q); free(sc); free((void *)seen);
+    }
+    /* NaN codes: NaN outputs in their rows only, in a full chunk and in a row's
+     * last, partial one; with the block record (learned: marked 2) and without */
+    const int M = 3, R = 12, C = 200;
+    ds3_real x[3 * 200], o[3 * 12];
+    unsigned char q[12 * 200];
+    float sc2[2] = {0.5f, 0.25f};
+    _Atomic unsigned char seen[2] = {0, 0};
+    for (int i = 0; i < M * C; i++) x[i] = (ds3_real)urand();
+    for (int i = 0; i < R * C; i++) q[i] = ds3_f32_to_e4m3((float)(urand() * 4));
+    q[2 * C + 17] = 0x7f, q[9 * C + 197] = 0xff;
+    for (int rec = 0; rec < 2; rec++) {
+        ds3_tensor tn = {"w.nan", DS3_DT_F8_E4M3, R, C, q, sc2, rec ? seen : NULL, NULL};
+        ds3_linear_fp8_rows(o, x, &tn, M);
+        int bad = 0;
+        for (int t = 0; t < M; t++)
+            for (int n = 0; n < R; n++) bad += isnan(o[t * R + n]) != (n == 2 || n == 9);
+        CHECK(bad == 0, "FP8 decode product, %s the block record: NaN codes 0x7f and 0xff give NaN in their rows "
+              "only (%d wrong)", rec ? "with" : "without", bad);
+    }
+    CHECK(seen[0] == 2 && seen[1] == 2, "FP8 decode product: both blocks recorded as holding a NaN code (%d, %d)",
+          seen[0], seen[1]);
+}
+
 int main(void) {
     static ds3_real x[T * COLS];
     for (int i = 0; i < T * COLS; i++) x[i] = (ds3_real)urand();
@@ -425,6 +565,18 @@ int main(void) {
     }
     else fprintf(stderr, "   (no AMX on this CPU, not granted by the kernel, not in this build, or DS3_NO_AMX set: "
                          "not compared)\n");
+
+    th_section("FP8 decode product: fast mode's one-token calls (linear_fp8.c)");
+    if (ds3_fp8_rows_ok()) {
+        fp8_rows_checks();
+        ds3_fp8_rows_select(false);
+        static ds3_real d1[ROWS], d2[ROWS];
+        ds3_linear_decode(d1, x, &t8, 1);
+        ds3_linear(DS3_KERNELS_DETERMINISTIC, d2, x, &t8, 1);
+        CHECK(memcmp(d1, d2, sizeof d1) == 0, "switched off, ds3_linear_decode is the lane kernel");
+        ds3_fp8_rows_select(true);
+    }
+    else fprintf(stderr, "   (no AVX-512 BW on this CPU, not in this build, or DS3_NO_AVX512 set: not compared)\n");
 
     th_section("thread-count invariance");
     static ds3_real r1[T * ROWS], r2[T * ROWS], p1[T * ROWS], p2[T * ROWS];

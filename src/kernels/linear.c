@@ -26,6 +26,10 @@
  *   - the AMX product (linear_amx.c): in fast mode, BF16 and FP8 weights and 2
  *     tokens or more on a CPU with AMX, the activations split exactly into three bf16
  *     parts; it takes the place of the other two there.
+ *   - the FP8 decode product (linear_fp8.c): a fast decode step's FP8 weights on
+ *     a CPU with AVX-512, each 128-column block's sum over the exact codes times
+ *     its scale; model code reaches it through ds3_linear_decode (src/model/ops.c
+ *     decides which rows are a decode step's), not through ds3_linear.
  *
  * Determinism. An element's value depends only on its input row and weight
  * row, never on T or on the thread count: OpenMP splits output rows (and
@@ -123,8 +127,10 @@ void ds3_get_build_info(ds3_build_info *out) {
     out->simd = ds3_rows_avx2_ok() ? "avx2+f16c" : "portable";
 #ifdef DS3_BLAS
     out->amx = ds3_use_blas && ds3_amx_ok();
+    out->avx512 = ds3_use_blas && ds3_attend_ok() && ds3_fp8_rows_ok();
 #else
     out->amx = 0;
+    out->avx512 = 0;
 #endif
 }
 
@@ -514,6 +520,16 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
         linear_lanes(out, in, w, T);
         return;
     }
+}
+
+void ds3_linear_decode(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+#ifdef DS3_BLAS
+    if (ds3_use_blas && w->dtype == DS3_DT_F8_E4M3 && ds3_fp8_rows_ok()) {
+        ds3_linear_fp8_rows(out, in, w, T);
+        return;
+    }
+#endif
+    linear_lanes(out, in, w, T);
 }
 
 void ds3_linear_release(void) {

@@ -247,8 +247,7 @@ static void mla_attend_absorbed(const ds3_state *s, const ds3_layer *l, const ml
      * not the lane order's bits, fast mode's own (with BLAS, as its other
      * products); every element still the same operations whatever G or T, so
      * a verification of drafts (decode_rows) has a decode step's bits. */
-    const bool fused = ((T == 1 && s->kernels == DS3_KERNELS_FAST) || s->decode_rows) && !s->emul && ds3_gemm_ok() &&
-                       ds3_attend_ok();
+    const bool fused = ds3_decode_step(s, T) && ds3_gemm_ok() && ds3_attend_ok();
 #pragma omp parallel for schedule(static, 1)
     for (int tg = 0; tg < T * groups; tg++) {
         const int t = tg / groups, h0 = (tg % groups) * G, pos = start + t;

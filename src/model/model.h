@@ -250,8 +250,8 @@ struct ds3_state {
     int max_seq;                         /* S */
     ds3_attn_mode attn;
     ds3_kernels kernels;                 /* which kernels this state's products run */
-    bool decode_rows;                    /* every row's attention as a fast decode step's (mla.c;
-                                          * set by spec.c's verification of a fast state) */
+    bool decode_rows;                    /* every row as a fast decode step computes it (ops.c's
+                                          * ds3_decode_step; set by spec.c's verification of a fast state) */
     ds3_emul *emul;                      /* GPU rounding points (check/emulate.c); NULL: off */
     ds3_kv_cache *cache;                 /* [L + n_mtp] */
     int max_T;                           /* tokens per forward call the scratch holds */
@@ -300,6 +300,11 @@ void ds3_softmax(ds3_real *x, int n);                  /* in place, max-subtract
 /* The forward pass calls these: each is the plain operation with the state's
  * kernels, and rounds where a GPU build rounds when the state emulates one
  * (a no-op otherwise; check/emulate.c). */
+/* Whether these T rows are computed as a fast decode step computes its one
+ * token: a fast state's one-token call, or every row of a verification of
+ * drafts (decode_rows, spec.c); never under emulation. Their projections take
+ * ds3_linear_decode and their attention attend.c's kernels. */
+bool ds3_decode_step(const ds3_state *s, int T);
 /* out[T][w.rows] = in[T][w.cols] · wᵀ: a projection (rounding point: linear). */
 void ds3_proj(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
 /* The router's logits: a projection whose rounding point is the router's. */

@@ -79,13 +79,19 @@ void ds3_softmax(ds3_real *x, int n) {
  * plain operation: the same bits as if the call were not there.
  */
 
+bool ds3_decode_step(const ds3_state *s, int T) {
+    return ((T == 1 && s->kernels == DS3_KERNELS_FAST) || s->decode_rows) && !s->emul;
+}
+
 void ds3_proj(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
     if (s->emul) ds3_emul_linear(s->emul, s->kernels, out, in, w, T, DS3_EMUL_LINEAR);
+    else if (ds3_decode_step(s, T)) ds3_linear_decode(out, in, w, T);
     else ds3_linear(s->kernels, out, in, w, T);
 }
 
 void ds3_proj_router(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
     if (s->emul) ds3_emul_linear(s->emul, s->kernels, out, in, w, T, DS3_EMUL_ROUTER);
+    else if (ds3_decode_step(s, T)) ds3_linear_decode(out, in, w, T);
     else ds3_linear(s->kernels, out, in, w, T);
 }
 
