@@ -206,10 +206,10 @@ int ds3_linear_amx(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T
 /* Frees the calling thread's buffers (packed activations, padded edge block). */
 void ds3_linear_amx_release(void);
 
-/* linear_fp8.c — fast mode's decode-step product for FP8 weights with AVX-512
- * (see there): out = in · wᵀ, each 128-column block's sum over the exact code
- * values times its scale, each element the same operations whatever T or the
- * thread count. Call only when ds3_fp8_rows_ok: float build, AVX-512 F, BW and
+/* linear_fp8.c — fast mode's product of a few tokens (decode steps) for FP8
+ * weights with AVX-512 (see there): out = in · wᵀ, each 128-column block's sum
+ * over the exact code values times its scale, each element the same operations
+ * whatever T or the thread count. Call only when ds3_fp8_rows_ok: float build, AVX-512 F, BW and
  * VL, DS3_NO_AVX512 and DS3_NO_AVX2 unset; tests switch it (false if on is
  * asked for and missing). */
 bool ds3_fp8_rows_ok(void);
@@ -240,8 +240,8 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
 /* The product of a fast decode step, for each of T rows alike (src/model/ops.c:
  * a fast state's one-token calls and a verification's rows, decode_rows):
  * linear_fp8.c's for FP8 weights where it runs (BLAS on, as fast mode's other
- * kernels), else the lane kernel — ds3_linear's fast and deterministic modes'
- * one-token product. An element's bits depend on its own input row only. */
+ * kernels), else the lane kernel — ds3_linear(DS3_KERNELS_FAST, …, 1)'s product
+ * for any T. An element's bits depend on its own input row only. */
 void ds3_linear_decode(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
 /* The plain loops: one sequential sum per output (what DS3_KERNELS_REF runs). */
 void ds3_linear_ref(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);

@@ -18,18 +18,20 @@
  *     compiler emits SIMD without intrinsics; no FMA contraction (the Makefile
  *     passes -ffp-contract=off), so the bits are the same on every x86-64 and
  *     every compiler. It serves decode (T = 1), calls of up to LANES_MAX_T
- *     tokens in fast mode, and every T in deterministic mode and in BLAS=none
- *     builds.
+ *     tokens in fast mode (but FP8 weights on AVX-512: below), and every T in
+ *     deterministic mode and in BLAS=none builds.
  *   - the BLAS path (more tokens): rows are dequantised 128 at a time into a tile
  *     and each tile is one single-threaded sgemm (dgemm in the f64 build);
  *     OpenMP runs the tiles in parallel.
  *   - the AMX product (linear_amx.c): in fast mode, BF16 and FP8 weights and 2
  *     tokens or more on a CPU with AMX, the activations split exactly into three bf16
  *     parts; it takes the place of the other two there.
- *   - the FP8 decode product (linear_fp8.c): a fast decode step's FP8 weights on
- *     a CPU with AVX-512, each 128-column block's sum over the exact codes times
- *     its scale; model code reaches it through ds3_linear_decode (src/model/ops.c
- *     decides which rows are a decode step's), not through ds3_linear.
+ *   - the FP8 product of a few tokens (linear_fp8.c): in fast mode, FP8 weights
+ *     and up to FP8_ROWS_MAX_T tokens (decode steps, most experts of a prefill)
+ *     on a CPU with AVX-512, each 128-column block's sum over the exact codes
+ *     times its scale. A row's bits never depend on T, so it is also the
+ *     product of every row of a verification of drafts (ds3_linear_decode;
+ *     src/model/ops.c decides which rows are a decode step's).
  *
  * Determinism. An element's value depends only on its input row and weight
  * row, never on T or on the thread count: OpenMP splits output rows (and
@@ -477,6 +479,13 @@ ds3_status ds3_threads_start(void) {
 #define LANES_MAX_T 32
 /* Calls of at least this many tokens with BF16 or FP8 weights use AMX, where it runs. */
 #define AMX_MIN_T 2
+/* Calls of fewer tokens with FP8 weights take linear_fp8.c's product in fast
+ * mode, where it runs: it decodes the codes for two tokens at a time, AMX
+ * converts the whole weight to bf16 first. Measured on small's experts (all of
+ * them, one call each, one core of the Xeon with AMX): 3.3x AMX's speed at 2
+ * tokens, 1.7x at 4, 1.8x at 6, 0.73x at 8; 1.3–2.8x the lane kernel's at 2–8
+ * tokens, about even at 16 (docs/BENCHMARKS.md). */
+#define FP8_ROWS_MAX_T 7
 
 ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out) {
     static const char *const names[] = {"fast", "deterministic", "ref"};
@@ -495,6 +504,13 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
         return;
     case DS3_KERNELS_FAST:
 #ifdef DS3_BLAS
+        /* FP8 weights and a few tokens on a CPU with AVX-512: each block's sum
+         * over the exact codes times its scale (linear_fp8.c), the product of a
+         * decode step (ds3_linear_decode). */
+        if (ds3_use_blas && T <= FP8_ROWS_MAX_T && w->dtype == DS3_DT_F8_E4M3 && ds3_fp8_rows_ok()) {
+            ds3_linear_fp8_rows(out, in, w, T);
+            return;
+        }
         /* BF16 and FP8 weights on a CPU with AMX: from two tokens on, the AMX product
          * (linear_amx.c), the activations split exactly into three bf16 parts.
          * Like the BLAS tiles it is off with ds3_use_blas, where fast mode is the

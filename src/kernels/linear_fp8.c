@@ -1,7 +1,7 @@
 /*
- * linear_fp8.c — fast mode's decode-step product for FP8 weights, with
- * AVX-512: each 128-column block summed over the exact code values, then
- * multiplied by its scale.
+ * linear_fp8.c — fast mode's product of a few tokens for FP8 weights (decode
+ * steps, most of a prefill's experts), with AVX-512: each 128-column block
+ * summed over the exact code values, then multiplied by its scale.
  *
  *   out[t][i] = Σ_b s_b · Σ_{j in b} q[i][j] · x[t][j]
  *
@@ -36,7 +36,9 @@
  * (q0 + q2) + (q1 + q3)). The same operations whatever T, the rows beside it
  * or the thread count — so fast mode keeps its bits for any thread count, and
  * the rows of a verification of drafts, which go through here too
- * (ds3_linear_decode, decode_rows), have a decode step's bits. Float builds on
+ * (ds3_linear_decode, decode_rows), have a decode step's bits. linear.c sends
+ * fast mode's FP8 calls of up to FP8_ROWS_MAX_T tokens here: two tokens share
+ * each decoded chunk, where AMX would first convert the whole weight to bf16. Float builds on
  * CPUs with AVX-512 F, BW and VL (and the lane kernels' AVX2); DS3_NO_AVX512
  * and DS3_NO_AVX2 turn it off. Not the lane kernel's bits: a fast decode step
  * of an FP8 model differs from a deterministic one within rounding.
