@@ -79,11 +79,24 @@ TARGET_AVX512 static inline __m512 sum16(const __m512 a[16]) {
 /*
  * Scores of four heads (query rows q0..q3) against four cached positions (rows
  * r0..r3): a_{4h+i} += q_h · r_i over n columns, 16 at a time; eight loads
- * for sixteen multiply-adds.
+ * for sixteen multiply-adds. Each row also asks for its line pf floats ahead
+ * (a later position's): a decode step finds its layer's cache evicted from
+ * the caches by the weights read since the last step, and the hardware
+ * prefetcher, which starts over at every 4 KiB page, left a score pass over
+ * 1,024 positions waiting on memory. The MLA sublayer of `small` at position
+ * 1,024 with its cache evicted (best of 80, medians of three interleaved
+ * runs): 0.81 → 0.70 ms on one thread, 0.51 → 0.45 on two. A prefetch changes
+ * no bit.
  */
-#define DOT4X4(q0, q1, q2, q3, r0, r1, r2, r3, n)                                                              \
+#define PF_C 16   /* c^KV rows ahead: 16 KiB at C = 256 */
+#define PF_R 64   /* k^R rows ahead: 8 KiB at Dr = 32 */
+#define DOT4X4(q0, q1, q2, q3, r0, r1, r2, r3, n, pf)                                                          \
     for (int k = 0; k < (n); k += 16) {                                                                      \
         const __mmask16 m = cols_mask(k, (n));                                                               \
+        _mm_prefetch((const char *)((r0) + k + (pf)), _MM_HINT_T0);                                          \
+        _mm_prefetch((const char *)((r1) + k + (pf)), _MM_HINT_T0);                                          \
+        _mm_prefetch((const char *)((r2) + k + (pf)), _MM_HINT_T0);                                          \
+        _mm_prefetch((const char *)((r3) + k + (pf)), _MM_HINT_T0);                                          \
         const __m512 x0 = _mm512_maskz_loadu_ps(m, (r0) + k), x1 = _mm512_maskz_loadu_ps(m, (r1) + k);       \
         const __m512 x2 = _mm512_maskz_loadu_ps(m, (r2) + k), x3 = _mm512_maskz_loadu_ps(m, (r3) + k);       \
         __m512 w = _mm512_maskz_loadu_ps(m, (q0) + k);                                                       \
@@ -116,8 +129,9 @@ TARGET_AVX512 static void scores_512(float *sc, size_t lds, const float *qc, siz
                          u3 = (size_t)u0 + (size_t)(nu - 1);
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
             __m512 a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
-            DOT4X4(c0, c1, c2, c3, c + (size_t)u0 * C, c + u1 * C, c + u2 * C, c + u3 * C, C)
-            DOT4X4(e0, e1, e2, e3, kr + (size_t)u0 * Dr, kr + u1 * Dr, kr + u2 * Dr, kr + u3 * Dr, Dr)
+            DOT4X4(c0, c1, c2, c3, c + (size_t)u0 * C, c + u1 * C, c + u2 * C, c + u3 * C, C, (size_t)PF_C * C)
+            DOT4X4(e0, e1, e2, e3, kr + (size_t)u0 * Dr, kr + u1 * Dr, kr + u2 * Dr, kr + u3 * Dr, Dr,
+                   (size_t)PF_R * Dr)
             /* lanes 4h .. 4h + 3 of the sums: head h's scores at u0 .. u0 + 3 */
             const __m512 acc[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
             const __m512 v = sum16(acc);

@@ -140,10 +140,10 @@ static inline float scale256(const ds3_tensor *w, int64_t rb, int64_t cb) {
 /* Bytes ahead of the codes being read that the kernel asks the cache for. A
  * decode step's FP8 matrices are small (an expert's is 256 KB on `small`),
  * read once each, at scattered addresses: the hardware prefetcher, which
- * starts over at every 4 KiB page, left them at 4.3–5 GB/s on one core of the
- * Xeon of docs/BENCHMARKS.md where the head, one stream, reads 9–10. Asking
- * for the line 4 KiB ahead of each row's read: 6–8 GB/s (2 KiB: 4.4–6.4;
- * 8 KiB: 7–7.6). A prefetch changes no bit. */
+ * starts over at every 4 KiB page, left this kernel at 4.8–5.3 GB/s on one
+ * core of the Xeon of docs/BENCHMARKS.md where the head, one stream, reads
+ * 9–10. Asking for the line 4 KiB ahead of each row's read: 6–8 GB/s (2 KiB:
+ * 4.4–6.4; 8 KiB: 7–7.6). A prefetch changes no bit. */
 #define PREFETCH 4096
 
 /* One chunk of 32 columns from j (the lanes of m: the columns before the
