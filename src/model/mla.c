@@ -79,13 +79,17 @@ static void mla_queries(const ds3_state *s, const ds3_layer *l, const mla_bufs *
     const ds3_config *c = &s->m->cfg;
     const int H = c->num_attention_heads, Dn = c->qk_nope_head_dim, Dr = c->qk_rope_head_dim,
               Rq = c->q_lora_rank, Dq = Dn + Dr;
+    /* the per-token loops split across the threads from DS3_PAR_MIN values
+     * (each token's operations its own: the same bits) */
     if (Rq > 0) {
         ds3_proj(s, b->cq, x, &l->q_a_proj, T);
+#pragma omp parallel for schedule(static) if ((size_t)T * Rq >= DS3_PAR_MIN && !ds3_in_parallel())
         for (int t = 0; t < T; t++) ds3_norm(s, b->cq + (size_t)t * Rq, b->cq + (size_t)t * Rq, l->q_a_layernorm, Rq);
         ds3_proj(s, b->q, b->cq, &l->q_b_proj, T);
     } else {
         ds3_proj(s, b->q, x, &l->q_proj, T);
     }
+#pragma omp parallel for schedule(static) if ((size_t)T * H * Dq >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) ds3_rotate(s, b->q + ((size_t)t * H + h) * Dq + Dn, start + t);
     ds3_round(s, b->q, (size_t)T * H * Dq, DS3_EMUL_ROPE);  /* q^R (q^C is bf16 already) */
@@ -97,6 +101,7 @@ static void mla_latent(const ds3_state *s, const ds3_layer *l, const mla_bufs *b
     const ds3_config *c = &s->m->cfg;
     const int C = c->kv_lora_rank, Dr = c->qk_rope_head_dim;
     ds3_proj(s, b->kv, x, &l->kv_a_proj_with_mqa, T);
+#pragma omp parallel for schedule(static) if ((size_t)T * (C + Dr) >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int t = 0; t < T; t++) {
         ds3_real *row = b->kv + (size_t)t * (C + Dr);
         ds3_norm(s, row, row, l->kv_a_layernorm, C);  /* c^KV */

@@ -47,6 +47,7 @@ static void forward_chunk(ds3_state *s, const int32_t *tokens, int T, int start,
 
     /* RMSNorm_final(h) stays in the state: the MTP rows read it (docs/MODEL.md §6). */
     ds3_real *hn = ds3_hwin_begin(&s->hfinal, start, D);
+#pragma omp parallel for schedule(static) if ((size_t)T * D >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int t = 0; t < T; t++) ds3_norm(s, hn + (size_t)t * D, s->x + (size_t)t * D, m->norm, D);
     s->hfinal.n += T;
     ds3_dump_act(s, DS3_DT_REAL, D, start, T, hn, "norm");

@@ -54,7 +54,10 @@ void ds3_moe_scores(ds3_real *s, const ds3_real *logits, const ds3_config *c) {
     const int E = c->n_routed_experts;
     /* Scores, computed in double and rounded once. */
     if (c->scoring_func == DS3_SCORE_SIGMOID) {
-        for (int e = 0; e < E; e++) s[e] = (ds3_real)(1.0 / (1.0 + ds3_exp(-(double)logits[e])));
+        double z[DS3_MAX_EXPERTS] = {0};  /* E <= DS3_MAX_EXPERTS (checked at load) */
+        for (int e = 0; e < E; e++) z[e] = -(double)logits[e];
+        ds3_exp_n(z, z, E);  /* each ds3_exp's bits, several at a time */
+        for (int e = 0; e < E; e++) s[e] = (ds3_real)(1.0 / (1.0 + z[e]));
     } else {
         for (int e = 0; e < E; e++) s[e] = logits[e];
         ds3_softmax(s, E);
@@ -142,7 +145,7 @@ void ds3_moe_weights(ds3_real *weight, const ds3_real *s, const int32_t *idx, co
 typedef struct {
     ds3_real *logits;   /* [T][E] gate · x */
     ds3_real *scores;   /* [T][E] s */
-    ds3_real *rs;       /* [E + n_group] routing scratch (ds3_moe_select) */
+    ds3_real *rs;       /* [T][E + n_group] routing scratch (ds3_moe_select), a row per token */
     ds3_real *w;        /* [T][K] routing weights */
     ds3_real *xe;       /* [T·K][D] inputs, grouped by expert */
     ds3_real *ye;       /* [T·K][D] outputs, grouped by expert */
@@ -163,7 +166,7 @@ static void plan(moe_bufs *b, ds3_arena *a, const ds3_config *c, int T) {
                  Im = c->moe_intermediate_size, S = c->n_shared_experts, TK = (size_t)T * K;
     b->logits = ds3_take(a, T * E);
     b->scores = ds3_take(a, T * E);
-    b->rs = ds3_take(a, E + c->n_group);
+    b->rs = ds3_take(a, (size_t)T * (E + c->n_group));
     b->w = ds3_take(a, TK);
     b->xe = ds3_take(a, TK * D);
     b->ye = ds3_take(a, TK * D);
@@ -231,13 +234,16 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
 
     /* ---- route: the scores (15), the choice (16), (14) and the weights (13) - */
     ds3_proj_router(s, b.logits, x, &l->gate, T);
+    /* tokens in parallel from DS3_PAR_MIN scores: each writes its own rows
+     * (scores, choice, weights, routing scratch, the hook's rows) */
+#pragma omp parallel for schedule(static) if ((size_t)T * E >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int t = 0; t < T; t++) {
         ds3_real *st = b.scores + (size_t)t * E, *wt = b.w + (size_t)t * K;
         int32_t *it = idx + (size_t)t * K;
         ds3_moe_scores(st, b.logits + (size_t)t * E, c);
         /* the official bf16 Gate: sigmoid of bf16 logits is a bf16 op; softmax(dtype=float32) is not */
         if (c->scoring_func == DS3_SCORE_SIGMOID) ds3_round(s, st, (size_t)E, DS3_EMUL_ROUTER);
-        ds3_moe_select(it, wt, st, l->e_score_correction_bias, c, b.rs);
+        ds3_moe_select(it, wt, st, l->e_score_correction_bias, c, b.rs + (size_t)t * (E + c->n_group));
         const ds3_route_hook *h = s->route;
         if (h) {
             /* A replay (replay.c): report the router's own choice, then run the
@@ -274,6 +280,7 @@ void ds3_moe(ds3_state *s, const ds3_layer *l, ds3_real *out, const ds3_real *x,
      * (dist.c: copies, never sums). Alone, lo..hi is every expert. */
     int lo, hi;
     ds3_dist_range(E, s->m->ep_rank, s->m->ep_size, &lo, &hi);
+#pragma omp parallel for schedule(static) if ((size_t)(off[hi] - off[lo]) * D >= DS3_PAR_MIN && !ds3_in_parallel())
     for (int r = off[lo]; r < off[hi]; r++) memcpy(b.xe + (size_t)r * D, x + (size_t)tok[r] * D, D * sizeof(ds3_real));
 
     /* ---- each expert on the tokens that chose it, experts in parallel ----- */
