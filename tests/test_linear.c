@@ -152,6 +152,20 @@ static void amx_checks(int fp8) {
               "within %scols·2^-24·Σ|xw| (%d over)", dt, M, R, C, fp8 ? "(3·cols + 2·blocks)·" : "3·cols·", over,
               worst, fp8 ? "2·" : "", over_blas);
 
+        /* weights 8 bytes past a cache line, as safetensors may place them
+         * (linear_amx.c copies such rows to an aligned buffer): the same bits */
+        if (!fp8) {
+            unsigned char *mis = malloc((size_t)R * C * 2 + 128);
+            unsigned char *at = mis + (64 - (uintptr_t)mis % 64) % 64 + 8;
+            memcpy(at, wv, (size_t)R * C * 2);
+            ds3_tensor tm = tw;
+            tm.data = at;
+            ds3_linear(DS3_KERNELS_FAST, o2, x, &tm, M);
+            CHECK(memcmp(o, o2, sizeof(ds3_real) * M * R) == 0,
+                  "%s, T=%d, %d x %d: weights 8 bytes past a cache line give the same bits", dt, M, R, C);
+            free(mis);
+        }
+
         /* threads, and T */
 #ifdef _OPENMP
         omp_set_num_threads(1);
