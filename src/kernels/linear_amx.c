@@ -133,8 +133,9 @@ TARGET_AVX512BW static inline __m512i part_of(__m512 x, int p) {
 /* v[i] holds row i of a 16×16 matrix of 32-bit pairs; afterwards, column i.
  * Four-by-four transposes inside each 128-bit lane (unpack), then of the lanes
  * themselves (shuffle_i32x4). */
-TARGET_AVX512BW static inline void transpose16(__m512i v[16]) {
+TARGET_AVX512BW static inline __attribute__((always_inline)) void transpose16(__m512i v[16]) {
     __m512i s[16];
+#pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
         const __m512i t0 = _mm512_unpacklo_epi32(v[4 * g], v[4 * g + 1]),
                       t1 = _mm512_unpackhi_epi32(v[4 * g], v[4 * g + 1]);
@@ -147,6 +148,7 @@ TARGET_AVX512BW static inline void transpose16(__m512i v[16]) {
     }
     /* s[4g + j], lane l: elements 4l + j of rows 4g .. 4g + 3; row 4l + j of the
      * result is lane l of s[j], s[4 + j], s[8 + j], s[12 + j] */
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         const __m512i u0 = _mm512_shuffle_i32x4(s[j], s[4 + j], _MM_SHUFFLE(1, 0, 1, 0)),
                       u1 = _mm512_shuffle_i32x4(s[j], s[4 + j], _MM_SHUFFLE(3, 2, 3, 2)),
