@@ -334,7 +334,10 @@ TARGET_AMX512 static void block(float *out, const ds3_tensor *w, const unsigned 
  * exponent bits in the low four, is the same number times 2^-8 (fp16's bias is
  * 15, e4m3's 7), subnormals included; fp16 → fp32 is exact, and so is keeping
  * the top 16 bits (at most 4 significant bits). NaN codes (0x7f, 0xff) become
- * a bf16 NaN.
+ * a bf16 NaN. The codes are read from memory once per call: each line is
+ * asked for 4 KiB ahead (the row block's rows are contiguous), as
+ * copy_prefetch does for BF16 (a 512-token prefill of small fp8, two threads,
+ * ten interleaved pairs: median ratio 1.05).
  */
 #define TARGET_AVX512BWVL __attribute__((target("avx512f,avx512bw,avx512vl")))
 TARGET_AVX512BWVL static void fp8_to_bf16(uint16_t *dst, const unsigned char *q, int64_t n, int64_t kpad) {
@@ -342,6 +345,7 @@ TARGET_AVX512BWVL static void fp8_to_bf16(uint16_t *dst, const unsigned char *q,
     for (int64_t j = 0; j < kpad; j += 32) {
         const int64_t left = n - j;
         const __mmask32 m = left >= 32 ? 0xffffffffu : left > 0 ? (__mmask32)((1u << left) - 1) : 0;
+        if ((j & 63) == 0) _mm_prefetch((const char *)q + j + 4096, _MM_HINT_T0);
         const __m512i v = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, q + j));
         const __m512i mag = _mm512_and_si512(v, low7);
         const __m512i h = _mm512_or_si512(_mm512_slli_epi16(mag, 7), _mm512_slli_epi16(_mm512_and_si512(v, sign), 8));
