@@ -209,9 +209,9 @@ void ds3_linear_amx_release(void);
 /* linear_fp8.c — fast mode's product of a few tokens (decode steps) for FP8
  * weights with AVX-512 (see there): out = in · wᵀ, each 128-column block's sum
  * over the exact code values times its scale, each element the same operations
- * whatever T or the thread count. Call only when ds3_fp8_rows_ok: float build, AVX-512 F, BW and
- * VL, DS3_NO_AVX512 and DS3_NO_AVX2 unset; tests switch it (false if on is
- * asked for and missing). */
+ * whatever T or the thread count. Call only when ds3_fp8_rows_ok: float build,
+ * AVX-512 F, BW and VL, DS3_NO_AVX512 and DS3_NO_AVX2 unset; tests switch it
+ * (false if on is asked for and missing). */
 bool ds3_fp8_rows_ok(void);
 bool ds3_fp8_rows_select(bool on);
 void ds3_linear_fp8_rows(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T);
