@@ -487,6 +487,17 @@ ds3_status ds3_threads_start(void) {
  * tokens, about even at 16 (docs/BENCHMARKS.md). */
 #define FP8_ROWS_MAX_T 7
 
+/* The weight is one linear_fp8.c takes, and it runs (BLAS on, as fast mode's
+ * other kernels). */
+static bool fp8_rows_take(const ds3_tensor *w) {
+#ifdef DS3_BLAS
+    return ds3_use_blas && w->dtype == DS3_DT_F8_E4M3 && ds3_fp8_rows_ok();
+#else
+    (void)w;
+    return false;
+#endif
+}
+
 ds3_status ds3_kernels_parse(const char *name, ds3_kernels *out) {
     static const char *const names[] = {"fast", "deterministic", "ref"};
     for (int i = 0; i < 3; i++)
@@ -507,7 +518,7 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
         /* FP8 weights and a few tokens on a CPU with AVX-512: each block's sum
          * over the exact codes times its scale (linear_fp8.c), the product of a
          * decode step (ds3_linear_decode). */
-        if (ds3_use_blas && T <= FP8_ROWS_MAX_T && w->dtype == DS3_DT_F8_E4M3 && ds3_fp8_rows_ok()) {
+        if (T <= FP8_ROWS_MAX_T && fp8_rows_take(w)) {
             ds3_linear_fp8_rows(out, in, w, T);
             return;
         }
@@ -539,13 +550,8 @@ void ds3_linear(ds3_kernels k, ds3_real *out, const ds3_real *in, const ds3_tens
 }
 
 void ds3_linear_decode(ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
-#ifdef DS3_BLAS
-    if (ds3_use_blas && w->dtype == DS3_DT_F8_E4M3 && ds3_fp8_rows_ok()) {
-        ds3_linear_fp8_rows(out, in, w, T);
-        return;
-    }
-#endif
-    linear_lanes(out, in, w, T);
+    if (fp8_rows_take(w)) ds3_linear_fp8_rows(out, in, w, T);
+    else linear_lanes(out, in, w, T);
 }
 
 void ds3_linear_release(void) {

@@ -340,12 +340,14 @@ TARGET_AMX512 static void block(float *out, const ds3_tensor *w, const unsigned 
  * ten interleaved pairs: median ratio 1.05).
  */
 #define TARGET_AVX512BWVL __attribute__((target("avx512f,avx512bw,avx512vl")))
+/* Bytes ahead of a weight read that the copies below ask the cache for. */
+#define PREFETCH_AHEAD 4096
 TARGET_AVX512BWVL static void fp8_to_bf16(uint16_t *dst, const unsigned char *q, int64_t n, int64_t kpad) {
     const __m512i low7 = _mm512_set1_epi16(0x7f), sign = _mm512_set1_epi16(0x80), nan = _mm512_set1_epi16(0x7fc0);
     for (int64_t j = 0; j < kpad; j += 32) {
         const int64_t left = n - j;
         const __mmask32 m = left >= 32 ? 0xffffffffu : left > 0 ? (__mmask32)((1u << left) - 1) : 0;
-        if ((j & 63) == 0) _mm_prefetch((const char *)q + j + 4096, _MM_HINT_T0);
+        if ((j & 63) == 0) _mm_prefetch((const char *)q + j + PREFETCH_AHEAD, _MM_HINT_T0);
         const __m512i v = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, q + j));
         const __m512i mag = _mm512_and_si512(v, low7);
         const __m512i h = _mm512_or_si512(_mm512_slli_epi16(mag, 7), _mm512_slli_epi16(_mm512_and_si512(v, sign), 8));
@@ -379,7 +381,7 @@ static uint16_t *edge_rows(int64_t kpad) {
 TARGET_AVX512BW static void copy_prefetch(void *dst, const unsigned char *src, size_t n) {
     unsigned char *d = dst;
     for (size_t k = 0; k < n; k += 64) {
-        _mm_prefetch((const char *)src + k + 4096, _MM_HINT_T0);
+        _mm_prefetch((const char *)src + k + PREFETCH_AHEAD, _MM_HINT_T0);
         _mm512_store_si512((void *)(d + k), _mm512_loadu_si512((const void *)(src + k)));
     }
 }
@@ -428,7 +430,6 @@ static const unsigned char *row_block(const ds3_tensor *w, int64_t n0, int nn, s
             memset(e, 0, (size_t)kpad * sizeof *e);
         }
     }
-    *stride = (size_t)kpad * 2;
     return (const unsigned char *)edge_buf;
 }
 

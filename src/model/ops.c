@@ -83,16 +83,20 @@ bool ds3_decode_step(const ds3_state *s, int T) {
     return ((T == 1 && s->kernels == DS3_KERNELS_FAST) || s->decode_rows) && !s->emul;
 }
 
-void ds3_proj(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
-    if (s->emul) ds3_emul_linear(s->emul, s->kernels, out, in, w, T, DS3_EMUL_LINEAR);
+/* A projection whose GPU rounding point is `point` (emulation), else a decode
+ * step's product or the state's kernels'. */
+static void proj(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T, unsigned point) {
+    if (s->emul) ds3_emul_linear(s->emul, s->kernels, out, in, w, T, point);
     else if (ds3_decode_step(s, T)) ds3_linear_decode(out, in, w, T);
     else ds3_linear(s->kernels, out, in, w, T);
 }
 
+void ds3_proj(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
+    proj(s, out, in, w, T, DS3_EMUL_LINEAR);
+}
+
 void ds3_proj_router(const ds3_state *s, ds3_real *out, const ds3_real *in, const ds3_tensor *w, int T) {
-    if (s->emul) ds3_emul_linear(s->emul, s->kernels, out, in, w, T, DS3_EMUL_ROUTER);
-    else if (ds3_decode_step(s, T)) ds3_linear_decode(out, in, w, T);
-    else ds3_linear(s->kernels, out, in, w, T);
+    proj(s, out, in, w, T, DS3_EMUL_ROUTER);
 }
 
 void ds3_norm(const ds3_state *s, ds3_real *out, const ds3_real *x, const ds3_real *w, int n) {
